@@ -1,0 +1,169 @@
+"""Settings: ``alembic-free-config.toml``, overridden by the environment.
+
+Precedence, highest first: arguments to ``Settings(...)``, ``REDIS_URL`` (for ``redis.url``),
+environment variables ``APP_<SECTION>__<KEY>`` (for example ``APP_REDIS__MAX_CONNECTIONS=128``,
+``APP_WORKERS__ENABLED=false``), then the TOML file. The file is ``alembic-free-config.toml`` in
+the working directory, else the one next to the ``app`` package; ``APP_CONFIG_FILE`` names
+another. Unknown keys are errors, so a typo cannot silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_FILE_NAME = "alembic-free-config.toml"
+ENV_PREFIX = "APP_"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Section(BaseModel):
+    """Base of every settings section: unknown keys are rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RedisSettings(Section):
+    url: str = ""
+    max_connections: PositiveInt = 256
+    socket_timeout_s: PositiveFloat = 5.0
+    socket_connect_timeout_s: PositiveFloat = 2.0
+    retry_attempts: Annotated[int, Field(ge=0)] = 8
+    retry_backoff_base_s: PositiveFloat = 0.05
+    retry_backoff_cap_s: PositiveFloat = 1.0
+    tls_ca_file: str = ""
+    tls_check_hostname: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("redis://", "rediss://")):
+            raise ValueError("must start with redis:// or rediss://")
+        return value
+
+
+class EmbeddedSettings(Section):
+    host: str = "127.0.0.1"
+    base_port: Annotated[int, Field(ge=1, le=55535 - 16)] = 7100
+    shards: PositiveInt = 3
+    replicas_per_shard: Annotated[int, Field(ge=0)] = 1
+    data_dir: Path = Path("var/redis")
+    redis_server: str = "redis-server"
+    start_timeout_s: PositiveFloat = 60.0
+
+    def resolved_data_dir(self) -> Path:
+        """Return the data directory, relative paths taken from the project root."""
+        return self.data_dir if self.data_dir.is_absolute() else PROJECT_ROOT / self.data_dir
+
+
+class ServerSettings(Section):
+    host: str = "127.0.0.1"
+    port: Port = 8000
+    workers: PositiveInt = 1
+    log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+
+
+class WorkerSettings(Section):
+    enabled: bool = True
+    consumer_name: str = ""
+    consumers_per_process: PositiveInt = 1
+    batch_size: Annotated[int, Field(gt=0, le=10000)] = 200
+    block_ms: Annotated[int, Field(gt=0)] = 1000
+    claim_min_idle_ms: Annotated[int, Field(gt=0)] = 30000
+    claim_interval_s: PositiveFloat = 5.0
+    error_backoff_s: PositiveFloat = 0.5
+    drain_timeout_s: PositiveFloat = 10.0
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; see alembic-free-config.toml for what each one does."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    redis: RedisSettings = RedisSettings()
+    embedded: EmbeddedSettings = EmbeddedSettings()
+    server: ServerSettings = ServerSettings()
+    workers: WorkerSettings = WorkerSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            RedisUrlSource(settings_cls),
+            env_settings,
+            TomlConfigSettingsSource(settings_cls, toml_file=config_file()),
+        )
+
+
+class RedisUrlSource(PydanticBaseSettingsSource):
+    """``REDIS_URL``, the name every Redis tool and platform uses, sets ``redis.url``."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        url = os.environ.get("REDIS_URL")
+        return {"redis": {"url": url}} if url else {}
+
+
+def config_file() -> Path:
+    """Return the configuration file in use."""
+    explicit = os.environ.get("APP_CONFIG_FILE")
+    if explicit:
+        return Path(explicit)
+    local = Path.cwd() / CONFIG_FILE_NAME
+    return local if local.exists() else PROJECT_ROOT / CONFIG_FILE_NAME
+
+
+class ConfigError(RuntimeError):
+    """The configuration is invalid; the message is one line naming the key."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Load and validate the settings, raising ConfigError with one clear line."""
+    explicit = os.environ.get("APP_CONFIG_FILE")
+    if explicit and not Path(explicit).is_file():
+        raise ConfigError(f"configuration error: APP_CONFIG_FILE={explicit}: no such file")
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+    except ValueError as exc:  # a malformed TOML file
+        raise ConfigError(f"configuration error: {config_file()}: {exc}") from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """Turn pydantic's report into one line: key, problem, offending value."""
+    parts = []
+    for error in exc.errors():
+        key = ".".join(str(item) for item in error["loc"])
+        env = ENV_PREFIX + "__".join(str(item) for item in error["loc"]).upper()
+        value = error.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        parts.append(f"{key} [env {env}]: {error['msg']}{shown}")
+    return "configuration error: " + "; ".join(parts)

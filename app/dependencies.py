@@ -1,0 +1,44 @@
+"""Request dependencies: the resources the lifespan owns, as typed ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from app.config import Settings
+from app.redis import RedisStore
+from workers.pool import WorkerPool
+
+
+async def get_store(request: Request) -> RedisStore:
+    """Return the Redis store the lifespan opened."""
+    store: RedisStore = request.state.store
+    return store
+
+
+async def get_settings(request: Request) -> Settings:
+    """Return the settings the app was started with."""
+    settings: Settings = request.state.settings
+    return settings
+
+
+async def get_idempotency_key(
+    idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
+) -> str | None:
+    """Return the client's Idempotency-Key header: a retry carrying it is applied once."""
+    return idempotency_key
+
+
+RedisDep = Annotated[RedisStore, Depends(get_store)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+IdempotencyKeyDep = Annotated[str | None, Depends(get_idempotency_key)]
+
+
+async def get_workers(request: Request) -> WorkerPool | None:
+    """Return this process's stream workers, or None when they run elsewhere."""
+    workers: WorkerPool | None = request.state.workers
+    return workers
+
+
+WorkersDep = Annotated[WorkerPool | None, Depends(get_workers)]

@@ -1,0 +1,106 @@
+"""Domain errors and the handlers that turn every failure into a JSON answer.
+
+Every error body has a ``message``; validation errors add ``errors``, one entry per problem with
+where it is (``loc``) and what is wrong (``msg``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 1
+
+
+class AppError(Exception):
+    """A failure with a meaning for the client: the status code and message to answer with."""
+
+    status_code: ClassVar[int] = 400
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(AppError):
+    status_code = 404
+
+
+class Conflict(AppError):
+    status_code = 409
+
+
+class InvalidInput(AppError):
+    status_code = 422
+
+
+class ServiceUnavailable(AppError):
+    """Redis cannot be reached even after the retry policy's attempts."""
+
+    status_code = 503
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = [str(item) for item in error.get("loc", ())]
+    kind = error.get("type")
+    if kind == "json_invalid":
+        position = loc[1] if len(loc) > 1 else "?"
+        return f"Request body is not valid JSON (error at character {position})"
+    if loc == ["body"] and kind in {"dict_type", "model_type", "missing"}:
+        return "Request body must be a JSON object"
+    where = ".".join(loc)
+    return f"Invalid {where or 'request'}: {error.get('msg', 'invalid')}"
+
+
+def _validation_message(errors: list[dict[str, Any]]) -> str:
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    return _describe(errors[0]) + more
+
+
+async def _app_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if isinstance(exc, ServiceUnavailable) else None
+    return JSONResponse({"message": exc.message}, status_code=exc.status_code, headers=headers)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = [
+        {"loc": list(err.get("loc", ())), "msg": str(err.get("msg", "")), "type": err.get("type")}
+        for err in exc.errors()
+    ]
+    return JSONResponse(
+        {"message": _validation_message(errors), "errors": errors}, status_code=422
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return JSONResponse(
+        {"message": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
+    )
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.error(
+        "unhandled error: method=%s path=%s",
+        request.method,
+        request.url.path,
+        exc_info=exc,
+    )
+    return JSONResponse({"message": "Internal server error"}, status_code=500)
+
+
+def register_error_handlers(app: FastAPI) -> None:
+    """Map domain errors, validation errors and anything unexpected to JSON answers."""
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,37 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from app.dependencies import RedisDep, WorkersDep
+from app.redis import cluster_state
+from app.schemas import Message
+
+READY_CHECK_TIMEOUT_S = 2.0
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def read_health() -> Message:
+    """Answer while the process is alive."""
+    return Message(message="ok")
+
+
+@router.get("/readyz", responses={503: {"model": Message, "description": "Not ready, and why"}})
+async def read_readiness(store: RedisDep, workers: WorkersDep) -> JSONResponse:
+    """Answer 200 when Redis is reachable with cluster_state ok and the workers run."""
+    try:
+        state = await asyncio.wait_for(cluster_state(store), READY_CHECK_TIMEOUT_S)
+    except Exception as exc:  # noqa: BLE001 - any failure to ask is a reason not to be ready
+        state = f"redis unreachable: {exc!r}"
+    problem = "" if state == "ok" else state
+    if not problem and workers is not None:
+        problem = workers.problem()
+    if problem:
+        return JSONResponse({"message": problem}, status_code=503)
+    return JSONResponse({"message": "ready"})

@@ -1,0 +1,56 @@
+"""The lifespan owns every resource: the Redis client and the stream workers."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import TypedDict
+
+from fastapi import FastAPI
+
+from app.config import ConfigError, Settings, load_settings
+from app.redis import RedisStore, connect
+from workers.pool import WorkerPool
+
+logger = logging.getLogger(__name__)
+
+
+class AppState(TypedDict):
+    """What every request sees as ``request.state``."""
+
+    settings: Settings
+    store: RedisStore
+    workers: WorkerPool | None
+
+
+def make_lifespan(settings: Settings | None):  # type: ignore[no-untyped-def]
+    """Return the lifespan for an app built with ``settings`` (None: load them at start-up)."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[AppState]:
+        try:
+            active = settings or load_settings()
+        except ConfigError as exc:
+            logger.error("%s", exc)
+            raise
+        if not active.redis.url:
+            message = (
+                "configuration error: redis.url [env REDIS_URL] is empty: set REDIS_URL, or run "
+                "`python -m app serve`, which starts an embedded local Redis Cluster"
+            )
+            logger.error("%s", message)
+            raise ConfigError(message)
+        async with AsyncExitStack() as stack:
+            store = await connect(active.redis, active.redis.url)
+            stack.push_async_callback(store.client.aclose)
+            logger.info("connected to redis: cluster=%s", store.is_cluster)
+            workers = None
+            if active.workers.enabled:
+                workers = await stack.enter_async_context(
+                    WorkerPool(store=store, settings=active.workers)
+                )
+            yield AppState(settings=active, store=store, workers=workers)
+            logger.info("shutting down: draining workers, closing redis")
+
+    return lifespan

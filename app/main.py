@@ -1,0 +1,30 @@
+"""The FastAPI application: ``create_app(settings)``; ``app`` for ``uvicorn app.main:app``."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from app.config import Settings
+from app.errors import register_error_handlers
+from app.health.router import router as health_router
+from app.lifespan import make_lifespan
+from app.profiles.router import router as profiles_router
+from app.reporting.router import router as reporting_router
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the application; settings are loaded at start-up when not given."""
+    app = FastAPI(
+        title="MemoryDB microservices",
+        summary="Redis Cluster as the primary database and message bus for microservices",
+        version="0.1.0",
+        lifespan=make_lifespan(settings),
+    )
+    register_error_handlers(app)
+    app.include_router(health_router)
+    app.include_router(profiles_router)
+    app.include_router(reporting_router)
+    return app
+
+
+app = create_app()

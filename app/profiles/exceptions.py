@@ -1,0 +1,13 @@
+"""Errors of the profile domain."""
+
+from app.errors import Conflict, NotFound
+
+
+class ProfileNotFound(NotFound):
+    def __init__(self, user: str) -> None:
+        super().__init__(f"Profile not found for {user}")
+
+
+class ProfileExists(Conflict):
+    def __init__(self) -> None:
+        super().__init__("Profile exists")

@@ -1,0 +1,29 @@
+"""Key names of the profile domain, with the hash-slot reasoning behind them.
+
+``profile:<user>`` and ``profile:events`` are the seeds' names, kept byte for byte so that data
+written by the seeds' code and by this service is interchangeable.
+
+Slots:
+- The aggregator acknowledges an event and applies it in one script, so the stream (and with it
+  the consumer group's pending list) and the read-count sorted set must share one hash slot. The
+  stream's name has no braces, so its slot is CRC16("profile:events"); a key whose hash tag is
+  ``{profile:events}`` hashes exactly those bytes and lands in the same slot.
+- A profile's request markers (created-by, deleted-by) ride with its profile: ``{profile:<user>}:…`` hashes the bytes
+  "profile:<user>", the whole name of the profile's key. That is why user names may not
+  contain braces: a brace in the name would move the profile's key to another slot.
+"""
+
+PROFILE_PREFIX = "profile:"
+EVENTS_STREAM = "profile:events"
+READ_COUNTS = "{profile:events}:read-counts"
+AGGREGATOR_GROUP = "profile-aggregator"
+
+
+def profile_key(user: str) -> str:
+    """Return the hash holding a user's profile."""
+    return PROFILE_PREFIX + user
+
+
+def request_marker_key(user: str, action: str) -> str:
+    """Return the key remembering which request created or deleted a profile (for retries)."""
+    return "{" + profile_key(user) + "}:" + action

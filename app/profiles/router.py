@@ -1,0 +1,44 @@
+"""HTTP routes of the profile service (the seeds' /profile/<user>)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from app.dependencies import IdempotencyKeyDep, RedisDep
+from app.profiles import service
+from app.profiles.schemas import ProfileFields, UserName
+from app.schemas import Message
+
+router = APIRouter(prefix="/profile", tags=["profiles"])
+
+NOT_FOUND = {404: {"model": Message, "description": "No profile for this user"}}
+
+
+@router.post(
+    "/{user}",
+    status_code=status.HTTP_201_CREATED,
+    responses={409: {"model": Message, "description": "Profile exists"}},
+)
+async def create_profile(
+    user: UserName, body: ProfileFields, store: RedisDep, idempotency_key: IdempotencyKeyDep
+) -> Message:
+    """Create a user's profile from a flat JSON object of string fields."""
+    await service.create_profile(
+        store=store, user=user, fields=body.root, request_id=idempotency_key
+    )
+    return Message(message=f"Profile created for: {user}")
+
+
+@router.get("/{user}", responses=NOT_FOUND)
+async def read_profile(user: UserName, store: RedisDep) -> dict[str, str]:
+    """Return a user's profile fields."""
+    return await service.read_profile(store=store, user=user)
+
+
+@router.delete("/{user}", responses=NOT_FOUND)
+async def delete_profile(
+    user: UserName, store: RedisDep, idempotency_key: IdempotencyKeyDep
+) -> Message:
+    """Delete a user's profile."""
+    await service.delete_profile(store=store, user=user, request_id=idempotency_key)
+    return Message(message=f"Profile deleted for {user}")

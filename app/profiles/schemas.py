@@ -1,0 +1,44 @@
+"""Request and response shapes of the profile service."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, RootModel, StrictStr
+
+MAX_USER_LENGTH = 256
+MAX_FIELDS = 256
+MAX_FIELD_NAME_LENGTH = 256
+MAX_VALUE_LENGTH = 65536
+
+
+def _check_user(user: str) -> str:
+    if "{" in user or "}" in user:
+        raise ValueError("user name must not contain '{' or '}' (they would change its hash slot)")
+    if any(ord(char) < 32 or ord(char) == 127 for char in user):
+        raise ValueError("user name must not contain control characters")
+    return user
+
+
+UserName = Annotated[
+    str, Field(min_length=1, max_length=MAX_USER_LENGTH), AfterValidator(_check_user)
+]
+
+
+def _check_fields(fields: dict[str, str]) -> dict[str, str]:
+    if not fields:
+        raise ValueError("a profile needs at least one field")
+    if len(fields) > MAX_FIELDS:
+        raise ValueError(f"a profile has at most {MAX_FIELDS} fields, got {len(fields)}")
+    for name, value in fields.items():
+        if not name or len(name) > MAX_FIELD_NAME_LENGTH:
+            raise ValueError(f"field names must be 1 to {MAX_FIELD_NAME_LENGTH} characters")
+        if len(value) > MAX_VALUE_LENGTH:
+            raise ValueError(f"field {name!r} is longer than {MAX_VALUE_LENGTH} characters")
+    return fields
+
+
+class ProfileFields(RootModel[dict[StrictStr, StrictStr]]):
+    """A profile: a flat JSON object of string fields, stored as the Redis hash profile:<user>."""
+
+    root: Annotated[dict[StrictStr, StrictStr], AfterValidator(_check_fields)]

@@ -1,0 +1,80 @@
+"""Profiles on Redis hashes; every successful operation is appended to ``profile:events``.
+
+Each event is appended before the answer is sent, so every operation a client saw succeed is in
+the stream. The profile and the stream live in different hash slots, so the two steps cannot be
+one transaction: a crash between them leaves the profile operation done without its event, and
+the client, which got no answer, retries (a create retried with the same ``Idempotency-Key``
+answers 201 and emits the event).
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Literal
+
+from app.profiles import keys
+from app.profiles.exceptions import ProfileExists, ProfileNotFound
+from app.redis import RedisStore
+from app.scripting import LuaScript
+
+EventType = Literal["create", "read", "delete"]
+
+CREATE_PROFILE = LuaScript.load(Path(__file__).with_name("create_profile.lua"))
+DELETE_PROFILE = LuaScript.load(Path(__file__).with_name("delete_profile.lua"))
+# How long a create or delete remembers its request id, so that a re-sent one is recognised
+# (by redis-py re-sending after a lost reply, or by a client retrying with an Idempotency-Key).
+REQUEST_MARKER_TTL_S = 600
+
+
+async def emit_event(*, store: RedisStore, user: str, event: EventType) -> str:
+    """Append ``{"user": user, "type": event}`` to the profile event stream; return its id."""
+    entry = {"user": user, "type": event}
+    entry_id: str = await store.run(
+        lambda r: r.xadd(keys.EVENTS_STREAM, entry), what="emit profile event"
+    )
+    return entry_id
+
+
+async def create_profile(
+    *, store: RedisStore, user: str, fields: dict[str, str], request_id: str | None = None
+) -> None:
+    """Store a new profile; raise ProfileExists if the user already has one."""
+    flat = [item for pair in fields.items() for item in pair]
+    outcome = await store.run(
+        lambda r: CREATE_PROFILE(
+            r,
+            keys=[keys.profile_key(user), keys.request_marker_key(user, "created-by")],
+            args=[request_id or uuid.uuid4().hex, str(REQUEST_MARKER_TTL_S), *flat],
+        ),
+        what="create profile",
+    )
+    if outcome == 0:
+        raise ProfileExists
+    await emit_event(store=store, user=user, event="create")
+
+
+async def read_profile(*, store: RedisStore, user: str) -> dict[str, str]:
+    """Return a profile's fields and record the read; raise ProfileNotFound."""
+    fields: dict[str, str] = await store.run(
+        lambda r: r.hgetall(keys.profile_key(user)), what="read profile"
+    )
+    if not fields:
+        raise ProfileNotFound(user)
+    await emit_event(store=store, user=user, event="read")
+    return fields
+
+
+async def delete_profile(*, store: RedisStore, user: str, request_id: str | None = None) -> None:
+    """Delete a profile; raise ProfileNotFound if there is none."""
+    outcome = await store.run(
+        lambda r: DELETE_PROFILE(
+            r,
+            keys=[keys.profile_key(user), keys.request_marker_key(user, "deleted-by")],
+            args=[request_id or uuid.uuid4().hex, str(REQUEST_MARKER_TTL_S)],
+        ),
+        what="delete profile",
+    )
+    if outcome == 0:
+        raise ProfileNotFound(user)
+    await emit_event(store=store, user=user, event="delete")

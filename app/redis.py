@@ -1,0 +1,177 @@
+"""Building the Redis client (cluster or single node) and the retry policy around it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import ssl
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from redis import exceptions as rexc
+from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+
+from app.config import RedisSettings
+from app.errors import ServiceUnavailable
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+RedisClient = Redis | RedisCluster
+
+AUTH_ERRORS = (rexc.AuthenticationError, rexc.AuthorizationError)
+# Failures that a topology change, failover or brief network loss explains, and that the same
+# call can ride out after a pause. redis-py's own cluster retries re-send at once, without a
+# pause, so a failover of a few seconds exhausts them; this policy waits between attempts.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    rexc.ConnectionError,
+    rexc.TimeoutError,
+    rexc.ClusterDownError,
+    rexc.TryAgainError,
+    rexc.ReadOnlyError,
+    rexc.SlotNotCoveredError,
+)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded retries with exponential backoff and jitter."""
+
+    attempts: int
+    base_s: float
+    cap_s: float
+
+    def delay(self, attempt: int) -> float:
+        """Return the pause before retry number ``attempt`` (0-based)."""
+        ceiling: float = min(self.cap_s, self.base_s * 2**attempt)
+        return ceiling * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not security
+
+    async def run(self, operation: Callable[[], Awaitable[T]], *, what: str) -> T:
+        """Run ``operation``, retrying transient Redis failures; raise ServiceUnavailable."""
+        attempt = 0
+        while True:
+            try:
+                return await operation()
+            except AUTH_ERRORS:
+                raise
+            except TRANSIENT_ERRORS as exc:
+                if attempt >= self.attempts:
+                    logger.error("redis unavailable: what=%s attempts=%d error=%r", what, attempt, exc)
+                    raise ServiceUnavailable(
+                        "The database is unavailable (failover or network trouble); retry shortly"
+                    ) from exc
+                pause = self.delay(attempt)
+                logger.warning(
+                    "redis call failed, retrying: what=%s attempt=%d pause=%.2fs error=%r",
+                    what,
+                    attempt + 1,
+                    pause,
+                    exc,
+                )
+                attempt += 1
+                await asyncio.sleep(pause)
+
+
+@dataclass(frozen=True)
+class RedisStore:
+    """The shared client and the retry policy every call goes through."""
+
+    client: RedisClient
+    retry: RetryPolicy
+    is_cluster: bool
+
+    async def run(self, operation: Callable[[RedisClient], Awaitable[T]], *, what: str) -> T:
+        """Run ``operation(client)`` under the retry policy."""
+        return await self.retry.run(lambda: operation(self.client), what=what)
+
+
+def retry_policy(settings: RedisSettings) -> RetryPolicy:
+    return RetryPolicy(
+        attempts=settings.retry_attempts,
+        base_s=settings.retry_backoff_base_s,
+        cap_s=settings.retry_backoff_cap_s,
+    )
+
+
+def _client_options(settings: RedisSettings, url: str) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_timeout": settings.socket_timeout_s,
+        "socket_connect_timeout": settings.socket_connect_timeout_s,
+        "max_connections": settings.max_connections,
+        "health_check_interval": 30,
+    }
+    if url.startswith("rediss://"):
+        options["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+        options["ssl_check_hostname"] = settings.tls_check_hostname
+        if settings.tls_ca_file:
+            options["ssl_ca_certs"] = settings.tls_ca_file
+    return options
+
+
+async def server_is_cluster(client: Redis) -> bool:
+    """Ask the server whether it runs in cluster mode."""
+    try:
+        info = await client.info("cluster")
+        return bool(info.get("cluster_enabled"))
+    except rexc.NoPermissionError:
+        # An ACL user without INFO: CLUSTER INFO answers on a cluster and errors on a single node.
+        try:
+            await client.execute_command("CLUSTER", "INFO")
+        except rexc.ResponseError:
+            return False
+        return True
+
+
+async def connect(settings: RedisSettings, url: str) -> RedisStore:
+    """Connect to ``url``, detecting a cluster from the server, and check that it answers."""
+    options = _client_options(settings, url)
+    policy = retry_policy(settings)
+    probe = Redis.from_url(url, **options)
+    try:
+        is_cluster = await policy.run(lambda: server_is_cluster(probe), what="detect cluster")
+    except BaseException:
+        await probe.aclose()
+        raise
+    if not is_cluster:
+        return RedisStore(client=probe, retry=policy, is_cluster=False)
+    await probe.aclose()
+    cluster = RedisCluster.from_url(
+        url,
+        # Patch the one slot a MOVED names instead of closing every in-use connection for a
+        # full refresh: that refresh is what re-sent already-applied writes in failover tests.
+        reinitialize_steps=0,
+        require_full_coverage=False,
+        **options,
+    )
+    try:
+        await policy.run(cluster.initialize, what="cluster topology")
+    except BaseException:
+        await cluster.aclose()
+        raise
+    return RedisStore(client=cluster, retry=policy, is_cluster=True)
+
+
+async def cluster_state(store: RedisStore) -> str:
+    """Return 'ok' when the server (every known primary, in a cluster) is healthy, else why not."""
+    client = store.client
+    if isinstance(client, RedisCluster):
+        for node in client.get_primaries():
+            info = await client.execute_command("CLUSTER", "INFO", target_nodes=node)
+            state = _parse_cluster_info(info).get("cluster_state")
+            if state != "ok":
+                return f"node {node.name} reports cluster_state={state}"
+        return "ok"
+    await client.ping()
+    return "ok"
+
+
+def _parse_cluster_info(raw: Any) -> dict[str, str]:
+    if isinstance(raw, dict):
+        return {str(k): str(v) for k, v in raw.items()}
+    text = raw.decode() if isinstance(raw, bytes) else str(raw)
+    pairs = (line.split(":", 1) for line in text.splitlines() if ":" in line)
+    return {key: value.strip() for key, value in pairs}

@@ -1,0 +1,24 @@
+"""HTTP routes of the reporting service (the seeds' /reporting/profileStats/<n>)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+
+from app.dependencies import RedisDep
+from app.reporting import service
+from app.reporting.schemas import ProfileStats
+
+MAX_TOP = 1000
+
+router = APIRouter(prefix="/reporting", tags=["reporting"])
+
+
+@router.get("/profileStats/{n}")
+async def read_profile_stats(
+    n: Annotated[int, Path(gt=0, le=MAX_TOP, description="How many profiles to return")],
+    store: RedisDep,
+) -> ProfileStats:
+    """Return the n most-read profiles, highest read count first."""
+    return ProfileStats(results=await service.top_profiles(store=store, n=n))

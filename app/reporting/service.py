@@ -1,0 +1,47 @@
+"""Reports over the aggregates the workers keep."""
+
+from __future__ import annotations
+
+from app.profiles import keys
+from app.redis import RedisClient, RedisStore
+from app.reporting.schemas import ProfileStat
+
+MIN_PAGE = 32
+
+
+async def _existing(client: RedisClient, users: list[str]) -> list[bool]:
+    pipe = client.pipeline(transaction=False)
+    for user in users:
+        pipe.exists(keys.profile_key(user))
+    return [bool(found) for found in await pipe.execute()]
+
+
+async def top_profiles(*, store: RedisStore, n: int) -> list[ProfileStat]:
+    """Return the n most-read existing profiles, highest count first.
+
+    A read that raced a delete of the same profile can reach the stream after the delete event
+    and leave a count for a profile that no longer exists; such entries are skipped here, so
+    the report lists existing profiles only.
+    """
+    found: list[ProfileStat] = []
+    page = max(n, MIN_PAGE)
+    start = 0
+    while len(found) < n:
+        first = start
+        entries: list[tuple[str, float]] = await store.run(
+            lambda r: r.zrevrange(keys.READ_COUNTS, first, first + page - 1, withscores=True),
+            what="read profile stats",
+        )
+        if not entries:
+            break
+        users = [user for user, _score in entries]
+        exists = await store.run(lambda r: _existing(r, users), what="check profiles exist")
+        found.extend(
+            ProfileStat(user=user, score=int(score))
+            for (user, score), present in zip(entries, exists, strict=True)
+            if present
+        )
+        if len(entries) < page:
+            break
+        start += page
+    return found[:n]

@@ -1,0 +1,127 @@
+"""``python -m app serve``: the embedded local cluster (when no REDIS_URL) and the HTTP processes.
+
+With one process, uvicorn runs in this process. With ``--workers N``, this process binds the
+socket once and supervises N children that share it, restarting one that dies. Each child gets a
+slot index (APP_PROCESS_INDEX) that a restarted child keeps, so its stream consumers have stable
+names and finish their own pending entries first (see workers.pool.consumer_prefix).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import signal
+import socket
+import threading
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+from types import FrameType
+
+import uvicorn
+
+from app.config import Settings
+from app.local_cluster import ClusterSpec, LocalCluster
+from workers.pool import PROCESS_INDEX_ENV
+
+logger = logging.getLogger(__name__)
+
+APP_IMPORT = "app.main:app"
+CHILD_POLL_S = 0.5
+CHILD_STOP_GRACE_S = 5.0
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    host: str
+    port: int
+    workers: int
+    log_level: str
+
+
+def embedded_cluster(settings: Settings) -> LocalCluster:
+    """Return the embedded cluster the configuration describes (not started)."""
+    embedded = settings.embedded
+    spec = ClusterSpec(
+        data_dir=embedded.resolved_data_dir(),
+        host=embedded.host,
+        base_port=embedded.base_port,
+        shards=embedded.shards,
+        replicas_per_shard=embedded.replicas_per_shard,
+        redis_server=embedded.redis_server,
+    )
+    return LocalCluster(spec)
+
+
+def serve(settings: Settings, options: ServeOptions) -> None:
+    """Run the service until interrupted; start and stop the embedded cluster if needed."""
+    cluster = None
+    if not settings.redis.url:
+        cluster = embedded_cluster(settings)
+        logger.info(
+            "no REDIS_URL: starting the embedded Redis Cluster: dir=%s ports=%s",
+            cluster.spec.data_dir,
+            cluster.ports,
+        )
+        cluster.start(timeout=settings.embedded.start_timeout_s)
+        cluster.supervise()
+        # The HTTP processes load their settings themselves and find the cluster here.
+        os.environ["REDIS_URL"] = cluster.url
+    try:
+        if options.workers == 1:
+            os.environ[PROCESS_INDEX_ENV] = "0"
+            uvicorn.Server(_uvicorn_config(options)).run()
+        else:
+            _serve_processes(options)
+    finally:
+        if cluster is not None:
+            logger.info("stopping the embedded Redis Cluster")
+            cluster.stop()
+
+
+def _uvicorn_config(options: ServeOptions) -> uvicorn.Config:
+    return uvicorn.Config(
+        APP_IMPORT,
+        host=options.host,
+        port=options.port,
+        log_level=options.log_level,
+        timeout_graceful_shutdown=15,
+    )
+
+
+def _child(index: int, options: ServeOptions, sock: socket.socket) -> None:
+    os.environ[PROCESS_INDEX_ENV] = str(index)
+    uvicorn.Server(_uvicorn_config(options)).run(sockets=[sock])
+
+
+def _serve_processes(options: ServeOptions) -> None:
+    sock = _uvicorn_config(options).bind_socket()
+    context = multiprocessing.get_context("spawn")
+    stopping = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, request_stop)
+
+    def start(index: int) -> BaseProcess:
+        process = context.Process(target=_child, args=(index, options, sock), name=f"http-{index}")
+        process.start()
+        return process
+
+    children = {index: start(index) for index in range(options.workers)}
+    logger.info("serving with %d processes on %s:%d", options.workers, options.host, options.port)
+    while not stopping.wait(CHILD_POLL_S):
+        for index, process in children.items():
+            if not process.is_alive():
+                logger.warning("http process %d exited (code %s): restarting", index, process.exitcode)
+                children[index] = start(index)
+    for process in children.values():
+        process.terminate()
+    for process in children.values():
+        process.join(CHILD_STOP_GRACE_S + 15)
+        if process.is_alive():
+            process.kill()
+            process.join()
+    sock.close()

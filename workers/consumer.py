@@ -1,0 +1,195 @@
+"""A reusable consumer-group loop over one Redis stream.
+
+The loop never acknowledges anything itself: the batch handler stores the effect and
+acknowledges in one server-side step, so an entry is either applied and acknowledged or neither.
+Whatever a crash interrupts stays pending and comes back: the same consumer re-reads its own
+pending entries when it starts again (stable consumer names make that work), and any consumer
+claims entries that a dead one left idle longer than ``claim_min_idle_ms`` (XAUTOCLAIM).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from app.config import WorkerSettings
+from app.redis import RedisStore
+
+logger = logging.getLogger(__name__)
+
+# Applies the entries with these ids and acknowledges them atomically; returns how many it applied.
+BatchHandler = Callable[[RedisStore, list[str]], Awaitable[int]]
+
+NEW_ENTRIES = ">"
+OWN_PENDING_FROM_START = "0"
+CURSOR_DONE = "0-0"
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    """Which stream and group to consume, as whom, and how."""
+
+    stream: str
+    group: str
+    consumer: str
+    settings: WorkerSettings
+
+
+@dataclass
+class ConsumerStats:
+    """Counters a health check or a test can read."""
+
+    batches: int = 0
+    delivered: int = 0
+    applied: int = 0
+    claimed: int = 0
+    lost: int = 0
+    errors: int = 0
+
+
+class StreamConsumer:
+    """Consume ``spec.stream`` as ``spec.consumer`` of ``spec.group`` until ``stop()``."""
+
+    def __init__(self, *, store: RedisStore, spec: ConsumerSpec, handle: BatchHandler) -> None:
+        self.store = store
+        self.spec = spec
+        self.handle = handle
+        self.stats = ConsumerStats()
+        self._stopping = asyncio.Event()
+        self._next_claim = 0.0
+
+    def stop(self) -> None:
+        """Ask the loop to finish its current batch and return."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    async def run(self) -> None:
+        """Run until stopped: recreate the group if needed, finish own pending, then read new."""
+        spec = self.spec
+        logger.info(
+            "consumer starting: stream=%s group=%s consumer=%s", spec.stream, spec.group, spec.consumer
+        )
+        while not self.stopping:
+            try:
+                await self._ensure_group()
+                await self._finish_own_pending()
+                while not self.stopping:
+                    await self._claim_stale_if_due()
+                    await self._read(NEW_ENTRIES, block_ms=spec.settings.block_ms)
+            except ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    await self._back_off(exc)
+                    continue
+                # A restarted or flushed Redis lost the group: create it again and go on.
+                logger.warning("consumer group vanished, recreating: stream=%s group=%s", spec.stream, spec.group)
+            except Exception as exc:  # noqa: BLE001 - a worker logs, backs off and goes on
+                await self._back_off(exc)
+        logger.info(
+            "consumer stopped: stream=%s group=%s consumer=%s applied=%d",
+            spec.stream,
+            spec.group,
+            spec.consumer,
+            self.stats.applied,
+        )
+
+    async def _back_off(self, exc: Exception) -> None:
+        self.stats.errors += 1
+        logger.error(
+            "consumer error, backing off: stream=%s group=%s consumer=%s error=%r",
+            self.spec.stream,
+            self.spec.group,
+            self.spec.consumer,
+            exc,
+            exc_info=exc,
+        )
+        try:
+            await asyncio.wait_for(self._stopping.wait(), self.spec.settings.error_backoff_s)
+        except TimeoutError:
+            pass
+
+    async def _ensure_group(self) -> None:
+        try:
+            # From id 0: events written before the group existed are consumed too.
+            await self.store.client.xgroup_create(
+                self.spec.stream, self.spec.group, id="0", mkstream=True
+            )
+            logger.info("created consumer group: stream=%s group=%s", self.spec.stream, self.spec.group)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _finish_own_pending(self) -> None:
+        while not self.stopping:
+            if await self._read(OWN_PENDING_FROM_START, block_ms=None) == 0:
+                return
+
+    async def _read(self, start: str, *, block_ms: int | None) -> int:
+        reply = await self.store.client.xreadgroup(
+            self.spec.group,
+            self.spec.consumer,
+            {self.spec.stream: start},
+            count=self.spec.settings.batch_size,
+            block=block_ms,
+        )
+        ids = entry_ids(reply)
+        if ids:
+            await self._apply(ids)
+        return len(ids)
+
+    async def _claim_stale_if_due(self) -> None:
+        now = time.monotonic()
+        if now < self._next_claim:
+            return
+        self._next_claim = now + self.spec.settings.claim_interval_s
+        cursor = CURSOR_DONE
+        while not self.stopping:
+            cursor, claimed, deleted = await self.store.client.xautoclaim(
+                self.spec.stream,
+                self.spec.group,
+                self.spec.consumer,
+                min_idle_time=self.spec.settings.claim_min_idle_ms,
+                start_id=cursor,
+                count=self.spec.settings.batch_size,
+            )
+            if deleted:
+                # Trimmed while pending: the entry's data is gone and cannot be applied.
+                self.stats.lost += len(deleted)
+                logger.error(
+                    "pending entries were trimmed before processing: stream=%s group=%s ids=%s",
+                    self.spec.stream,
+                    self.spec.group,
+                    deleted,
+                )
+            ids = [entry[0] for entry in claimed]
+            if ids:
+                self.stats.claimed += len(ids)
+                logger.info(
+                    "claimed stale entries: stream=%s group=%s consumer=%s count=%d",
+                    self.spec.stream,
+                    self.spec.group,
+                    self.spec.consumer,
+                    len(ids),
+                )
+                await self._apply(ids)
+            if cursor == CURSOR_DONE:
+                return
+
+    async def _apply(self, ids: list[str]) -> None:
+        applied = await self.handle(self.store, ids)
+        self.stats.batches += 1
+        self.stats.delivered += len(ids)
+        self.stats.applied += applied
+
+
+def entry_ids(reply: Any) -> list[str]:
+    """Return the entry ids of an XREADGROUP reply: ``[[stream, [(id, fields), ...]], ...]``."""
+    return [str(entry[0]) for _stream, entries in reply or () for entry in entries]

@@ -1,0 +1,88 @@
+"""The owner of a process's stream consumers: starts them, reports on them, drains them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from types import TracebackType
+
+from app.config import WorkerSettings
+from app.redis import RedisStore
+from workers.consumer import StreamConsumer
+from workers.profile_aggregator import aggregator_spec, apply_events
+
+logger = logging.getLogger(__name__)
+
+PROCESS_INDEX_ENV = "APP_PROCESS_INDEX"
+
+
+def consumer_prefix(settings: WorkerSettings) -> str:
+    """Return this process's stable consumer name prefix.
+
+    ``python -m app serve`` gives each of its processes a slot index (APP_PROCESS_INDEX) that a
+    restarted process keeps, so it finds its own pending entries again. A process started some
+    other way without that variable is named by its pid; what it leaves pending is claimed by
+    the others after ``claim_min_idle_ms``.
+    """
+    base = settings.consumer_name or socket.gethostname()
+    index = os.environ.get(PROCESS_INDEX_ENV) or f"pid{os.getpid()}"
+    return f"{base}-{index}"
+
+
+class WorkerPool:
+    """Run the consumers of every stream worker in this process, as one owned unit."""
+
+    def __init__(self, *, store: RedisStore, settings: WorkerSettings) -> None:
+        self.settings = settings
+        prefix = consumer_prefix(settings)
+        self.consumers = [
+            StreamConsumer(
+                store=store,
+                spec=aggregator_spec(consumer=f"{prefix}-aggregator-{slot}", settings=settings),
+                handle=apply_events,
+            )
+            for slot in range(settings.consumers_per_process)
+        ]
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> WorkerPool:
+        self._tasks = [
+            asyncio.create_task(consumer.run(), name=f"consumer:{consumer.spec.consumer}")
+            for consumer in self.consumers
+        ]
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    async def stop(self) -> None:
+        """Stop every consumer after its current batch; cancel what outlives the drain timeout."""
+        for consumer in self.consumers:
+            consumer.stop()
+        if not self._tasks:
+            return
+        done, pending = await asyncio.wait(self._tasks, timeout=self.settings.drain_timeout_s)
+        for task in pending:
+            logger.warning("consumer did not drain in time, cancelling: task=%s", task.get_name())
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                logger.error("consumer failed: task=%s", task.get_name(), exc_info=task.exception())
+        self._tasks = []
+
+    def problem(self) -> str:
+        """Return why the workers are not healthy, or '' when every consumer runs."""
+        if not self._tasks:
+            return "workers are not running"
+        for task in self._tasks:
+            if task.done():
+                return f"worker {task.get_name()} has stopped"
+        return ""
