@@ -55,8 +55,12 @@ def _describe(error: dict[str, Any]) -> str:
         return f"Request body is not valid JSON (error at character {position})"
     if loc == ["body"] and kind in {"dict_type", "model_type", "missing"}:
         return "Request body must be a JSON object"
-    where = ".".join(loc)
-    return f"Invalid {where or 'request'}: {error.get('msg', 'invalid')}"
+    message = error.get("msg", "invalid")
+    if len(loc) > 1 and loc[0] == "body":
+        return f"Invalid body field '{'.'.join(loc[1:])}': {message}"
+    if len(loc) > 1:
+        return f"Invalid {loc[0]} parameter '{'.'.join(loc[1:])}': {message}"
+    return f"Invalid {'.'.join(loc) or 'request'}: {message}"
 
 
 def _validation_message(errors: list[dict[str, Any]]) -> str:

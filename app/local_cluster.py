@@ -135,13 +135,14 @@ class ProcessNode:
             )
         # A new session keeps Ctrl-C in the terminal from killing the nodes before the
         # service has drained; stop() shuts them down in order.
-        self._process = subprocess.Popen(  # noqa: S603 - fixed binary, our own arguments
-            [self.binary, *node_args(self.spec, self.port, str(self.directory))],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
+        with self._startup_errors().open("wb") as errors:
+            self._process = subprocess.Popen(  # noqa: S603 - fixed binary, our own arguments
+                [self.binary, *node_args(self.spec, self.port, str(self.directory))],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=errors,
+                start_new_session=True,
+            )
         self._pid = self._process.pid
 
     def _running_pid(self) -> int | None:
@@ -188,11 +189,15 @@ class ProcessNode:
             time.sleep(0.05)
         return False
 
+    def _startup_errors(self) -> Path:
+        return self.directory / "startup-errors.log"
+
     def failure_output(self) -> str:
         """Return what a node that exited at start printed, for the error message."""
-        if self._process is None or self._process.poll() is None or self._process.stderr is None:
+        try:
+            return self._startup_errors().read_text(errors="replace").strip()
+        except OSError:
             return ""
-        return self._process.stderr.read().decode(errors="replace").strip()
 
 
 @dataclass

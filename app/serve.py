@@ -55,6 +55,9 @@ def embedded_cluster(settings: Settings) -> LocalCluster:
 
 def serve(settings: Settings, options: ServeOptions) -> None:
     """Run the service until interrupted; start and stop the embedded cluster if needed."""
+    # uvicorn re-raises the signal that stopped it once it has shut down; as SystemExit it
+    # unwinds through the finally below, so the embedded cluster is stopped as well.
+    signal.signal(signal.SIGTERM, _exit_on_signal)
     cluster = None
     if not settings.redis.url:
         cluster = embedded_cluster(settings)
@@ -77,6 +80,10 @@ def serve(settings: Settings, options: ServeOptions) -> None:
         if cluster is not None:
             logger.info("stopping the embedded Redis Cluster")
             cluster.stop()
+
+
+def _exit_on_signal(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
 
 
 def _uvicorn_config(options: ServeOptions) -> uvicorn.Config:

@@ -1,0 +1,110 @@
+"""Fixtures: a real Redis Cluster for the whole session, and the app running against it.
+
+The cluster is 3 primaries with 1 replica each, started from local ``redis-server`` processes on
+free loopback ports by the same launcher the embedded default uses. With
+``TEST_REDIS_BACKEND=testcontainers`` (and a reachable Docker engine) the same nodes run as
+containers instead (image: ``TEST_REDIS_IMAGE``, default ``redis:7.2``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from redis.asyncio.cluster import RedisCluster
+
+from app.config import Settings
+from app.local_cluster import ClusterSpec, LocalCluster
+from app.main import create_app
+
+BACKEND_ENV = "TEST_REDIS_BACKEND"
+IMAGE_ENV = "TEST_REDIS_IMAGE"
+
+
+def make_settings(url: str, **workers: Any) -> Settings:
+    """Return settings for an app under test: fast claims and backoff so tests run quickly."""
+    worker_settings = {
+        "block_ms": 200,
+        "claim_min_idle_ms": 1000,
+        "claim_interval_s": 0.2,
+        "error_backoff_s": 0.05,
+        "drain_timeout_s": 5.0,
+        **workers,
+    }
+    return Settings(
+        redis={"url": url, "retry_backoff_base_s": 0.02, "retry_backoff_cap_s": 0.5},
+        workers=worker_settings,
+    )
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """Start a 3-shard, 1-replica Redis Cluster for the session."""
+    image = None
+    if os.environ.get(BACKEND_ENV) == "testcontainers":
+        image = os.environ.get(IMAGE_ENV, "redis:7.2")
+    spec = ClusterSpec(data_dir=tmp_path_factory.mktemp("cluster"))
+    local = LocalCluster(spec, container_image=image)
+    local.start()
+    yield local
+    local.stop()
+
+
+@pytest.fixture(autouse=True)
+def _empty_cluster(cluster: LocalCluster) -> None:
+    """Give every test an empty cluster, so tests run in any order."""
+    cluster.flushall()
+
+
+@pytest.fixture
+def settings(cluster: LocalCluster) -> Settings:
+    return make_settings(cluster.url)
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client talking to the app, with its lifespan (client, workers) running."""
+    app = create_app(settings)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            yield http
+
+
+@pytest.fixture
+async def redis(cluster: LocalCluster) -> AsyncIterator[RedisCluster]:
+    """A separate client for looking at what the service stored."""
+    direct = RedisCluster.from_url(cluster.url, decode_responses=True)
+    await direct.initialize()
+    yield direct
+    await direct.aclose()
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool]], *, timeout: float = 15.0, what: str = "condition"
+) -> None:
+    """Wait until ``check()`` is true (for effects of background workers)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+async def data_keys(redis: RedisCluster) -> set[str]:
+    """Return every key in the cluster except an empty event stream (the workers create it)."""
+    found = {key async for key in redis.scan_iter(count=1000)}
+    if "profile:events" in found and await redis.xlen("profile:events") == 0:
+        found.discard("profile:events")
+    return found
