@@ -108,3 +108,42 @@ async def data_keys(redis: RedisCluster) -> set[str]:
     if "profile:events" in found and await redis.xlen("profile:events") == 0:
         found.discard("profile:events")
     return found
+
+
+async def expected_read_counts(redis: RedisCluster) -> dict[str, int]:
+    """Derive the read counts from the whole event stream: reads since each user's last delete."""
+    counts: dict[str, int] = {}
+    async for fields in _all_events(redis):
+        if fields.get("type") == "read":
+            counts[fields["user"]] = counts.get(fields["user"], 0) + 1
+        elif fields.get("type") == "delete":
+            counts.pop(fields["user"], None)
+    return counts
+
+
+async def _all_events(redis: RedisCluster) -> AsyncIterator[dict[str, str]]:
+    start = "-"
+    while True:
+        page = await redis.xrange("profile:events", min=start, count=5000)
+        for _id, fields in page:
+            yield fields
+        if len(page) < 5000:
+            return
+        last = page[-1][0]
+        millis, seq = last.split("-")
+        start = f"{millis}-{int(seq) + 1}"
+
+
+async def stored_read_counts(redis: RedisCluster) -> dict[str, int]:
+    """Return the aggregator's sorted set as a dict."""
+    pairs = await redis.zrange("{profile:events}:read-counts", 0, -1, withscores=True)
+    return {user: int(score) for user, score in pairs}
+
+
+async def all_events_applied(redis: RedisCluster) -> bool:
+    """Return whether the aggregator group has read everything and has nothing pending."""
+    groups = await redis.xinfo_groups("profile:events")
+    if not groups:
+        return False
+    group = groups[0]
+    return bool(group["lag"] == 0 and group["pending"] == 0)

@@ -1,0 +1,220 @@
+"""The aggregator worker: exact counts across crashes, redelivery, claims and shared groups."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio.cluster import RedisCluster
+
+from app.config import Settings, WorkerSettings
+from app.local_cluster import LocalCluster
+from app.profiles import keys
+from app.redis import RedisStore, connect
+from tests.conftest import (
+    PROJECT_ROOT,
+    all_events_applied,
+    eventually,
+    expected_read_counts,
+    stored_read_counts,
+)
+from workers.consumer import StreamConsumer
+from workers.profile_aggregator import aggregator_spec, apply_events
+
+
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[RedisStore]:
+    opened = await connect(settings.redis, settings.redis.url)
+    yield opened
+    await opened.client.aclose()
+
+
+async def publish(redis: RedisCluster, events: list[tuple[str, str]]) -> None:
+    """Append (user, type) events the way the profile service does."""
+    pipe = redis.pipeline(transaction=False)
+    for user, kind in events:
+        pipe.xadd(keys.EVENTS_STREAM, {"user": user, "type": kind})
+    await pipe.execute()
+
+
+async def create_group(redis: RedisCluster) -> None:
+    await redis.xgroup_create(keys.EVENTS_STREAM, keys.AGGREGATOR_GROUP, id="0", mkstream=True)
+
+
+def consumer(store: RedisStore, settings: Settings, name: str, **overrides: int) -> StreamConsumer:
+    worker_settings = settings.workers.model_copy(update=overrides)
+    return StreamConsumer(
+        store=store,
+        spec=aggregator_spec(consumer=name, settings=worker_settings),
+        handle=apply_events,
+    )
+
+
+class Running:
+    """Run consumers as tasks for the duration of a block, then stop and await them."""
+
+    def __init__(self, *consumers: StreamConsumer) -> None:
+        self.consumers = consumers
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def __aenter__(self) -> Running:
+        self.tasks = [asyncio.create_task(c.run()) for c in self.consumers]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for c in self.consumers:
+            c.stop()
+        await asyncio.wait_for(asyncio.gather(*self.tasks), timeout=10)
+
+
+async def wait_until_exact(redis: RedisCluster) -> None:
+    await eventually(lambda: all_events_applied(redis), what="every event applied")
+    assert await stored_read_counts(redis) == await expected_read_counts(redis)
+
+
+async def test_events_before_the_group_existed_are_counted(
+    store: RedisStore, settings: Settings, redis: RedisCluster
+) -> None:
+    await publish(redis, [("ana", "read")] * 5 + [("kofi", "read")])
+    async with Running(consumer(store, settings, "w-0")):
+        await wait_until_exact(redis)
+    assert await stored_read_counts(redis) == {"ana": 5, "kofi": 1}
+
+
+async def test_delete_removes_the_profile_from_the_counts(
+    store: RedisStore, settings: Settings, redis: RedisCluster
+) -> None:
+    await publish(
+        redis,
+        [("ana", "create"), ("ana", "read"), ("bo", "read"), ("ana", "delete"), ("bo", "read")],
+    )
+    async with Running(consumer(store, settings, "w-0")):
+        await wait_until_exact(redis)
+    assert await stored_read_counts(redis) == {"bo": 2}
+
+
+async def test_crash_between_read_and_ack_is_finished_on_restart(
+    store: RedisStore, settings: Settings, redis: RedisCluster
+) -> None:
+    await create_group(redis)
+    await publish(redis, [("ana", "read")] * 10)
+    # The worker read a batch and died before applying it: the entries sit in its pending list.
+    delivered = await redis.xreadgroup(
+        keys.AGGREGATOR_GROUP, "w-0", {keys.EVENTS_STREAM: ">"}, count=7
+    )
+    assert len(delivered[0][1]) == 7
+    assert await stored_read_counts(redis) == {}
+
+    restarted = consumer(store, settings, "w-0", claim_min_idle_ms=3_600_000)
+    async with Running(restarted):
+        await wait_until_exact(redis)
+    assert await stored_read_counts(redis) == {"ana": 10}
+    assert restarted.stats.claimed == 0  # its own pending entries, found by name, not claimed
+
+
+async def test_crash_after_apply_before_the_reply_counts_once(
+    store: RedisStore, redis: RedisCluster
+) -> None:
+    await create_group(redis)
+    await publish(redis, [("ana", "read")] * 4)
+    delivered = await redis.xreadgroup(keys.AGGREGATOR_GROUP, "w-0", {keys.EVENTS_STREAM: ">"})
+    ids = [entry_id for entry_id, _fields in delivered[0][1]]
+    # The script ran but its reply was lost; redelivery runs the same batch again.
+    assert await apply_events(store, ids) == 4
+    assert await apply_events(store, ids) == 0
+    assert await apply_events(store, ids[:2]) == 0
+    assert await stored_read_counts(redis) == {"ana": 4}
+
+
+async def test_entries_of_a_dead_consumer_are_claimed(
+    store: RedisStore, settings: Settings, redis: RedisCluster
+) -> None:
+    await create_group(redis)
+    await publish(redis, [("ana", "read")] * 6 + [("bo", "read")] * 3)
+    await redis.xreadgroup(keys.AGGREGATOR_GROUP, "dead", {keys.EVENTS_STREAM: ">"})
+    survivor = consumer(store, settings, "alive", claim_min_idle_ms=300)
+    async with Running(survivor):
+        await wait_until_exact(redis)
+    assert survivor.stats.claimed == 9
+    assert await stored_read_counts(redis) == {"ana": 6, "bo": 3}
+
+
+async def test_two_workers_share_the_group_and_count_exactly(
+    store: RedisStore, settings: Settings, redis: RedisCluster
+) -> None:
+    users = [f"user-{i}" for i in range(40)]
+    await create_group(redis)
+    await publish(redis, [(users[i % 40], "read") for i in range(6000)])
+    first = consumer(store, settings, "w-0", batch_size=50)
+    second = consumer(store, settings, "w-1", batch_size=50)
+    async with Running(first, second):
+        await publish(redis, [(users[i % 7], "read") for i in range(1000)])
+        await wait_until_exact(redis)
+    assert first.stats.delivered > 0
+    assert second.stats.delivered > 0
+    assert first.stats.applied + second.stats.applied == 7000
+    assert sum((await stored_read_counts(redis)).values()) == 7000
+
+
+async def test_group_lost_with_the_data_is_recreated(
+    store: RedisStore, settings: Settings, redis: RedisCluster, cluster: LocalCluster
+) -> None:
+    worker = consumer(store, settings, "w-0")
+    async with Running(worker):
+        await publish(redis, [("ana", "read")])
+        await wait_until_exact(redis)
+        cluster.flushall()
+        await publish(redis, [("bo", "read")] * 2)
+        await wait_until_exact(redis)
+    assert await stored_read_counts(redis) == {"bo": 2}
+
+
+@pytest.mark.chaos
+async def test_worker_process_killed_mid_batch_leaves_counts_exact(
+    cluster: LocalCluster, redis: RedisCluster
+) -> None:
+    users = [f"user-{i}" for i in range(50)]
+    for chunk in range(10):
+        await publish(redis, [(users[(chunk * 7 + i) % 50], "read") for i in range(3000)])
+    await publish(redis, [("user-3", "delete"), ("user-4", "delete"), ("user-3", "read")])
+    env = {
+        **os.environ,
+        "REDIS_URL": cluster.url,
+        "APP_PROCESS_INDEX": "0",
+        "APP_WORKERS__BATCH_SIZE": "25",
+        "APP_WORKERS__CLAIM_MIN_IDLE_MS": "600000",
+    }
+
+    def start_worker() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "workers"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    async def some_applied() -> bool:
+        return sum((await stored_read_counts(redis)).values()) > 3000
+
+    worker = start_worker()
+    try:
+        await eventually(some_applied, timeout=30, what="the worker to apply some events")
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+        assert not await all_events_applied(redis)
+        worker = start_worker()
+        await eventually(lambda: all_events_applied(redis), timeout=60, what="catch-up")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=20)
+    counts = await stored_read_counts(redis)
+    assert counts == await expected_read_counts(redis)
+    assert counts["user-3"] == 1
+    assert "user-4" not in counts
+    assert sum(counts.values()) == 30000 - 600 - 600 + 1
