@@ -1,0 +1,90 @@
+"""Settings: the TOML file, environment overrides, REDIS_URL and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.config import ConfigError, load_settings
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    monkeypatch.delenv("APP_CONFIG_FILE", raising=False)
+
+
+def write_config(tmp_path: Path, text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    monkeypatch.setenv("APP_CONFIG_FILE", str(path))
+
+
+def test_the_shipped_file_holds_the_defaults() -> None:
+    settings = load_settings()
+    assert settings.redis.url == ""
+    assert settings.embedded.shards == 3
+    assert settings.embedded.replicas_per_shard == 1
+    assert settings.workers.enabled is True
+
+
+def test_file_then_environment_then_redis_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_config(
+        tmp_path,
+        '[redis]\nurl = "redis://file:1"\nmax_connections = 10\n[workers]\nbatch_size = 5\n',
+        monkeypatch,
+    )
+    settings = load_settings()
+    assert (settings.redis.url, settings.redis.max_connections) == ("redis://file:1", 10)
+    monkeypatch.setenv("APP_REDIS__MAX_CONNECTIONS", "20")
+    monkeypatch.setenv("APP_REDIS__URL", "redis://env:2")
+    settings = load_settings()
+    assert (settings.redis.url, settings.redis.max_connections) == ("redis://env:2", 20)
+    monkeypatch.setenv("REDIS_URL", "rediss://user:secret@memorydb:6379")
+    assert load_settings().redis.url == "rediss://user:secret@memorydb:6379"
+    assert load_settings().workers.batch_size == 5
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("APP_REDIS__MAX_CONNECTIONS", "many", "redis.max_connections [env APP_REDIS__MAX_CONNECTIONS]"),
+        ("APP_WORKERS__BATCH_SIZE", "0", "workers.batch_size"),
+        ("APP_SERVER__PORT", "70000", "server.port"),
+        ("REDIS_URL", "http://example.com", "redis.url"),
+        ("APP_WORKERS__BATCH", "1", "workers.batch"),
+    ],
+)
+def test_bad_environment_value_is_one_line_naming_the_key(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("configuration error: ")
+    assert expected in message
+
+
+def test_unknown_key_in_the_file_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_config(tmp_path, "[workers]\nbatchsize = 5\n", monkeypatch)
+    with pytest.raises(ConfigError, match=r"workers\.batchsize.*Extra inputs"):
+        load_settings()
+
+
+def test_malformed_file_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_config(tmp_path, "[redis\nurl = ", monkeypatch)
+    with pytest.raises(ConfigError, match="config.toml"):
+        load_settings()
+
+
+def test_missing_explicit_file_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_CONFIG_FILE", "/nonexistent/config.toml")
+    with pytest.raises(ConfigError, match="no such file"):
+        load_settings()

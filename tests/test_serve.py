@@ -1,0 +1,239 @@
+"""``python -m app serve``: the embedded cluster, restarts, kill -9 mid-load, clear failures."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from redis.asyncio.cluster import RedisCluster
+
+from app.local_cluster import ClusterSpec, LocalCluster, port_free
+from tests.conftest import (
+    PROJECT_ROOT,
+    all_events_applied,
+    eventually,
+    expected_read_counts,
+    stored_read_counts,
+)
+
+HOST = "127.0.0.1"
+NODES = 6
+
+
+def free_base_port() -> int:
+    """Find NODES consecutive ports whose cluster bus ports are free too."""
+    for base in range(21000 + os.getpid() % 5000, 55000 - NODES, NODES):
+        ports = range(base, base + NODES)
+        if all(port_free(HOST, p) and port_free(HOST, p + 10000) for p in ports):
+            return base
+    raise RuntimeError("no free ports")
+
+
+def free_port() -> int:
+    for port in range(47000 + os.getpid() % 1000, 60000):
+        if port_free(HOST, port):
+            return port
+    raise RuntimeError("no free port")
+
+
+class Service:
+    """The service started the README's way, on its embedded cluster, in a subprocess."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.base_port = free_base_port()
+        self.http_port = free_port()
+        self.url = f"http://{HOST}:{self.http_port}"
+        self.env = {
+            key: value
+            for key, value in os.environ.items()
+            if key != "REDIS_URL" and not key.startswith("APP_")
+        }
+        self.env |= {
+            "APP_EMBEDDED__BASE_PORT": str(self.base_port),
+            "APP_EMBEDDED__DATA_DIR": str(data_dir),
+            "APP_WORKERS__CLAIM_MIN_IDLE_MS": "2000",
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, *extra: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve", "--port", str(self.http_port), *extra],
+            cwd=PROJECT_ROOT,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, "the service exited at start"
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("service not ready in 60 s")
+
+    def signal(self, signum: int) -> int:
+        assert self.process is not None
+        self.process.send_signal(signum)
+        return self.process.wait(timeout=60)
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{HOST}:{self.base_port}"
+
+    def cluster(self) -> LocalCluster:
+        return LocalCluster(ClusterSpec(data_dir=self.data_dir, base_port=self.base_port))
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    running = Service(tmp_path / "redis")
+    yield running
+    if running.process is not None and running.process.poll() is None:
+        running.signal(signal.SIGKILL)
+    # Whatever a test left behind (nodes outlive a kill -9 of the service): adopt and stop it.
+    if any(not port_free(HOST, running.base_port + i) for i in range(NODES)):
+        leftover = running.cluster()
+        leftover.start()
+        leftover.stop()
+
+
+@pytest.mark.slow
+async def test_embedded_cluster_keeps_data_across_restarts(service: Service) -> None:
+    service.start("--workers", "2")
+    created = httpx.post(f"{service.url}/profile/ana", json={"email": "ana@example.com"})
+    assert created.status_code == 201
+    redis = RedisCluster.from_url(service.redis_url, decode_responses=True)
+    try:
+        consumers = await redis.xinfo_consumers("profile:events", "profile-aggregator")
+    finally:
+        await redis.aclose()
+    # Two processes, each with its stable slot index in its consumer name, share the group.
+    assert sorted(c["name"].rsplit("-", 3)[1:] for c in consumers) == [
+        ["0", "aggregator", "0"],
+        ["1", "aggregator", "0"],
+    ]
+    assert service.signal(signal.SIGTERM) != -signal.SIGKILL
+    assert all(port_free(HOST, service.base_port + i) for i in range(NODES)), "cluster not stopped"
+    assert (service.data_dir / f"node-{service.base_port}" / "nodes.conf").exists()
+
+    service.start()
+    assert httpx.get(f"{service.url}/profile/ana").json() == {"email": "ana@example.com"}
+    service.signal(signal.SIGINT)
+
+
+async def read_load(url: str, users: list[str], answered: Counter[str], stop: asyncio.Event) -> None:
+    """Read profiles with 16 concurrent connections, counting reads answered 200, until stopped."""
+
+    async def reader(index: int, http: httpx.AsyncClient) -> None:
+        turn = index
+        while not stop.is_set():
+            user = users[turn % len(users)]
+            turn += 7
+            try:
+                answer = await http.get(f"{url}/profile/{user}")
+            except httpx.HTTPError:
+                continue  # the service is being killed: no answer, nothing to count
+            if answer.status_code == 200:
+                answered[user] += 1
+
+    limits = httpx.Limits(max_connections=16)
+    async with httpx.AsyncClient(limits=limits, timeout=5) as http:
+        await asyncio.gather(*(reader(i, http) for i in range(16)))
+
+
+@pytest.mark.slow
+@pytest.mark.chaos
+async def test_kill_9_mid_load_then_restart_keeps_stats_exact(service: Service) -> None:
+    service.start()
+    users = [f"user-{i}" for i in range(20)]
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        for user in users:
+            assert (await http.post(f"/profile/{user}", json={"name": user})).status_code == 201
+        for user in users[:5]:
+            await http.get(f"/profile/{user}")
+            assert (await http.delete(f"/profile/{user}")).status_code == 200
+    answered: Counter[str] = Counter()
+    stop = asyncio.Event()
+    load = asyncio.create_task(read_load(service.url, users[3:], answered, stop))
+    await asyncio.sleep(2.0)
+    service.signal(signal.SIGKILL)
+    await asyncio.sleep(0.3)
+    stop.set()
+    await load
+    assert sum(answered.values()) > 100
+
+    service.start()
+    redis = RedisCluster.from_url(service.redis_url, decode_responses=True)
+    try:
+        await eventually(lambda: all_events_applied(redis), timeout=60, what="catch-up")
+        counts = await stored_read_counts(redis)
+        expected = await expected_read_counts(redis)
+        existing = set(users[5:])
+        assert {u: n for u, n in counts.items() if u in existing} == {
+            u: n for u, n in expected.items() if u in existing
+        }
+        for user, reads in answered.items():
+            if user in existing:
+                assert counts[user] >= reads, f"a read answered 200 is missing for {user}"
+        assert not set(counts) & set(users[:5]), "deleted profiles are not counted"
+    finally:
+        await redis.aclose()
+    service.signal(signal.SIGTERM)
+
+
+def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("APP_")}
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=PROJECT_ROOT,
+        env=clean | env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_missing_redis_server_is_one_clear_error(tmp_path: Path) -> None:
+    result = run_cli(
+        ["-m", "app", "serve", "--port", str(free_port())],
+        {
+            "APP_EMBEDDED__REDIS_SERVER": "/nonexistent/redis-server",
+            "APP_EMBEDDED__DATA_DIR": str(tmp_path),
+        },
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert "redis-server was not found" in last
+    assert "apt-get install -y redis-server" in last
+    assert "REDIS_URL" in last
+
+
+def test_bad_configuration_fails_at_start_with_one_line() -> None:
+    result = run_cli(["-m", "app", "serve"], {"APP_SERVER__WORKERS": "several"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "configuration error: server.workers [env APP_SERVER__WORKERS]: Input should be a valid "
+        "integer, unable to parse string as an integer (got 'several')"
+    ]
+
+
+def test_uvicorn_without_redis_url_says_what_to_do() -> None:
+    result = run_cli(
+        ["-m", "uvicorn", "app.main:app", "--port", str(free_port())], {}
+    )
+    assert result.returncode != 0
+    assert "redis.url [env REDIS_URL] is empty" in result.stderr
