@@ -52,6 +52,15 @@ class RedisServerNotFound(LocalClusterError):
 
 
 @dataclass(frozen=True)
+class TlsFiles:
+    """PEM files for a TLS-only cluster: nodes, replication and the cluster bus all use TLS."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+
+@dataclass(frozen=True)
 class ClusterSpec:
     """Shape and placement of a local cluster."""
 
@@ -62,6 +71,7 @@ class ClusterSpec:
     replicas_per_shard: int = 1
     redis_server: str = "redis-server"
     node_timeout_ms: int = 2000
+    tls: TlsFiles | None = None
 
     @property
     def size(self) -> int:
@@ -86,8 +96,20 @@ class Node(Protocol):
 
 def node_args(spec: ClusterSpec, port: int, directory: str) -> list[str]:
     """Return the redis-server arguments for a durable cluster node."""
+    listen = ["--port", str(port)]
+    if spec.tls is not None:
+        listen = [
+            "--port", "0",
+            "--tls-port", str(port),
+            "--tls-cluster", "yes",
+            "--tls-replication", "yes",
+            "--tls-auth-clients", "no",
+            "--tls-cert-file", str(spec.tls.cert),
+            "--tls-key-file", str(spec.tls.key),
+            "--tls-ca-cert-file", str(spec.tls.ca),
+        ]
     return [
-        "--port", str(port),
+        *listen,
         "--bind", spec.host,
         "--cluster-enabled", "yes",
         "--cluster-config-file", "nodes.conf",
@@ -154,7 +176,7 @@ class ProcessNode:
         if not pid_alive(pid):
             return None
         try:
-            with single_node(self.spec.host, self.port) as node:
+            with single_node(self.spec.host, self.port, self.spec.tls) as node:
                 node.ping()
         except redis.RedisError:
             return None
@@ -260,7 +282,8 @@ class LocalCluster:
 
     @property
     def url(self) -> str:
-        return f"redis://{self.spec.host}:{self.nodes[0].port}"
+        scheme = "rediss" if self.spec.tls is not None else "redis"
+        return f"{scheme}://{self.spec.host}:{self.nodes[0].port}"
 
     @property
     def ports(self) -> list[int]:
@@ -328,14 +351,14 @@ class LocalCluster:
 
     def primary_ports(self) -> list[int]:
         """Return the ports of the nodes that are primaries now."""
-        with single_node(self.spec.host, self._any_alive_port()) as client:
+        with single_node(self.spec.host, self._any_alive_port(), self.spec.tls) as client:
             shards = client.execute_command("CLUSTER", "SLOTS")
         return sorted({int(entry[2][1]) for entry in shards})
 
     def flushall(self) -> None:
         """Empty every primary (replicas follow)."""
         for port in self.primary_ports():
-            with single_node(self.spec.host, port) as client:
+            with single_node(self.spec.host, port, self.spec.tls) as client:
                 client.flushall()
 
     def wait_ready(self, timeout: float = 60.0) -> None:
@@ -353,7 +376,7 @@ class LocalCluster:
         masters = 0
         for node in self.nodes:
             try:
-                with single_node(self.spec.host, node.port) as client:
+                with single_node(self.spec.host, node.port, self.spec.tls) as client:
                     info = cluster_info(client)
                     if info.get("cluster_state") != "ok":
                         return f"node {node.port} cluster_state={info.get('cluster_state')}"
@@ -380,19 +403,19 @@ class LocalCluster:
         for index, node in enumerate(primaries):
             first = index * per_shard
             last = TOTAL_SLOTS - 1 if index == spec.shards - 1 else first + per_shard - 1
-            with single_node(spec.host, node.port) as client:
+            with single_node(spec.host, node.port, spec.tls) as client:
                 client.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
                 client.execute_command("CLUSTER", "SET-CONFIG-EPOCH", index + 1)
                 ids.append(client.execute_command("CLUSTER", "MYID"))
         for node in self.nodes[1:]:
-            with single_node(spec.host, node.port) as client:
+            with single_node(spec.host, node.port, spec.tls) as client:
                 client.execute_command("CLUSTER", "MEET", spec.host, self.nodes[0].port)
         self._wait(
             lambda: all(self._known_nodes(n.port) == spec.size for n in self.nodes),
             "nodes to meet",
         )
         for offset, node in enumerate(self.nodes[spec.shards :]):
-            with single_node(spec.host, node.port) as client:
+            with single_node(spec.host, node.port, spec.tls) as client:
                 client.execute_command("CLUSTER", "REPLICATE", ids[offset % spec.shards])
 
     def _wait(self, condition: Any, what: str, timeout: float = 30.0) -> None:
@@ -404,11 +427,11 @@ class LocalCluster:
         raise LocalClusterError(f"timed out waiting for {what}")
 
     def _known_nodes(self, port: int) -> int:
-        with single_node(self.spec.host, port) as client:
+        with single_node(self.spec.host, port, self.spec.tls) as client:
             return int(cluster_info(client).get("cluster_known_nodes", 0))
 
     def _is_formed(self, port: int) -> bool:
-        with single_node(self.spec.host, port) as client:
+        with single_node(self.spec.host, port, self.spec.tls) as client:
             info = cluster_info(client)
         return int(info.get("cluster_known_nodes", 0)) > 1
 
@@ -417,7 +440,7 @@ class LocalCluster:
         for node in self.nodes:
             while True:
                 try:
-                    with single_node(self.spec.host, node.port) as client:
+                    with single_node(self.spec.host, node.port, self.spec.tls) as client:
                         # A node still loading its append-only file answers LOADING.
                         client.ping()
                     break
@@ -441,10 +464,16 @@ class LocalCluster:
 
 
 @contextlib.contextmanager
-def single_node(host: str, port: int) -> Iterator[redis.Redis]:
+def single_node(host: str, port: int, tls: TlsFiles | None = None) -> Iterator[redis.Redis]:
     """Yield a short-lived client of one node (administration only)."""
     client = redis.Redis(
-        host=host, port=port, socket_timeout=5, socket_connect_timeout=2, decode_responses=True
+        host=host,
+        port=port,
+        socket_timeout=5,
+        socket_connect_timeout=2,
+        decode_responses=True,
+        ssl=tls is not None,
+        ssl_ca_certs=str(tls.ca) if tls is not None else None,
     )
     try:
         yield client

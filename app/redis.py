@@ -58,21 +58,45 @@ class RetryPolicy:
             except AUTH_ERRORS:
                 raise
             except TRANSIENT_ERRORS as exc:
+                if _certificate_rejected(exc):
+                    raise
                 if attempt >= self.attempts:
-                    logger.error("redis unavailable: what=%s attempts=%d error=%r", what, attempt, exc)
+                    logger.error(
+                        "redis unavailable: what=%s attempts=%d error=%s",
+                        what,
+                        attempt,
+                        describe(exc),
+                    )
                     raise ServiceUnavailable(
                         "The database is unavailable (failover or network trouble); retry shortly"
                     ) from exc
                 pause = self.delay(attempt)
                 logger.warning(
-                    "redis call failed, retrying: what=%s attempt=%d pause=%.2fs error=%r",
+                    "redis call failed, retrying: what=%s attempt=%d pause=%.2fs error=%s",
                     what,
                     attempt + 1,
                     pause,
-                    exc,
+                    describe(exc),
                 )
                 attempt += 1
                 await asyncio.sleep(pause)
+
+
+def describe(exc: BaseException) -> str:
+    """Return ``Type: message`` (redis-py's repr of its errors hides the message)."""
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _certificate_rejected(exc: BaseException) -> bool:
+    """Return whether TLS verification failed: a wrong CA or name, which no retry mends."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(
+            seen
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 @dataclass(frozen=True)

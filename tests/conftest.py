@@ -12,8 +12,9 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -21,6 +22,7 @@ from asgi_lifespan import LifespanManager
 from redis.asyncio.cluster import RedisCluster
 
 from app.config import Settings
+from app.lifespan import AppState
 from app.local_cluster import ClusterSpec, LocalCluster
 from app.main import create_app
 
@@ -68,14 +70,21 @@ def settings(cluster: LocalCluster) -> Settings:
     return make_settings(cluster.url)
 
 
-@pytest.fixture
-async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client talking to the app, with its lifespan (client, workers) running."""
+@asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, AppState]]:
+    """Start the app's lifespan (client, workers) and yield an HTTP client and the app state."""
     app = create_app(settings)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            yield http
+            yield http, cast(AppState, manager._state)
+
+
+@pytest.fixture
+async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client talking to the app, with its lifespan (client, workers) running."""
+    async with running_app(settings) as (http, _state):
+        yield http
 
 
 @pytest.fixture

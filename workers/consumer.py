@@ -19,7 +19,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from app.config import WorkerSettings
-from app.redis import RedisStore
+from app.redis import RedisStore, describe
 
 logger = logging.getLogger(__name__)
 
@@ -104,11 +104,11 @@ class StreamConsumer:
     async def _back_off(self, exc: Exception) -> None:
         self.stats.errors += 1
         logger.error(
-            "consumer error, backing off: stream=%s group=%s consumer=%s error=%r",
+            "consumer error, backing off: stream=%s group=%s consumer=%s error=%s",
             self.spec.stream,
             self.spec.group,
             self.spec.consumer,
-            exc,
+            describe(exc),
             exc_info=exc,
         )
         try:

@@ -8,7 +8,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from app.dependencies import RedisDep, WorkersDep
-from app.redis import cluster_state
+from app.redis import cluster_state, describe
 from app.schemas import Message
 
 READY_CHECK_TIMEOUT_S = 2.0
@@ -28,7 +28,7 @@ async def read_readiness(store: RedisDep, workers: WorkersDep) -> JSONResponse:
     try:
         state = await asyncio.wait_for(cluster_state(store), READY_CHECK_TIMEOUT_S)
     except Exception as exc:  # noqa: BLE001 - any failure to ask is a reason not to be ready
-        state = f"redis unreachable: {exc!r}"
+        state = f"redis unreachable: {describe(exc)}"
     problem = "" if state == "ok" else state
     if not problem and workers is not None:
         problem = workers.problem()

@@ -1,0 +1,272 @@
+"""The Redis client: plain Redis or cluster, ACL users, TLS, and the retry policy."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import redis as sync_redis
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from redis import exceptions as rexc
+
+from app.config import RedisSettings
+from app.errors import ServiceUnavailable
+from app.local_cluster import ClusterSpec, LocalCluster, TlsFiles, free_cluster_ports, single_node
+from app.redis import RetryPolicy, connect
+from tests.conftest import eventually, make_settings, running_app
+
+SEED = {"email": "ana@example.com", "username": "Ana"}
+
+
+async def profile_round_trip(url: str, **redis_settings: object) -> None:
+    """Create, read and report a profile through the app connected to ``url``."""
+    settings = make_settings(url)
+    if redis_settings:
+        settings = settings.model_copy(
+            update={"redis": settings.redis.model_copy(update=redis_settings)}
+        )
+    async with running_app(settings) as (http, _state):
+        assert (await http.post("/profile/ana", json=SEED)).status_code == 201
+        assert (await http.get("/profile/ana")).json() == SEED
+        assert (await http.get("/readyz")).status_code == 200
+
+        async def counted() -> bool:
+            stats = (await http.get("/reporting/profileStats/1")).json()
+            return bool(stats == {"results": [{"user": "ana", "score": 1}]})
+
+        await eventually(counted, what="the read to be counted")
+
+
+@pytest.fixture
+def standalone_redis(tmp_path: Path) -> Iterator[str]:
+    """A plain (non-cluster) redis-server on a free port."""
+    port = free_cluster_ports("127.0.0.1", 1)[0]
+    process = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        for _ in range(100):
+            try:
+                with single_node("127.0.0.1", port) as node:
+                    node.ping()
+                break
+            except sync_redis.ConnectionError:
+                subprocess.run(["sleep", "0.05"], check=True)
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+async def test_plain_redis_is_detected_and_works(standalone_redis: str) -> None:
+    store = await connect(RedisSettings(), standalone_redis)
+    try:
+        assert store.is_cluster is False
+    finally:
+        await store.client.aclose()
+    await profile_round_trip(standalone_redis)
+
+
+async def test_cluster_is_detected(cluster: LocalCluster) -> None:
+    store = await connect(RedisSettings(), cluster.url)
+    try:
+        assert store.is_cluster is True
+    finally:
+        await store.client.aclose()
+
+
+@pytest.fixture
+def acl_user(cluster: LocalCluster) -> Iterator[tuple[str, str]]:
+    """A service user on every node (ACL users are per node in a cluster, as on MemoryDB)."""
+    user, password = "profile-svc", "s3cret-pass"
+    rules = ["on", f">{password}", "~*", "&*", "+@all"]
+    for port in cluster.ports:
+        with single_node("127.0.0.1", port) as node:
+            node.acl_setuser(user, enabled=True, reset=True, passwords=[f"+{password}"],
+                             keys=["*"], channels=["*"], commands=["+@all"])
+    del rules
+    yield user, password
+    for port in cluster.ports:
+        with single_node("127.0.0.1", port) as node:
+            node.acl_deluser(user)
+
+
+async def test_acl_user_in_the_url(cluster: LocalCluster, acl_user: tuple[str, str]) -> None:
+    user, password = acl_user
+    await profile_round_trip(f"redis://{user}:{password}@127.0.0.1:{cluster.ports[0]}")
+
+
+async def test_wrong_password_fails_at_once(
+    cluster: LocalCluster, acl_user: tuple[str, str]
+) -> None:
+    user, _password = acl_user
+    with pytest.raises(rexc.AuthenticationError):
+        await asyncio.wait_for(
+            connect(RedisSettings(), f"redis://{user}:wrong@127.0.0.1:{cluster.ports[0]}"), 5
+        )
+
+
+def make_tls_files(directory: Path) -> TlsFiles:
+    """A CA and a server certificate for 127.0.0.1 (an IP SAN: the cluster advertises IPs)."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = TlsFiles(cert=directory / "node.crt", key=directory / "node.key", ca=directory / "ca.crt")
+    files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files.key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return files
+
+
+@pytest.fixture
+def tls_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    spec = ClusterSpec(data_dir=tmp_path / "nodes", tls=make_tls_files(tmp_path))
+    local = LocalCluster(spec)
+    local.start()
+    yield local
+    local.stop()
+
+
+@pytest.mark.slow
+async def test_tls_cluster_with_rediss_url(tls_cluster: LocalCluster) -> None:
+    assert tls_cluster.url.startswith("rediss://")
+    assert tls_cluster.spec.tls is not None
+    await profile_round_trip(tls_cluster.url, tls_ca_file=str(tls_cluster.spec.tls.ca))
+
+
+async def test_tls_with_an_untrusted_ca_is_refused(tls_cluster: LocalCluster) -> None:
+    with pytest.raises(rexc.ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+        await asyncio.wait_for(connect(RedisSettings(), tls_cluster.url), 5)
+
+
+class Flaky:
+    """An operation that fails ``failures`` times with ``error``, then answers."""
+
+    def __init__(self, failures: int, error: Exception) -> None:
+        self.failures = failures
+        self.error = error
+        self.calls = 0
+
+    async def __call__(self) -> str:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.error
+        return "done"
+
+
+POLICY = RetryPolicy(attempts=3, base_s=0.001, cap_s=0.002)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        rexc.ConnectionError("reset"),
+        rexc.TimeoutError("slow"),
+        rexc.ClusterDownError("CLUSTERDOWN"),
+        rexc.TryAgainError("TRYAGAIN"),
+        rexc.ReadOnlyError("READONLY"),
+    ],
+)
+async def test_transient_errors_are_retried(error: Exception) -> None:
+    operation = Flaky(3, error)
+    assert await POLICY.run(operation, what="test") == "done"
+    assert operation.calls == 4
+
+
+async def test_spent_retries_are_service_unavailable() -> None:
+    operation = Flaky(10, rexc.ConnectionError("down"))
+    with pytest.raises(ServiceUnavailable):
+        await POLICY.run(operation, what="test")
+    assert operation.calls == 4
+
+
+@pytest.mark.parametrize(
+    "error", [rexc.AuthenticationError("bad password"), rexc.ResponseError("WRONGTYPE")]
+)
+async def test_permanent_errors_are_not_retried(error: Exception) -> None:
+    operation = Flaky(1, error)
+    with pytest.raises(type(error)):
+        await POLICY.run(operation, what="test")
+    assert operation.calls == 1
+
+
+def test_backoff_grows_to_the_cap() -> None:
+    policy = RetryPolicy(attempts=10, base_s=0.1, cap_s=1.0)
+    assert 0.05 <= policy.delay(0) <= 0.1
+    assert 0.4 <= policy.delay(3) <= 0.8
+    assert 0.5 <= policy.delay(9) <= 1.0
+
+
+@pytest.mark.slow
+@pytest.mark.chaos
+async def test_writes_ride_out_a_primary_crash(cluster: LocalCluster) -> None:
+    settings = make_settings(cluster.url)
+    settings = settings.model_copy(
+        update={"redis": settings.redis.model_copy(update={"retry_attempts": 30})}
+    )
+    primaries = cluster.primary_ports()
+    victim = cluster.ports.index(primaries[0])
+    acknowledged: list[str] = []
+    async with running_app(settings) as (http, _state):
+
+        async def writer(index: int) -> None:
+            for turn in range(60):
+                user = f"w{index}-{turn}"
+                answer = await http.post(f"/profile/{user}", json={"n": str(turn)})
+                assert answer.status_code in (201, 503), answer.text
+                if answer.status_code == 201:
+                    acknowledged.append(user)
+                await asyncio.sleep(0.05)
+
+        writers = asyncio.gather(*(writer(i) for i in range(8)))
+        await asyncio.sleep(0.5)
+        cluster.kill_node(victim)
+        await writers
+        assert len(acknowledged) >= 0.9 * 8 * 60
+        for user in acknowledged:
+            answer = await http.get(f"/profile/{user}")
+            assert answer.status_code == 200, f"acknowledged profile {user} lost"
+    cluster.restart_node(victim)
+    assert primaries[0] not in cluster.primary_ports()
