@@ -6,8 +6,10 @@ import asyncio
 import logging
 import random
 import ssl
+import traceback
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from redis import exceptions as rexc
@@ -22,6 +24,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 RedisClient = Redis | RedisCluster
 
+REDIS_CONNECTION_MODULE = str(Path("redis", "asyncio", "connection.py"))
 AUTH_ERRORS = (rexc.AuthenticationError, rexc.AuthorizationError)
 # Failures that a topology change, failover or brief network loss explains, and that the same
 # call can ride out after a pause. redis-py's own cluster retries re-send at once, without a
@@ -57,8 +60,8 @@ class RetryPolicy:
                 return await operation()
             except AUTH_ERRORS:
                 raise
-            except TRANSIENT_ERRORS as exc:
-                if _certificate_rejected(exc):
+            except (*TRANSIENT_ERRORS, AttributeError, TypeError) as exc:
+                if _certificate_rejected(exc) or not _transient(exc):
                     raise
                 if attempt >= self.attempts:
                     logger.error(
@@ -85,6 +88,20 @@ class RetryPolicy:
 def describe(exc: BaseException) -> str:
     """Return ``Type: message`` (redis-py's repr of its errors hides the message)."""
     return f"{type(exc).__name__}: {exc}"
+
+
+def _transient(exc: BaseException) -> bool:
+    """Return whether ``exc`` is a transient failure.
+
+    redis-py up to 8.1.0 can raise AttributeError or TypeError from a connection that the
+    server closed under it (redis-py #4287, seen here during a primary's failover); the pool
+    reconnects on the next use, so these are transient when raised inside redis-py's connection
+    code, and programming errors anywhere else.
+    """
+    if isinstance(exc, TRANSIENT_ERRORS):
+        return True
+    frames = traceback.extract_tb(exc.__traceback__)
+    return bool(frames) and frames[-1].filename.endswith(REDIS_CONNECTION_MODULE)
 
 
 def _certificate_rejected(exc: BaseException) -> bool:

@@ -223,7 +223,12 @@ async def test_spent_retries_are_service_unavailable() -> None:
 
 
 @pytest.mark.parametrize(
-    "error", [rexc.AuthenticationError("bad password"), rexc.ResponseError("WRONGTYPE")]
+    "error",
+    [
+        rexc.AuthenticationError("bad password"),
+        rexc.ResponseError("WRONGTYPE"),
+        AttributeError("a bug of ours, not redis-py's"),
+    ],
 )
 async def test_permanent_errors_are_not_retried(error: Exception) -> None:
     operation = Flaky(1, error)
@@ -270,3 +275,20 @@ async def test_writes_ride_out_a_primary_crash(cluster: LocalCluster) -> None:
             assert answer.status_code == 200, f"acknowledged profile {user} lost"
     cluster.restart_node(victim)
     assert primaries[0] not in cluster.primary_ports()
+
+
+async def test_redis_py_closed_connection_bug_is_retried() -> None:
+    """redis-py #4287: AttributeError from a connection the server closed is transient."""
+    code = compile("raise AttributeError(\"'NoneType' object has no attribute 'writelines'\")",
+                   str(Path("site-packages", "redis", "asyncio", "connection.py")), "exec")
+    calls = 0
+
+    async def operation() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            exec(code)  # noqa: S102 - a frame inside redis-py's connection module
+        return "done"
+
+    assert await POLICY.run(operation, what="test") == "done"
+    assert calls == 2

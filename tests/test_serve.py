@@ -116,15 +116,21 @@ async def test_embedded_cluster_keeps_data_across_restarts(service: Service) -> 
     created = httpx.post(f"{service.url}/profile/ana", json={"email": "ana@example.com"})
     assert created.status_code == 201
     redis = RedisCluster.from_url(service.redis_url, decode_responses=True)
-    try:
+
+    async def consumer_slots() -> list[list[str]]:
         consumers = await redis.xinfo_consumers("profile:events", "profile-aggregator")
+        return sorted(c["name"].rsplit("-", 3)[1:] for c in consumers)
+
+    async def both_consuming() -> bool:
+        return len(await consumer_slots()) == 2
+
+    try:
+        # Readiness is per process; the second one joins the group a moment later.
+        await eventually(both_consuming, what="both processes in the group")
+        # Two processes, each with its stable slot index in its consumer name, share the group.
+        assert await consumer_slots() == [["0", "aggregator", "0"], ["1", "aggregator", "0"]]
     finally:
         await redis.aclose()
-    # Two processes, each with its stable slot index in its consumer name, share the group.
-    assert sorted(c["name"].rsplit("-", 3)[1:] for c in consumers) == [
-        ["0", "aggregator", "0"],
-        ["1", "aggregator", "0"],
-    ]
     assert service.signal(signal.SIGTERM) != -signal.SIGKILL
     assert all(port_free(HOST, service.base_port + i) for i in range(NODES)), "cluster not stopped"
     assert (service.data_dir / f"node-{service.base_port}" / "nodes.conf").exists()
