@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         settings = load_settings()
     except ConfigError as exc:
-        print(exc, file=sys.stderr)  # noqa: T201
+        print(exc, file=sys.stderr)
         sys.exit(2)
     logging.basicConfig(
         level=settings.server.log_level.upper(),
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     workers = args.workers if args.workers is not None else settings.server.workers
     if workers < 1:
-        print("error: --workers must be at least 1", file=sys.stderr)  # noqa: T201
+        print("error: --workers must be at least 1", file=sys.stderr)
         sys.exit(2)
     options = ServeOptions(
         host=args.host or settings.server.host,
@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         serve(settings, options)
     except LocalClusterError as exc:
-        print(f"error: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
 
 

@@ -80,9 +80,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         {"loc": list(err.get("loc", ())), "msg": str(err.get("msg", "")), "type": err.get("type")}
         for err in exc.errors()
     ]
-    return JSONResponse(
-        {"message": _validation_message(errors), "errors": errors}, status_code=422
-    )
+    return JSONResponse({"message": _validation_message(errors), "errors": errors}, status_code=422)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

@@ -99,14 +99,22 @@ def node_args(spec: ClusterSpec, port: int, directory: str) -> list[str]:
     listen = ["--port", str(port)]
     if spec.tls is not None:
         listen = [
-            "--port", "0",
-            "--tls-port", str(port),
-            "--tls-cluster", "yes",
-            "--tls-replication", "yes",
-            "--tls-auth-clients", "no",
-            "--tls-cert-file", str(spec.tls.cert),
-            "--tls-key-file", str(spec.tls.key),
-            "--tls-ca-cert-file", str(spec.tls.ca),
+            "--port",
+            "0",
+            "--tls-port",
+            str(port),
+            "--tls-cluster",
+            "yes",
+            "--tls-replication",
+            "yes",
+            "--tls-auth-clients",
+            "no",
+            "--tls-cert-file",
+            str(spec.tls.cert),
+            "--tls-key-file",
+            str(spec.tls.key),
+            "--tls-ca-cert-file",
+            str(spec.tls.ca),
         ]
     return [
         *listen,
@@ -352,7 +360,7 @@ class LocalCluster:
     def primary_ports(self) -> list[int]:
         """Return the ports of the nodes that are primaries now."""
         with single_node(self.spec.host, self._any_alive_port(), self.spec.tls) as client:
-            shards = client.execute_command("CLUSTER", "SLOTS")
+            shards = command(client, "CLUSTER", "SLOTS")
         return sorted({int(entry[2][1]) for entry in shards})
 
     def flushall(self) -> None:
@@ -404,19 +412,19 @@ class LocalCluster:
             first = index * per_shard
             last = TOTAL_SLOTS - 1 if index == spec.shards - 1 else first + per_shard - 1
             with single_node(spec.host, node.port, spec.tls) as client:
-                client.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
-                client.execute_command("CLUSTER", "SET-CONFIG-EPOCH", index + 1)
-                ids.append(client.execute_command("CLUSTER", "MYID"))
+                command(client, "CLUSTER", "ADDSLOTSRANGE", first, last)
+                command(client, "CLUSTER", "SET-CONFIG-EPOCH", index + 1)
+                ids.append(command(client, "CLUSTER", "MYID"))
         for node in self.nodes[1:]:
             with single_node(spec.host, node.port, spec.tls) as client:
-                client.execute_command("CLUSTER", "MEET", spec.host, self.nodes[0].port)
+                command(client, "CLUSTER", "MEET", spec.host, self.nodes[0].port)
         self._wait(
             lambda: all(self._known_nodes(n.port) == spec.size for n in self.nodes),
             "nodes to meet",
         )
         for offset, node in enumerate(self.nodes[spec.shards :]):
             with single_node(spec.host, node.port, spec.tls) as client:
-                client.execute_command("CLUSTER", "REPLICATE", ids[offset % spec.shards])
+                command(client, "CLUSTER", "REPLICATE", ids[offset % spec.shards])
 
     def _wait(self, condition: Any, what: str, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -481,9 +489,14 @@ def single_node(host: str, port: int, tls: TlsFiles | None = None) -> Iterator[r
         client.close()
 
 
+def command(client: redis.Redis, *args: str | int) -> Any:
+    """Send one command to a node (redis-py leaves execute_command untyped)."""
+    return client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+
 def cluster_info(client: redis.Redis) -> dict[str, str]:
     """Return CLUSTER INFO as a dict of strings."""
-    raw: str = client.execute_command("CLUSTER", "INFO")
+    raw: str = command(client, "CLUSTER", "INFO")
     pairs = (line.split(":", 1) for line in raw.splitlines() if ":" in line)
     return {key: value.strip() for key, value in pairs}
 

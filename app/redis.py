@@ -38,6 +38,9 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     rexc.SlotNotCoveredError,
 )
 
+# What the policy looks at; _transient() decides which of these to retry.
+RETRY_CANDIDATES: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, AttributeError, TypeError)
+
 
 @dataclass(frozen=True)
 class RetryPolicy:
@@ -60,7 +63,7 @@ class RetryPolicy:
                 return await operation()
             except AUTH_ERRORS:
                 raise
-            except (*TRANSIENT_ERRORS, AttributeError, TypeError) as exc:
+            except RETRY_CANDIDATES as exc:
                 if _certificate_rejected(exc) or not _transient(exc):
                     raise
                 if attempt >= self.attempts:
@@ -124,8 +127,12 @@ class RedisStore:
     retry: RetryPolicy
     is_cluster: bool
 
-    async def run(self, operation: Callable[[RedisClient], Awaitable[T]], *, what: str) -> T:
-        """Run ``operation(client)`` under the retry policy."""
+    async def run(self, operation: Callable[[RedisClient], Awaitable[Any]], *, what: str) -> Any:
+        """Run ``operation(client)`` under the retry policy.
+
+        redis-py types replies as ``bytes | str`` whatever ``decode_responses`` says; callers
+        annotate what they receive (this client always decodes to ``str``).
+        """
         return await self.retry.run(lambda: operation(self.client), what=what)
 
 
@@ -161,7 +168,7 @@ async def server_is_cluster(client: Redis) -> bool:
     except rexc.NoPermissionError:
         # An ACL user without INFO: CLUSTER INFO answers on a cluster and errors on a single node.
         try:
-            await client.execute_command("CLUSTER", "INFO")
+            await client.execute_command("CLUSTER", "INFO")  # type: ignore[no-untyped-call]
         except rexc.ResponseError:
             return False
         return True

@@ -122,7 +122,9 @@ def _serve_processes(options: ServeOptions) -> None:
     while not stopping.wait(CHILD_POLL_S):
         for index, process in children.items():
             if not process.is_alive():
-                logger.warning("http process %d exited (code %s): restarting", index, process.exitcode)
+                logger.warning(
+                    "http process %d exited (code %s): restarting", index, process.exitcode
+                )
                 children[index] = start(index)
     for process in children.values():
         process.terminate()

@@ -97,15 +97,15 @@ async def redis(cluster: LocalCluster) -> AsyncIterator[RedisCluster]:
 
 
 async def eventually(
-    check: Callable[[], Awaitable[bool]], *, timeout: float = 15.0, what: str = "condition"
+    check: Callable[[], Awaitable[bool]], *, within_s: float = 15.0, what: str = "condition"
 ) -> None:
     """Wait until ``check()`` is true (for effects of background workers)."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
         if await check():
             return
         await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    raise AssertionError(f"timed out after {within_s}s waiting for {what}")
 
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -133,7 +133,7 @@ async def expected_read_counts(redis: RedisCluster) -> dict[str, int]:
 async def _all_events(redis: RedisCluster) -> AsyncIterator[dict[str, str]]:
     start = "-"
     while True:
-        page = await redis.xrange("profile:events", min=start, count=5000)
+        page: Any = await redis.xrange("profile:events", min=start, count=5000)
         for _id, fields in page:
             yield fields
         if len(page) < 5000:
@@ -145,7 +145,7 @@ async def _all_events(redis: RedisCluster) -> AsyncIterator[dict[str, str]]:
 
 async def stored_read_counts(redis: RedisCluster) -> dict[str, int]:
     """Return the aggregator's sorted set as a dict."""
-    pairs = await redis.zrange("{profile:events}:read-counts", 0, -1, withscores=True)
+    pairs: Any = await redis.zrange("{profile:events}:read-counts", 0, -1, withscores=True)
     return {user: int(score) for user, score in pairs}
 
 

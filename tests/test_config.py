@@ -51,7 +51,11 @@ def test_file_then_environment_then_redis_url(
 @pytest.mark.parametrize(
     ("variable", "value", "expected"),
     [
-        ("APP_REDIS__MAX_CONNECTIONS", "many", "redis.max_connections [env APP_REDIS__MAX_CONNECTIONS]"),
+        (
+            "APP_REDIS__MAX_CONNECTIONS",
+            "many",
+            "redis.max_connections [env APP_REDIS__MAX_CONNECTIONS]",
+        ),
         ("APP_WORKERS__BATCH_SIZE", "0", "workers.batch_size"),
         ("APP_SERVER__PORT", "70000", "server.port"),
         ("REDIS_URL", "http://example.com", "redis.url"),
@@ -80,7 +84,7 @@ def test_unknown_key_in_the_file_is_an_error(
 
 def test_malformed_file_is_an_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     write_config(tmp_path, "[redis\nurl = ", monkeypatch)
-    with pytest.raises(ConfigError, match="config.toml"):
+    with pytest.raises(ConfigError, match=r"config\.toml"):
         load_settings()
 
 

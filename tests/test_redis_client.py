@@ -6,7 +6,7 @@ import asyncio
 import datetime
 import ipaddress
 import subprocess
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -92,8 +92,15 @@ def acl_user(cluster: LocalCluster) -> Iterator[tuple[str, str]]:
     rules = ["on", f">{password}", "~*", "&*", "+@all"]
     for port in cluster.ports:
         with single_node("127.0.0.1", port) as node:
-            node.acl_setuser(user, enabled=True, reset=True, passwords=[f"+{password}"],
-                             keys=["*"], channels=["*"], commands=["+@all"])
+            node.acl_setuser(
+                user,
+                enabled=True,
+                reset=True,
+                passwords=[f"+{password}"],
+                keys=["*"],
+                channels=["*"],
+                commands=["+@all"],
+            )
     del rules
     yield user, password
     for port in cluster.ports:
@@ -147,7 +154,9 @@ def make_tls_files(directory: Path) -> TlsFiles:
         )
         .sign(ca_key, hashes.SHA256())
     )
-    files = TlsFiles(cert=directory / "node.crt", key=directory / "node.key", ca=directory / "ca.crt")
+    files = TlsFiles(
+        cert=directory / "node.crt", key=directory / "node.key", ca=directory / "ca.crt"
+    )
     files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     files.key.write_bytes(
@@ -279,15 +288,18 @@ async def test_writes_ride_out_a_primary_crash(cluster: LocalCluster) -> None:
 
 async def test_redis_py_closed_connection_bug_is_retried() -> None:
     """redis-py #4287: AttributeError from a connection the server closed is transient."""
-    code = compile("raise AttributeError(\"'NoneType' object has no attribute 'writelines'\")",
-                   str(Path("site-packages", "redis", "asyncio", "connection.py")), "exec")
+    code = compile(
+        "raise AttributeError(\"'NoneType' object has no attribute 'writelines'\")",
+        str(Path("site-packages", "redis", "asyncio", "connection.py")),
+        "exec",
+    )
     calls = 0
 
     async def operation() -> str:
         nonlocal calls
         calls += 1
         if calls == 1:
-            exec(code)  # noqa: S102 - a frame inside redis-py's connection module
+            exec(code)
         return "done"
 
     assert await POLICY.run(operation, what="test") == "done"

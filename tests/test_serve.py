@@ -113,7 +113,8 @@ def service(tmp_path: Path) -> Iterator[Service]:
 @pytest.mark.slow
 async def test_embedded_cluster_keeps_data_across_restarts(service: Service) -> None:
     service.start("--workers", "2")
-    created = httpx.post(f"{service.url}/profile/ana", json={"email": "ana@example.com"})
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        created = await http.post("/profile/ana", json={"email": "ana@example.com"})
     assert created.status_code == 201
     redis = RedisCluster.from_url(service.redis_url, decode_responses=True)
 
@@ -136,11 +137,14 @@ async def test_embedded_cluster_keeps_data_across_restarts(service: Service) -> 
     assert (service.data_dir / f"node-{service.base_port}" / "nodes.conf").exists()
 
     service.start()
-    assert httpx.get(f"{service.url}/profile/ana").json() == {"email": "ana@example.com"}
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        assert (await http.get("/profile/ana")).json() == {"email": "ana@example.com"}
     service.signal(signal.SIGINT)
 
 
-async def read_load(url: str, users: list[str], answered: Counter[str], stop: asyncio.Event) -> None:
+async def read_load(
+    url: str, users: list[str], answered: Counter[str], stop: asyncio.Event
+) -> None:
     """Read profiles with 16 concurrent connections, counting reads answered 200, until stopped."""
 
     async def reader(index: int, http: httpx.AsyncClient) -> None:
@@ -184,7 +188,7 @@ async def test_kill_9_mid_load_then_restart_keeps_stats_exact(service: Service) 
     service.start()
     redis = RedisCluster.from_url(service.redis_url, decode_responses=True)
     try:
-        await eventually(lambda: all_events_applied(redis), timeout=60, what="catch-up")
+        await eventually(lambda: all_events_applied(redis), within_s=60, what="catch-up")
         counts = await stored_read_counts(redis)
         expected = await expected_read_counts(redis)
         existing = set(users[5:])
@@ -238,8 +242,6 @@ def test_bad_configuration_fails_at_start_with_one_line() -> None:
 
 
 def test_uvicorn_without_redis_url_says_what_to_do() -> None:
-    result = run_cli(
-        ["-m", "uvicorn", "app.main:app", "--port", str(free_port())], {}
-    )
+    result = run_cli(["-m", "uvicorn", "app.main:app", "--port", str(free_port())], {})
     assert result.returncode != 0
     assert "redis.url [env REDIS_URL] is empty" in result.stderr

@@ -39,7 +39,7 @@ def main() -> None:
     try:
         asyncio.run(run())
     except ConfigError as exc:
-        print(exc, file=sys.stderr)  # noqa: T201
+        print(exc, file=sys.stderr)
         sys.exit(2)
 
 

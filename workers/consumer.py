@@ -10,6 +10,7 @@ claims entries that a dead one left idle longer than ``claim_min_idle_ms`` (XAUT
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -76,7 +77,10 @@ class StreamConsumer:
         """Run until stopped: recreate the group if needed, finish own pending, then read new."""
         spec = self.spec
         logger.info(
-            "consumer starting: stream=%s group=%s consumer=%s", spec.stream, spec.group, spec.consumer
+            "consumer starting: stream=%s group=%s consumer=%s",
+            spec.stream,
+            spec.group,
+            spec.consumer,
         )
         while not self.stopping:
             try:
@@ -90,8 +94,12 @@ class StreamConsumer:
                     await self._back_off(exc)
                     continue
                 # A restarted or flushed Redis lost the group: create it again and go on.
-                logger.warning("consumer group vanished, recreating: stream=%s group=%s", spec.stream, spec.group)
-            except Exception as exc:  # noqa: BLE001 - a worker logs, backs off and goes on
+                logger.warning(
+                    "consumer group vanished, recreating: stream=%s group=%s",
+                    spec.stream,
+                    spec.group,
+                )
+            except Exception as exc:
                 await self._back_off(exc)
         logger.info(
             "consumer stopped: stream=%s group=%s consumer=%s applied=%d",
@@ -111,10 +119,8 @@ class StreamConsumer:
             describe(exc),
             exc_info=exc,
         )
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), self.spec.settings.error_backoff_s)
-        except TimeoutError:
-            pass
 
     async def _ensure_group(self) -> None:
         try:
@@ -122,7 +128,9 @@ class StreamConsumer:
             await self.store.client.xgroup_create(
                 self.spec.stream, self.spec.group, id="0", mkstream=True
             )
-            logger.info("created consumer group: stream=%s group=%s", self.spec.stream, self.spec.group)
+            logger.info(
+                "created consumer group: stream=%s group=%s", self.spec.stream, self.spec.group
+            )
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise

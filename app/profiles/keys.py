@@ -8,9 +8,10 @@ Slots:
   the consumer group's pending list) and the read-count sorted set must share one hash slot. The
   stream's name has no braces, so its slot is CRC16("profile:events"); a key whose hash tag is
   ``{profile:events}`` hashes exactly those bytes and lands in the same slot.
-- A profile's request markers (created-by, deleted-by) ride with its profile: ``{profile:<user>}:…`` hashes the bytes
-  "profile:<user>", the whole name of the profile's key. That is why user names may not
-  contain braces: a brace in the name would move the profile's key to another slot.
+- A profile's request markers (created-by, deleted-by) ride with its profile:
+  ``{profile:<user>}:…`` hashes the bytes "profile:<user>", the whole name of the profile's
+  key. That is why user names may not contain braces: a brace in the name would move the
+  profile's key to another slot.
 """
 
 PROFILE_PREFIX = "profile:"

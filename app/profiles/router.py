@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, status
 
 from app.dependencies import IdempotencyKeyDep, RedisDep
@@ -11,7 +13,9 @@ from app.schemas import Message
 
 router = APIRouter(prefix="/profile", tags=["profiles"])
 
-NOT_FOUND = {404: {"model": Message, "description": "No profile for this user"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": Message, "description": "No profile for this user"}
+}
 
 
 @router.post(

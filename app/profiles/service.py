@@ -13,6 +13,8 @@ import uuid
 from pathlib import Path
 from typing import Literal
 
+from redis.typing import EncodableT, FieldT
+
 from app.profiles import keys
 from app.profiles.exceptions import ProfileExists, ProfileNotFound
 from app.redis import RedisStore
@@ -29,7 +31,7 @@ REQUEST_MARKER_TTL_S = 600
 
 async def emit_event(*, store: RedisStore, user: str, event: EventType) -> str:
     """Append ``{"user": user, "type": event}`` to the profile event stream; return its id."""
-    entry = {"user": user, "type": event}
+    entry: dict[FieldT, EncodableT] = {"user": user, "type": event}
     entry_id: str = await store.run(
         lambda r: r.xadd(keys.EVENTS_STREAM, entry), what="emit profile event"
     )

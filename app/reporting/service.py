@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Any
+
 from app.profiles import keys
 from app.redis import RedisClient, RedisStore
 from app.reporting.schemas import ProfileStat
@@ -9,7 +12,14 @@ from app.reporting.schemas import ProfileStat
 MIN_PAGE = 32
 
 
-async def _existing(client: RedisClient, users: list[str]) -> list[bool]:
+async def _ranked(client: RedisClient, *, start: int, count: int) -> list[tuple[str, float]]:
+    ranked: Any = await client.zrevrange(
+        keys.READ_COUNTS, start, start + count - 1, withscores=True
+    )
+    return [(str(user), float(score)) for user, score in ranked]
+
+
+async def _existing(client: RedisClient, *, users: list[str]) -> list[bool]:
     pipe = client.pipeline(transaction=False)
     for user in users:
         pipe.exists(keys.profile_key(user))
@@ -27,15 +37,15 @@ async def top_profiles(*, store: RedisStore, n: int) -> list[ProfileStat]:
     page = max(n, MIN_PAGE)
     start = 0
     while len(found) < n:
-        first = start
-        entries: list[tuple[str, float]] = await store.run(
-            lambda r: r.zrevrange(keys.READ_COUNTS, first, first + page - 1, withscores=True),
-            what="read profile stats",
+        entries = await store.run(
+            partial(_ranked, start=start, count=page), what="read profile stats"
         )
         if not entries:
             break
-        users = [user for user, _score in entries]
-        exists = await store.run(lambda r: _existing(r, users), what="check profiles exist")
+        exists = await store.run(
+            partial(_existing, users=[user for user, _score in entries]),
+            what="check profiles exist",
+        )
         found.extend(
             ProfileStat(user=user, score=int(score))
             for (user, score), present in zip(entries, exists, strict=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
 from redis.asyncio.cluster import RedisCluster
@@ -18,7 +20,8 @@ SEED_PROFILES = {
 
 
 async def events(redis: RedisCluster) -> list[dict[str, str]]:
-    return [fields for _id, fields in await redis.xrange(keys.EVENTS_STREAM)]
+    entries: Any = await redis.xrange(keys.EVENTS_STREAM)
+    return [fields for _id, fields in entries]
 
 
 async def test_seed_walkthrough(client: httpx.AsyncClient, redis: RedisCluster) -> None:
@@ -48,7 +51,7 @@ async def test_seed_walkthrough(client: httpx.AsyncClient, redis: RedisCluster) 
     }
 
     async def reported() -> bool:
-        return (await client.get("/reporting/profileStats/3")).json() == expected
+        return bool((await client.get("/reporting/profileStats/3")).json() == expected)
 
     await eventually(reported, what="the seeds' top 3")
     assert await redis.zscore(keys.READ_COUNTS, "zach") is None
@@ -119,9 +122,14 @@ async def test_delete_then_recreate_counts_from_zero(
     await client.get("/profile/ana")
 
     async def counted() -> bool:
-        return (await redis.xinfo_groups(keys.EVENTS_STREAM))[0]["lag"] == 0 and await redis.xpending(
-            keys.EVENTS_STREAM, keys.AGGREGATOR_GROUP
-        ) == {"pending": 0, "min": None, "max": None, "consumers": []}
+        return (await redis.xinfo_groups(keys.EVENTS_STREAM))[0][
+            "lag"
+        ] == 0 and await redis.xpending(keys.EVENTS_STREAM, keys.AGGREGATOR_GROUP) == {
+            "pending": 0,
+            "min": None,
+            "max": None,
+            "consumers": [],
+        }
 
     await eventually(counted, what="all events applied")
     assert await redis.zscore(keys.READ_COUNTS, "ana") == 1

@@ -8,11 +8,12 @@ import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
-from app.config import Settings, WorkerSettings
+from app.config import Settings
 from app.local_cluster import LocalCluster
 from app.profiles import keys
 from app.redis import RedisStore, connect
@@ -104,7 +105,7 @@ async def test_crash_between_read_and_ack_is_finished_on_restart(
     await create_group(redis)
     await publish(redis, [("ana", "read")] * 10)
     # The worker read a batch and died before applying it: the entries sit in its pending list.
-    delivered = await redis.xreadgroup(
+    delivered: Any = await redis.xreadgroup(
         keys.AGGREGATOR_GROUP, "w-0", {keys.EVENTS_STREAM: ">"}, count=7
     )
     assert len(delivered[0][1]) == 7
@@ -122,7 +123,7 @@ async def test_crash_after_apply_before_the_reply_counts_once(
 ) -> None:
     await create_group(redis)
     await publish(redis, [("ana", "read")] * 4)
-    delivered = await redis.xreadgroup(keys.AGGREGATOR_GROUP, "w-0", {keys.EVENTS_STREAM: ">"})
+    delivered: Any = await redis.xreadgroup(keys.AGGREGATOR_GROUP, "w-0", {keys.EVENTS_STREAM: ">"})
     ids = [entry_id for entry_id, _fields in delivered[0][1]]
     # The script ran but its reply was lost; redelivery runs the same batch again.
     assert await apply_events(store, ids) == 4
@@ -204,12 +205,12 @@ async def test_worker_process_killed_mid_batch_leaves_counts_exact(
 
     worker = start_worker()
     try:
-        await eventually(some_applied, timeout=30, what="the worker to apply some events")
+        await eventually(some_applied, within_s=30, what="the worker to apply some events")
         worker.send_signal(signal.SIGKILL)
         worker.wait()
         assert not await all_events_applied(redis)
         worker = start_worker()
-        await eventually(lambda: all_events_applied(redis), timeout=60, what="catch-up")
+        await eventually(lambda: all_events_applied(redis), within_s=60, what="catch-up")
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=20)
