@@ -8,6 +8,7 @@ from fastapi import Depends, Header, Request
 
 from app.config import Settings
 from app.redis import RedisStore
+from app.streams import StreamWriter
 from workers.pool import WorkerPool
 
 
@@ -15,6 +16,12 @@ async def get_store(request: Request) -> RedisStore:
     """Return the Redis store the lifespan opened."""
     store: RedisStore = request.state.store
     return store
+
+
+async def get_stream_writer(request: Request) -> StreamWriter:
+    """Return the writer that appends events to streams."""
+    writer: StreamWriter = request.state.events
+    return writer
 
 
 async def get_settings(request: Request) -> Settings:
@@ -31,6 +38,7 @@ async def get_idempotency_key(
 
 
 RedisDep = Annotated[RedisStore, Depends(get_store)]
+StreamWriterDep = Annotated[StreamWriter, Depends(get_stream_writer)]
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 IdempotencyKeyDep = Annotated[str | None, Depends(get_idempotency_key)]
 

@@ -13,12 +13,11 @@ import uuid
 from pathlib import Path
 from typing import Literal
 
-from redis.typing import EncodableT, FieldT
-
 from app.profiles import keys
 from app.profiles.exceptions import ProfileExists, ProfileNotFound
 from app.redis import RedisStore
 from app.scripting import LuaScript
+from app.streams import StreamWriter
 
 EventType = Literal["create", "read", "delete"]
 
@@ -29,17 +28,18 @@ DELETE_PROFILE = LuaScript.load(Path(__file__).with_name("delete_profile.lua"))
 REQUEST_MARKER_TTL_S = 600
 
 
-async def emit_event(*, store: RedisStore, user: str, event: EventType) -> str:
+async def emit_event(*, events: StreamWriter, user: str, event: EventType) -> str:
     """Append ``{"user": user, "type": event}`` to the profile event stream; return its id."""
-    entry: dict[FieldT, EncodableT] = {"user": user, "type": event}
-    entry_id: str = await store.run(
-        lambda r: r.xadd(keys.EVENTS_STREAM, entry), what="emit profile event"
-    )
-    return entry_id
+    return await events.append(keys.EVENTS_STREAM, {"user": user, "type": event})
 
 
 async def create_profile(
-    *, store: RedisStore, user: str, fields: dict[str, str], request_id: str | None = None
+    *,
+    store: RedisStore,
+    events: StreamWriter,
+    user: str,
+    fields: dict[str, str],
+    request_id: str | None = None,
 ) -> None:
     """Store a new profile; raise ProfileExists if the user already has one."""
     flat = [item for pair in fields.items() for item in pair]
@@ -53,21 +53,23 @@ async def create_profile(
     )
     if outcome == 0:
         raise ProfileExists
-    await emit_event(store=store, user=user, event="create")
+    await emit_event(events=events, user=user, event="create")
 
 
-async def read_profile(*, store: RedisStore, user: str) -> dict[str, str]:
+async def read_profile(*, store: RedisStore, events: StreamWriter, user: str) -> dict[str, str]:
     """Return a profile's fields and record the read; raise ProfileNotFound."""
     fields: dict[str, str] = await store.run(
         lambda r: r.hgetall(keys.profile_key(user)), what="read profile"
     )
     if not fields:
         raise ProfileNotFound(user)
-    await emit_event(store=store, user=user, event="read")
+    await emit_event(events=events, user=user, event="read")
     return fields
 
 
-async def delete_profile(*, store: RedisStore, user: str, request_id: str | None = None) -> None:
+async def delete_profile(
+    *, store: RedisStore, events: StreamWriter, user: str, request_id: str | None = None
+) -> None:
     """Delete a profile; raise ProfileNotFound if there is none."""
     outcome = await store.run(
         lambda r: DELETE_PROFILE(
@@ -79,4 +81,4 @@ async def delete_profile(*, store: RedisStore, user: str, request_id: str | None
     )
     if outcome == 0:
         raise ProfileNotFound(user)
-    await emit_event(store=store, user=user, event="delete")
+    await emit_event(events=events, user=user, event="delete")

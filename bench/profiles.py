@@ -1,0 +1,175 @@
+"""Benchmark: profile read and create against the ceiling of a FastAPI route without Redis.
+
+Run: ``python bench/profiles.py [--connections 64] [--duration 10] [--processes 1] [--repeat 3]``
+(needs ``wrk``: ``apt-get install -y wrk``). It starts a local 3-shard Redis Cluster on free
+loopback ports, serves the service and the ceiling app the same way (uvicorn, same processes,
+no access log), loads each with wrk and prints requests per second, p50, p99 and the ratio.
+Only ever targets 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from app.local_cluster import ClusterSpec, LocalCluster, port_free  # noqa: E402
+
+HOST = "127.0.0.1"
+USERS = 1000
+
+READ_SCRIPT = f"""
+request = function()
+  return wrk.format("GET", "/profile/user-" .. math.random(0, {USERS - 1}))
+end
+"""
+
+CREATE_SCRIPT = """
+local counter = 0
+local prefix = tostring(os.time()) .. tostring(math.random(1, 1000000))
+setup = function(thread)
+  thread:set("tid", tostring(math.random(1, 1000000000)))
+end
+request = function()
+  counter = counter + 1
+  local body = '{"email": "new@example.com", "username": "New"}'
+  return wrk.format("POST", "/profile/new-" .. prefix .. "-" .. tid .. "-" .. counter,
+    {["Content-Type"] = "application/json"}, body)
+end
+"""
+
+
+@dataclass(frozen=True)
+class Result:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: str
+
+
+def median(results: list[Result]) -> Result:
+    """Return the per-figure median of several runs."""
+    return Result(
+        rps=statistics.median(r.rps for r in results),
+        p50_ms=statistics.median(r.p50_ms for r in results),
+        p99_ms=statistics.median(r.p99_ms for r in results),
+        errors=", ".join(sorted({r.errors for r in results})),
+    )
+
+
+def free_port() -> int:
+    for port in range(18000, 19000):
+        if port_free(HOST, port):
+            return port
+    raise RuntimeError("no free port")
+
+
+def serve(app: str, port: int, processes: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", app, "--host", HOST, "--port", str(port),
+         "--workers", str(processes), "--no-access-log", "--log-level", "warning"],
+        cwd=ROOT, env=env,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(f"http://{HOST}:{port}/profile/user-1", timeout=1)
+            return process
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise RuntimeError(f"{app} did not start")
+
+
+def to_ms(text: str) -> float:
+    found = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if found is None:
+        raise ValueError(f"unexpected wrk latency {text!r}")
+    value, unit = found.groups()
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def load(url: str, script: str, connections: int, duration: int) -> Result:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as file:
+        file.write(script)
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", file.name, url],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    os.unlink(file.name)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = to_ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    p99 = to_ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*", out)
+    return Result(rps, p50, p99, errors.group(0) if errors else "none")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=3, help="runs per target; medians shown")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk not found: apt-get install -y wrk")
+
+    with tempfile.TemporaryDirectory() as data:
+        cluster = LocalCluster(ClusterSpec(data_dir=Path(data)))
+        cluster.start()
+        env = {**os.environ, "REDIS_URL": cluster.url}
+        seed = redis.RedisCluster.from_url(cluster.url)
+        for i in range(USERS):
+            seed.hset(f"profile:user-{i}", mapping={"email": f"u{i}@example.com", "username": "U"})
+        seed.close()
+        service_port, ceiling_port = free_port(), free_port() + 1
+        service = serve("app.main:app", service_port, args.processes, env)
+        ceiling = serve("bench.ceiling:app", ceiling_port, args.processes, env)
+        try:
+            rows: list[tuple[str, str, Result]] = []
+            for name, script in (
+                ("GET /profile/{user}", READ_SCRIPT),
+                ("POST /profile/{user}", CREATE_SCRIPT),
+            ):
+                runs: dict[str, list[Result]] = {"service": [], "ceiling": []}
+                # Alternate the two targets so that drift on a shared machine hits both alike.
+                for _ in range(args.repeat):
+                    for target, port in (("service", service_port), ("ceiling", ceiling_port)):
+                        url = f"http://{HOST}:{port}"
+                        load(url, script, args.connections, 2)  # warm-up
+                        runs[target].append(load(url, script, args.connections, args.duration))
+                rows.extend((name, target, median(results)) for target, results in runs.items())
+        finally:
+            for process in (service, ceiling):
+                process.terminate()
+                process.wait(30)
+            cluster.stop()
+
+    print(
+        f"\n{args.connections} connections, {args.duration}s each, "
+        f"{args.processes} uvicorn process(es), {os.cpu_count()} CPUs, wrk -t1 on this machine, "
+        f"median of {args.repeat} alternating runs"
+    )
+    print(f"{'route':22} {'target':8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}  errors")
+    for name, target, r in rows:
+        print(f"{name:22} {target:8} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f}  {r.errors}")
+    for name in ("GET /profile/{user}", "POST /profile/{user}"):
+        service_rps, ceiling_rps = (r.rps for n, _t, r in rows if n == name)
+        print(f"{name}: service / ceiling throughput = {service_rps / ceiling_rps:.2f}")
+
+
+if __name__ == "__main__":
+    main()
