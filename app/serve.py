@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from types import FrameType
@@ -29,6 +30,7 @@ logger = logging.getLogger(__name__)
 APP_IMPORT = "app.main:app"
 CHILD_POLL_S = 0.5
 CHILD_STOP_GRACE_S = 5.0
+ORPHAN_CHECK_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -96,9 +98,26 @@ def _uvicorn_config(options: ServeOptions) -> uvicorn.Config:
     )
 
 
-def _child(index: int, options: ServeOptions, sock: socket.socket) -> None:
+def _child(index: int, options: ServeOptions, sock: socket.socket, parent: int) -> None:
     os.environ[PROCESS_INDEX_ENV] = str(index)
+    _stop_when_orphaned(parent)
     uvicorn.Server(_uvicorn_config(options)).run(sockets=[sock])
+
+
+def _stop_when_orphaned(parent: int) -> None:
+    """Shut this child down gracefully if the supervising process dies (even by SIGKILL).
+
+    Otherwise a killed supervisor leaves children serving on the shared socket, and a restarted
+    service would find its port taken.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(ORPHAN_CHECK_S)
+        logger.warning("supervising process %d is gone: shutting down", parent)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
 
 
 def _serve_processes(options: ServeOptions) -> None:
@@ -113,7 +132,9 @@ def _serve_processes(options: ServeOptions) -> None:
         signal.signal(signum, request_stop)
 
     def start(index: int) -> BaseProcess:
-        process = context.Process(target=_child, args=(index, options, sock), name=f"http-{index}")
+        process = context.Process(
+            target=_child, args=(index, options, sock, os.getpid()), name=f"http-{index}"
+        )
         process.start()
         return process
 

@@ -245,3 +245,14 @@ def test_uvicorn_without_redis_url_says_what_to_do() -> None:
     result = run_cli(["-m", "uvicorn", "app.main:app", "--port", str(free_port())], {})
     assert result.returncode != 0
     assert "redis.url [env REDIS_URL] is empty" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.chaos
+def test_children_stop_when_the_supervisor_is_killed(service: Service) -> None:
+    service.start("--workers", "2")
+    service.signal(signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while not port_free(HOST, service.http_port):
+        assert time.monotonic() < deadline, "orphaned HTTP processes still hold the port"
+        time.sleep(0.2)
