@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from redis import exceptions as rexc
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.typing import EncodableT
 
 from app.config import RedisSettings
 from app.errors import ServiceUnavailable
@@ -37,6 +38,8 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     rexc.ReadOnlyError,
     rexc.SlotNotCoveredError,
 )
+# Answers that name another node for the key: the general path follows them.
+REDIRECTIONS: tuple[type[Exception], ...] = (rexc.MovedError, rexc.AskError)
 
 # What the policy looks at; _transient() decides which of these to retry.
 RETRY_CANDIDATES: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, AttributeError, TypeError)
@@ -126,6 +129,30 @@ class RedisStore:
     client: RedisClient
     retry: RetryPolicy
     is_cluster: bool
+
+    async def call(self, key: str, *command: EncodableT, what: str) -> Any:
+        """Run one command that touches only ``key``'s slot, under the retry policy.
+
+        In a cluster the command goes straight to the node that serves the key's slot, from the
+        client's slot table: redis-py's general path (command parsing to find the keys, routing
+        policies, metrics) costs about as much again as the round trip (measured: 65 against
+        118 us of CPU per HGETALL). A MOVED or ASK reply, or a failed node, hands the command
+        to the general path, which follows the redirection and refreshes the slot table (and,
+        after a failure where the command may have run, sends it again, as redis-py's own
+        retries do: the writes here are idempotent, or say why not).
+        """
+        return await self.retry.run(lambda: self._call_once(key, command), what=what)
+
+    async def _call_once(self, key: str, command: tuple[EncodableT, ...]) -> Any:
+        client = self.client
+        if isinstance(client, RedisCluster):
+            try:
+                node = client.get_node_from_key(key)
+                if node is not None:
+                    return await node.execute_command(*command)
+            except (*REDIRECTIONS, *TRANSIENT_ERRORS):
+                pass
+        return await client.execute_command(*command)
 
     async def run(self, operation: Callable[[RedisClient], Awaitable[Any]], *, what: str) -> Any:
         """Run ``operation(client)`` under the retry policy.

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from redis.exceptions import NoScriptError
+from redis.typing import EncodableT
 
-from app.redis import RedisClient
+from app.redis import RedisStore
 
 
 @dataclass(frozen=True)
@@ -26,11 +27,17 @@ class LuaScript:
     def load(cls, path: Path) -> LuaScript:
         return cls(path.read_text())
 
-    async def __call__(self, client: RedisClient, *, keys: list[str], args: list[str]) -> Any:
-        """Run the script; a server that lost it (restart, failover to a replica) gets it again."""
+    async def __call__(
+        self, store: RedisStore, *, keys: list[str], args: list[str], what: str
+    ) -> Any:
+        """Run the script under the store's retry policy, on the slot of its keys.
+
+        A server that lost the script (restart, failover to a replica) gets it again.
+        """
+        command: tuple[EncodableT, ...] = ("EVALSHA", self.sha, len(keys), *keys, *args)
         try:
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
+            return await store.call(keys[0], *command, what=what)
         except NoScriptError:
             # SCRIPT LOAD goes to every primary of a cluster, so the retry finds it.
-            await client.script_load(self.source)
-            return await client.evalsha(self.sha, len(keys), *keys, *args)
+            await store.run(lambda r: r.script_load(self.source), what=f"load script for {what}")
+            return await store.call(keys[0], *command, what=what)

@@ -85,7 +85,7 @@ class StreamWriter:
             for name, value in fields.items():
                 args.extend((name, value))
         self.calls += 1
-        ids: list[str] = await self.store.run(
-            lambda r: APPEND_MANY(r, keys=[stream], args=args), what=f"append to {stream}"
+        ids: list[str] = await APPEND_MANY(
+            self.store, keys=[stream], args=args, what=f"append to {stream}"
         )
         return ids

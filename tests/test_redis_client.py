@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from redis import exceptions as rexc
+from redis.asyncio.cluster import RedisCluster
 
 from app.config import RedisSettings
 from app.errors import ServiceUnavailable
@@ -304,3 +305,26 @@ async def test_redis_py_closed_connection_bug_is_retried() -> None:
 
     assert await POLICY.run(operation, what="test") == "done"
     assert calls == 2
+
+
+async def test_single_key_call_follows_moved_from_a_stale_slot_table(
+    cluster: LocalCluster,
+) -> None:
+    store = await connect(RedisSettings(), cluster.url)
+    try:
+        client = store.client
+        assert isinstance(client, RedisCluster)
+        await client.hset("profile:ana", mapping=dict(SEED.items()))
+        slot = client.keyslot("profile:ana")
+        right = client.nodes_manager.slots_cache[slot][0]
+        wrong = next(node for node in client.get_primaries() if node.name != right.name)
+        client.nodes_manager.slots_cache[slot] = [wrong]  # as after a slot migration
+
+        fields = await store.call("profile:ana", "HGETALL", "profile:ana", what="test")
+
+        assert fields == SEED
+        mended = client.get_node_from_key("profile:ana")
+        assert mended is not None
+        assert mended.name == right.name
+    finally:
+        await store.client.aclose()

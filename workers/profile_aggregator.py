@@ -16,9 +16,10 @@ APPLY_EVENTS = LuaScript.load(Path(__file__).with_name("profile_aggregator.lua")
 async def apply_events(store: RedisStore, ids: list[str]) -> int:
     """Apply and acknowledge the events with these ids in one script; return how many applied."""
     applied: int = await APPLY_EVENTS(
-        store.client,
+        store,
         keys=[keys.EVENTS_STREAM, keys.READ_COUNTS],
         args=[keys.AGGREGATOR_GROUP, *ids],
+        what="apply profile events",
     )
     return applied
 

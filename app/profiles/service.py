@@ -43,12 +43,10 @@ async def create_profile(
 ) -> None:
     """Store a new profile; raise ProfileExists if the user already has one."""
     flat = [item for pair in fields.items() for item in pair]
-    outcome = await store.run(
-        lambda r: CREATE_PROFILE(
-            r,
-            keys=[keys.profile_key(user), keys.request_marker_key(user, "created-by")],
-            args=[request_id or uuid.uuid4().hex, str(REQUEST_MARKER_TTL_S), *flat],
-        ),
+    outcome = await CREATE_PROFILE(
+        store,
+        keys=[keys.profile_key(user), keys.request_marker_key(user, "created-by")],
+        args=[request_id or uuid.uuid4().hex, str(REQUEST_MARKER_TTL_S), *flat],
         what="create profile",
     )
     if outcome == 0:
@@ -58,9 +56,8 @@ async def create_profile(
 
 async def read_profile(*, store: RedisStore, events: StreamWriter, user: str) -> dict[str, str]:
     """Return a profile's fields and record the read; raise ProfileNotFound."""
-    fields: dict[str, str] = await store.run(
-        lambda r: r.hgetall(keys.profile_key(user)), what="read profile"
-    )
+    key = keys.profile_key(user)
+    fields: dict[str, str] = await store.call(key, "HGETALL", key, what="read profile")
     if not fields:
         raise ProfileNotFound(user)
     await emit_event(events=events, user=user, event="read")
@@ -71,12 +68,10 @@ async def delete_profile(
     *, store: RedisStore, events: StreamWriter, user: str, request_id: str | None = None
 ) -> None:
     """Delete a profile; raise ProfileNotFound if there is none."""
-    outcome = await store.run(
-        lambda r: DELETE_PROFILE(
-            r,
-            keys=[keys.profile_key(user), keys.request_marker_key(user, "deleted-by")],
-            args=[request_id or uuid.uuid4().hex, str(REQUEST_MARKER_TTL_S)],
-        ),
+    outcome = await DELETE_PROFILE(
+        store,
+        keys=[keys.profile_key(user), keys.request_marker_key(user, "deleted-by")],
+        args=[request_id or uuid.uuid4().hex, str(REQUEST_MARKER_TTL_S)],
         what="delete profile",
     )
     if outcome == 0:
