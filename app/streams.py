@@ -6,15 +6,19 @@ each entry alone costs one round trip and one client-side command each; under lo
 requests emit at the same moment. ``StreamWriter`` keeps at most one append in flight per
 stream and sends everything that arrived meanwhile as one script call (a group commit): each
 caller still gets its own entry id only once that entry is stored, entries keep their arrival
-order, and a failure reaches every caller of the batch.
+order, a failure reaches every caller of the batch, and a batch sent twice (a re-send after a
+lost reply) is stored once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
+from functools import partial
 from pathlib import Path
 
+from app.errors import ServiceUnavailable
 from app.redis import RedisStore
 from app.scripting import LuaScript
 
@@ -23,8 +27,22 @@ logger = logging.getLogger(__name__)
 APPEND_MANY = LuaScript.load(Path(__file__).with_name("stream_append.lua"))
 # Entries per script call; a larger backlog is sent in several calls, one after the other.
 MAX_BATCH = 256
+# How long a batch is remembered, so that sending it again after a lost reply appends nothing:
+# longer than the retry policy's whole budget, short enough to keep the markers few.
+BATCH_MARKER_TTL_S = 60
 
 Pending = tuple[dict[str, str], "asyncio.Future[str]"]
+
+
+def same_slot_key(key: str, suffix: str) -> str:
+    """Return a key in ``key``'s hash slot: ``{<the part of key Redis hashes>}<suffix>``."""
+    start = key.find("{")
+    end = key.find("}", start + 1) if start >= 0 else -1
+    if start >= 0 and end > start + 1:
+        return key[start : end + 1] + suffix
+    if "}" in key or "{}" in key:
+        raise ValueError(f"no key can share a slot with {key!r} through a hash tag")
+    return "{" + key + "}" + suffix
 
 
 class StreamWriter:
@@ -34,58 +52,70 @@ class StreamWriter:
         self.store = store
         self.max_batch = max_batch
         self.calls = 0
+        self._closed = False
         self._pending: dict[str, list[Pending]] = {}
         self._flushers: dict[str, asyncio.Task[None]] = {}
 
     async def append(self, stream: str, fields: dict[str, str]) -> str:
         """Append one entry; return its id once it is stored."""
+        if self._closed:
+            raise ServiceUnavailable("The service is shutting down; retry on another instance")
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._pending.setdefault(stream, []).append((fields, future))
         if stream not in self._flushers:
-            self._flushers[stream] = asyncio.create_task(
-                self._flush(stream), name=f"stream-writer:{stream}"
-            )
+            flusher = asyncio.create_task(self._flush(stream), name=f"stream-writer:{stream}")
+            flusher.add_done_callback(partial(self._flusher_done, stream))
+            self._flushers[stream] = flusher
         return await future
 
     async def aclose(self) -> None:
-        """Wait for the appends already accepted to be stored."""
-        await asyncio.gather(*self._flushers.values(), return_exceptions=True)
+        """Refuse new appends and wait until every accepted one is stored or has failed."""
+        self._closed = True
+        while self._flushers:
+            await asyncio.gather(*self._flushers.values(), return_exceptions=True)
 
     async def _flush(self, stream: str) -> None:
+        batch: list[Pending] = []
         try:
             while batch := self._take(stream):
                 try:
                     ids = await self._send(stream, batch)
+                    for (_fields, future), entry_id in zip(batch, ids, strict=True):
+                        if not future.done():  # a caller that gave up (client gone) is skipped
+                            future.set_result(entry_id)
                 except Exception as exc:  # every caller of the batch gets it
                     for _fields, future in batch:
                         if not future.done():
                             future.set_exception(exc)
-                    continue
-                except asyncio.CancelledError:
-                    for _fields, future in batch:
-                        future.cancel()
-                    raise
-                for (_fields, future), entry_id in zip(batch, ids, strict=True):
-                    if not future.done():  # a caller that gave up (client gone) is skipped
-                        future.set_result(entry_id)
         finally:
+            # Only a cancelled flush leaves callers here: nothing will send their entries now.
+            for _fields, future in batch + self._pending.pop(stream, []):
+                if not future.done():
+                    future.cancel()
             del self._flushers[stream]
 
+    def _flusher_done(self, stream: str, flusher: asyncio.Task[None]) -> None:
+        # A flusher cancelled before it ever ran skipped its own clean-up in _flush.
+        if self._flushers.get(stream) is flusher:
+            del self._flushers[stream]
+            for _fields, future in self._pending.pop(stream, []):
+                future.cancel()
+
     def _take(self, stream: str) -> list[Pending]:
-        waiting = self._pending.get(stream, [])
-        batch, self._pending[stream] = waiting[: self.max_batch], waiting[self.max_batch :]
-        if not self._pending[stream]:
-            del self._pending[stream]
-        return batch
+        waiting = self._pending.pop(stream, [])
+        if len(waiting) > self.max_batch:
+            self._pending[stream] = waiting[self.max_batch :]
+        return waiting[: self.max_batch]
 
     async def _send(self, stream: str, batch: list[Pending]) -> list[str]:
-        args: list[str] = []
+        args = [str(BATCH_MARKER_TTL_S)]
         for fields, _future in batch:
             args.append(str(len(fields)))
             for name, value in fields.items():
                 args.extend((name, value))
         self.calls += 1
+        marker = same_slot_key(stream, f":append-batch:{uuid.uuid4().hex}")
         ids: list[str] = await APPEND_MANY(
-            self.store, keys=[stream], args=args, what=f"append to {stream}"
+            self.store, keys=[stream, marker], args=args, what=f"append to {stream}"
         )
         return ids

@@ -11,8 +11,9 @@ from redis import exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
 
 from app.config import Settings
+from app.errors import ServiceUnavailable
 from app.redis import RedisStore, connect
-from app.streams import StreamWriter
+from app.streams import APPEND_MANY, StreamWriter, same_slot_key
 
 
 @pytest.fixture
@@ -65,3 +66,50 @@ async def test_a_failed_batch_fails_every_caller_and_the_writer_goes_on(
 async def test_streams_are_written_independently(writer: StreamWriter, redis: RedisCluster) -> None:
     await asyncio.gather(*(writer.append(f"test:stream-{i % 3}", {"n": str(i)}) for i in range(30)))
     assert [await redis.xlen(f"test:stream-{i}") for i in range(3)] == [10, 10, 10]
+
+
+async def test_a_batch_sent_twice_is_stored_once(writer: StreamWriter, redis: RedisCluster) -> None:
+    marker = same_slot_key("test:stream", ":append-batch:fixed")
+    args = ["60", "1", "n", "1", "2", "n", "2", "kind", "x"]
+    first = await APPEND_MANY(writer.store, keys=["test:stream", marker], args=args, what="t")
+    again = await APPEND_MANY(writer.store, keys=["test:stream", marker], args=args, what="t")
+    assert first == again
+    assert len(first) == 2
+    assert await redis.xlen("test:stream") == 2
+
+
+@pytest.mark.parametrize("started", [False, True], ids=["before-start", "mid-send"])
+async def test_cancelled_flush_leaves_no_caller_waiting(
+    writer: StreamWriter, started: bool
+) -> None:
+    calls = [asyncio.ensure_future(writer.append("test:stream", {"n": str(i)})) for i in range(50)]
+    await asyncio.sleep(0)  # the callers queue their entries; the flusher is created
+    if started:
+        while writer.calls == 0:
+            await asyncio.sleep(0)
+    writer._flushers["test:stream"].cancel()
+    results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 5)
+    assert all(isinstance(r, (str, asyncio.CancelledError)) for r in results)
+    assert not writer._flushers
+
+
+async def test_closed_writer_refuses_appends(writer: StreamWriter) -> None:
+    await writer.append("test:stream", {"n": "1"})
+    await writer.aclose()
+    with pytest.raises(ServiceUnavailable):
+        await writer.append("test:stream", {"n": "2"})
+
+
+@pytest.mark.parametrize(
+    "key", ["profile:events", "{orders}:events", "a{b{c}d", "x:{tag}:y", "plain"]
+)
+async def test_same_slot_key_shares_the_slot(key: str, redis: RedisCluster) -> None:
+    other = same_slot_key(key, ":marker")
+    assert other != key
+    assert redis.keyslot(other) == redis.keyslot(key)
+
+
+@pytest.mark.parametrize("key", ["a}b", "x{}y"])
+def test_same_slot_key_refuses_keys_no_tag_can_match(key: str) -> None:
+    with pytest.raises(ValueError, match="no key can share a slot"):
+        same_slot_key(key, ":marker")

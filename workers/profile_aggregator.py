@@ -11,17 +11,30 @@ from app.scripting import LuaScript
 from workers.consumer import ConsumerSpec
 
 APPLY_EVENTS = LuaScript.load(Path(__file__).with_name("profile_aggregator.lua"))
+# Events applied per script call, so that one call never holds the shard for long.
+APPLY_BUDGET = 1000
 
 
 async def apply_events(store: RedisStore, ids: list[str]) -> int:
-    """Apply and acknowledge the events with these ids in one script; return how many applied."""
-    applied: int = await APPLY_EVENTS(
+    """Acknowledge these events and apply every acknowledged one, in stream order, once.
+
+    Returns how many of ``ids`` this call acknowledged (none when the batch was already
+    processed). The script explains why effects follow a cursor in stream order.
+    """
+    acknowledged, _applied, more = await _apply(store, ids)
+    while more:
+        _acknowledged, _applied, more = await _apply(store, [])
+    return acknowledged
+
+
+async def _apply(store: RedisStore, ids: list[str]) -> tuple[int, int, int]:
+    acknowledged, applied, more = await APPLY_EVENTS(
         store,
-        keys=[keys.EVENTS_STREAM, keys.READ_COUNTS],
-        args=[keys.AGGREGATOR_GROUP, *ids],
+        keys=[keys.EVENTS_STREAM, keys.READ_COUNTS, keys.APPLIED_UPTO],
+        args=[keys.AGGREGATOR_GROUP, str(APPLY_BUDGET), *ids],
         what="apply profile events",
     )
-    return applied
+    return int(acknowledged), int(applied), int(more)
 
 
 def aggregator_spec(*, consumer: str, settings: WorkerSettings) -> ConsumerSpec:

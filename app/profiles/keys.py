@@ -4,10 +4,11 @@
 written by the seeds' code and by this service is interchangeable.
 
 Slots:
-- The aggregator acknowledges an event and applies it in one script, so the stream (and with it
-  the consumer group's pending list) and the read-count sorted set must share one hash slot. The
-  stream's name has no braces, so its slot is CRC16("profile:events"); a key whose hash tag is
-  ``{profile:events}`` hashes exactly those bytes and lands in the same slot.
+- The aggregator acknowledges events and applies them in one script, so the stream (and with
+  it the consumer group's pending list), the read-count sorted set and the cursor of applied
+  events must share one hash slot. The stream's name has no braces, so its slot is
+  CRC16("profile:events"); a key whose hash tag is ``{profile:events}`` hashes exactly those
+  bytes and lands in the same slot.
 - A profile's request markers (created-by, deleted-by) ride with its profile:
   ``{profile:<user>}:…`` hashes the bytes "profile:<user>", the whole name of the profile's
   key. That is why user names may not contain braces: a brace in the name would move the
@@ -17,6 +18,7 @@ Slots:
 PROFILE_PREFIX = "profile:"
 EVENTS_STREAM = "profile:events"
 READ_COUNTS = "{profile:events}:read-counts"
+APPLIED_UPTO = "{profile:events}:applied-upto"
 AGGREGATOR_GROUP = "profile-aggregator"
 
 
