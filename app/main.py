@@ -8,8 +8,13 @@ from app.config import Settings
 from app.errors import register_error_handlers
 from app.health.router import router as health_router
 from app.lifespan import make_lifespan
+from app.middleware import BodySizeLimit
 from app.profiles.router import router as profiles_router
 from app.reporting.router import router as reporting_router
+
+# Request bodies above this are refused with 413 before they are read into memory; a profile
+# (256 fields of up to 64 KiB each) could be larger, but no sensible one is.
+MAX_BODY_BYTES = 1024 * 1024
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -20,6 +25,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=make_lifespan(settings),
     )
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
     register_error_handlers(app)
     app.include_router(health_router)
     app.include_router(profiles_router)

@@ -84,9 +84,11 @@ async def test_cancelled_flush_leaves_no_caller_waiting(
 ) -> None:
     calls = [asyncio.ensure_future(writer.append("test:stream", {"n": str(i)})) for i in range(50)]
     await asyncio.sleep(0)  # the callers queue their entries; the flusher is created
-    if started:
-        while writer.calls == 0:
-            await asyncio.sleep(0)
+    for _ in range(10_000 if started else 0):
+        if writer.calls:
+            break
+        await asyncio.sleep(0)
+    assert bool(writer.calls) == started
     writer._flushers["test:stream"].cancel()
     results = await asyncio.wait_for(asyncio.gather(*calls, return_exceptions=True), 5)
     assert all(isinstance(r, (str, asyncio.CancelledError)) for r in results)

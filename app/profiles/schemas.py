@@ -6,6 +6,8 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field, RootModel, StrictStr
 
+from app.profiles.keys import EVENTS_STREAM, PROFILE_PREFIX
+
 MAX_USER_LENGTH = 256
 MAX_FIELDS = 256
 MAX_FIELD_NAME_LENGTH = 256
@@ -13,6 +15,8 @@ MAX_VALUE_LENGTH = 65536
 
 
 def _check_user(user: str) -> str:
+    if PROFILE_PREFIX + user == EVENTS_STREAM:
+        raise ValueError(f"user name {user!r} is reserved: {EVENTS_STREAM} is the event stream")
     if "{" in user or "}" in user:
         raise ValueError("user name must not contain '{' or '}' (they would change its hash slot)")
     if any(ord(char) < 32 or ord(char) == 127 for char in user):

@@ -26,6 +26,9 @@ DELETE_PROFILE = LuaScript.load(Path(__file__).with_name("delete_profile.lua"))
 # How long a create or delete remembers its request id, so that a re-sent one is recognised
 # (by redis-py re-sending after a lost reply, or by a client retrying with an Idempotency-Key).
 REQUEST_MARKER_TTL_S = 600
+# What the create and delete scripts return for a repeated request whose effect was undone since
+# (see the scripts): answered as before, with no new event, so the read counts stay right.
+STATE_CHANGED_SINCE = 3
 
 
 async def emit_event(*, events: StreamWriter, user: str, event: EventType) -> str:
@@ -51,7 +54,8 @@ async def create_profile(
     )
     if outcome == 0:
         raise ProfileExists
-    await emit_event(events=events, user=user, event="create")
+    if outcome != STATE_CHANGED_SINCE:
+        await emit_event(events=events, user=user, event="create")
 
 
 async def read_profile(*, store: RedisStore, events: StreamWriter, user: str) -> dict[str, str]:
@@ -76,4 +80,5 @@ async def delete_profile(
     )
     if outcome == 0:
         raise ProfileNotFound(user)
-    await emit_event(events=events, user=user, event="delete")
+    if outcome != STATE_CHANGED_SINCE:
+        await emit_event(events=events, user=user, event="delete")

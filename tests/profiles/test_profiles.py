@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -197,3 +198,79 @@ async def test_unusual_but_valid_user_names(client: httpx.AsyncClient, redis: Re
         assert created.status_code == 201, user
         assert (await client.get(f"/profile/{user}")).json() == {"a": "1"}
         assert await redis.hgetall(f"profile:{user}") == {"a": "1"}
+
+
+async def test_a_retried_delete_does_not_delete_a_profile_created_since(
+    client: httpx.AsyncClient, redis: RedisCluster
+) -> None:
+    await client.post("/profile/ana", json={"a": "1"})
+    headers = {"Idempotency-Key": "delete-1"}
+    assert (await client.delete("/profile/ana", headers=headers)).status_code == 200
+    assert (await client.post("/profile/ana", json={"a": "2"})).status_code == 201
+    retry = await client.delete("/profile/ana", headers=headers)
+    assert retry.status_code == 200
+    assert retry.json() == {"message": "Profile deleted for ana"}
+    assert await redis.hgetall("profile:ana") == {"a": "2"}
+    kinds = [event["type"] for event in await events(redis)]
+    assert kinds == ["create", "delete", "create"]
+
+
+async def test_a_retried_create_does_not_recreate_a_deleted_profile(
+    client: httpx.AsyncClient, redis: RedisCluster
+) -> None:
+    headers = {"Idempotency-Key": "create-1"}
+    assert (await client.post("/profile/ana", json={"a": "1"}, headers=headers)).status_code == 201
+    assert (await client.delete("/profile/ana")).status_code == 200
+    retry = await client.post("/profile/ana", json={"a": "1"}, headers=headers)
+    assert retry.status_code == 201
+    assert await redis.exists("profile:ana") == 0
+    assert [event["type"] for event in await events(redis)] == ["create", "delete"]
+
+
+async def test_the_event_stream_is_not_a_user(
+    client: httpx.AsyncClient, redis: RedisCluster
+) -> None:
+    for answer in (
+        await client.post("/profile/events", json={"a": "1"}),
+        await client.get("/profile/events"),
+        await client.delete("/profile/events"),
+    ):
+        assert answer.status_code == 422
+        assert "reserved" in answer.json()["message"]
+    assert await redis.type("profile:events") in ("stream", "none")
+
+
+async def test_an_oversized_body_is_413(client: httpx.AsyncClient, redis: RedisCluster) -> None:
+    body = {f"f{i}": "x" * 60000 for i in range(20)}
+    answer = await client.post("/profile/ana", json=body)
+    assert answer.status_code == 413
+    assert "message" in answer.json()
+    assert await data_keys(redis) == set()
+
+
+async def test_an_oversized_chunked_body_is_413(
+    client: httpx.AsyncClient, redis: RedisCluster
+) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"bio": "'
+        for _ in range(40):
+            yield b"x" * 30000
+        yield b'"}'
+
+    answer = await client.post(
+        "/profile/ana", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert answer.status_code == 413
+    assert answer.json() == {"message": "Request body is larger than 1048576 bytes"}
+    assert await data_keys(redis) == set()
+
+
+async def test_a_chunked_body_within_the_limit_is_accepted(client: httpx.AsyncClient) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"bio": '
+        yield b'"short"}'
+
+    answer = await client.post(
+        "/profile/ana", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert answer.status_code == 201

@@ -24,6 +24,7 @@ from tests.conftest import (
     expected_read_counts,
     stored_read_counts,
 )
+from workers import profile_aggregator
 from workers.consumer import StreamConsumer
 from workers.profile_aggregator import aggregator_spec, apply_events
 
@@ -132,6 +133,38 @@ async def test_crash_after_apply_before_the_reply_counts_once(
     assert await stored_read_counts(redis) == {"ana": 4}
 
 
+def delivered_ids(reply: Any) -> list[str]:
+    return [entry_id for entry_id, _fields in reply[0][1]]
+
+
+async def test_effects_follow_stream_order_across_consumers(
+    store: RedisStore, redis: RedisCluster
+) -> None:
+    await create_group(redis)
+    await publish(redis, [("ana", "create"), ("ana", "read"), ("ana", "read"), ("ana", "delete")])
+    early: Any = await redis.xreadgroup(keys.AGGREGATOR_GROUP, "a", {keys.EVENTS_STREAM: ">"})
+    await publish(redis, [("ana", "create"), ("ana", "read")])
+    late: Any = await redis.xreadgroup(keys.AGGREGATOR_GROUP, "b", {keys.EVENTS_STREAM: ">"})
+
+    # The later batch (re-create, read) is processed first: its effect waits behind the delete.
+    assert await apply_events(store, delivered_ids(late)) == 2
+    assert await stored_read_counts(redis) == {}
+    assert await apply_events(store, delivered_ids(early)) == 4
+    assert await stored_read_counts(redis) == {"ana": 1}
+    assert await stored_read_counts(redis) == await expected_read_counts(redis)
+
+
+async def test_a_large_backlog_is_applied_in_bounded_steps(
+    store: RedisStore, redis: RedisCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(profile_aggregator, "APPLY_BUDGET", 3)
+    await create_group(redis)
+    await publish(redis, [("ana", "read")] * 10 + [("bo", "read")] * 4)
+    delivered: Any = await redis.xreadgroup(keys.AGGREGATOR_GROUP, "a", {keys.EVENTS_STREAM: ">"})
+    assert await apply_events(store, delivered_ids(delivered)) == 14
+    assert await stored_read_counts(redis) == {"ana": 10, "bo": 4}
+
+
 async def test_entries_of_a_dead_consumer_are_claimed(
     store: RedisStore, settings: Settings, redis: RedisCluster
 ) -> None:
@@ -203,12 +236,26 @@ async def test_worker_process_killed_mid_batch_leaves_counts_exact(
     async def some_applied() -> bool:
         return sum((await stored_read_counts(redis)).values()) > 3000
 
+    async def in_flight() -> int:
+        pending: Any = await redis.xpending(keys.EVENTS_STREAM, keys.AGGREGATOR_GROUP)
+        return int(pending["pending"])
+
+    async def holds_entries() -> bool:
+        return await in_flight() > 0
+
     worker = start_worker()
     try:
         await eventually(some_applied, within_s=30, what="the worker to apply some events")
-        worker.send_signal(signal.SIGKILL)
-        worker.wait()
-        assert not await all_events_applied(redis)
+        # Kill it while it holds a batch it read and has not applied (try again if the kill
+        # landed between batches).
+        for _attempt in range(20):
+            await eventually(holds_entries, within_s=30, what="a batch in flight")
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+            if await in_flight() > 0:
+                break
+            worker = start_worker()
+        assert await in_flight() > 0, "never killed mid-batch"
         worker = start_worker()
         await eventually(lambda: all_events_applied(redis), within_s=60, what="catch-up")
     finally:
