@@ -8,7 +8,7 @@ import sys
 
 from app.config import ConfigError, load_settings
 from app.local_cluster import LocalClusterError
-from app.serve import ServeOptions, serve
+from app.serve import ChildrenFailing, ServeOptions, serve
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     try:
         serve(settings, options)
-    except LocalClusterError as exc:
+    except (LocalClusterError, ChildrenFailing) as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
 

@@ -13,7 +13,14 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -103,6 +110,17 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     workers: WorkerSettings = WorkerSettings()
 
+    @model_validator(mode="after")
+    def _blocking_reads_fit_the_socket_timeout(self) -> Settings:
+        # A stream read that blocks longer than the socket timeout times out, is re-sent, and
+        # can leave delivered entries unseen; half leaves room for a slow reply.
+        if self.workers.block_ms / 1000 > self.redis.socket_timeout_s / 2:
+            raise ValueError(
+                f"workers.block_ms ({self.workers.block_ms}) must be at most half of "
+                f"redis.socket_timeout_s ({self.redis.socket_timeout_s} s)"
+            )
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -161,6 +179,9 @@ def describe_validation_error(exc: ValidationError) -> str:
     """Turn pydantic's report into one line: key, problem, offending value."""
     parts = []
     for error in exc.errors():
+        if not error["loc"]:  # a rule across keys: its message names them
+            parts.append(str(error["msg"]).removeprefix("Value error, "))
+            continue
         key = ".".join(str(item) for item in error["loc"])
         env = ENV_PREFIX + "__".join(str(item) for item in error["loc"]).upper()
         value = error.get("input")

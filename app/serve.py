@@ -30,6 +30,18 @@ logger = logging.getLogger(__name__)
 APP_IMPORT = "app.main:app"
 CHILD_POLL_S = 0.5
 CHILD_STOP_GRACE_S = 5.0
+# A child that exits sooner than this after starting failed at start-up (bad URL, port...);
+# such restarts back off, and after a few in a row the service gives up.
+CHILD_STABLE_S = 10.0
+CHILD_MAX_QUICK_FAILURES = 4
+CHILD_RESTART_BASE_S = 0.25
+CHILD_RESTART_CAP_S = 10.0
+
+
+class ChildrenFailing(RuntimeError):
+    """The HTTP processes fail at start-up again and again."""
+
+
 ORPHAN_CHECK_S = 1.0
 
 
@@ -60,19 +72,18 @@ def serve(settings: Settings, options: ServeOptions) -> None:
     # uvicorn re-raises the signal that stopped it once it has shut down; as SystemExit it
     # unwinds through the finally below, so the embedded cluster is stopped as well.
     signal.signal(signal.SIGTERM, _exit_on_signal)
-    cluster = None
-    if not settings.redis.url:
-        cluster = embedded_cluster(settings)
-        logger.info(
-            "no REDIS_URL: starting the embedded Redis Cluster: dir=%s ports=%s",
-            cluster.spec.data_dir,
-            cluster.ports,
-        )
-        cluster.start(timeout=settings.embedded.start_timeout_s)
-        cluster.supervise()
-        # The HTTP processes load their settings themselves and find the cluster here.
-        os.environ["REDIS_URL"] = cluster.url
+    cluster = None if settings.redis.url else embedded_cluster(settings)
     try:
+        if cluster is not None:
+            logger.info(
+                "no REDIS_URL: starting the embedded Redis Cluster: dir=%s ports=%s",
+                cluster.spec.data_dir,
+                cluster.ports,
+            )
+            cluster.start(timeout=settings.embedded.start_timeout_s)
+            cluster.supervise()
+            # The HTTP processes load their settings themselves and find the cluster here.
+            os.environ["REDIS_URL"] = cluster.url
         if options.workers == 1:
             os.environ[PROCESS_INDEX_ENV] = "0"
             uvicorn.Server(_uvicorn_config(options)).run()
@@ -80,6 +91,9 @@ def serve(settings: Settings, options: ServeOptions) -> None:
             _serve_processes(options)
     finally:
         if cluster is not None:
+            # A second Ctrl-C must not leave the nodes half stopped.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             logger.info("stopping the embedded Redis Cluster")
             cluster.stop()
 
@@ -138,15 +152,41 @@ def _serve_processes(options: ServeOptions) -> None:
         process.start()
         return process
 
+    gave_up = False
     children = {index: start(index) for index in range(options.workers)}
+    started = dict.fromkeys(children, time.monotonic())
+    quick_failures = dict.fromkeys(children, 0)
+    restart_at: dict[int, float] = {}
     logger.info("serving with %d processes on %s:%d", options.workers, options.host, options.port)
     while not stopping.wait(CHILD_POLL_S):
+        now = time.monotonic()
         for index, process in children.items():
-            if not process.is_alive():
-                logger.warning(
-                    "http process %d exited (code %s): restarting", index, process.exitcode
+            if process.is_alive() or index in restart_at:
+                continue
+            lived = now - started[index]
+            quick_failures[index] = quick_failures[index] + 1 if lived < CHILD_STABLE_S else 0
+            if quick_failures[index] >= CHILD_MAX_QUICK_FAILURES:
+                logger.error(
+                    "http process %d failed %d times in a row right after starting: giving up",
+                    index,
+                    quick_failures[index],
                 )
+                gave_up = True
+                stopping.set()
+                break
+            pause = min(CHILD_RESTART_CAP_S, CHILD_RESTART_BASE_S * 2 ** quick_failures[index])
+            logger.warning(
+                "http process %d exited (code %s): restarting in %.1fs",
+                index,
+                process.exitcode,
+                pause,
+            )
+            restart_at[index] = now + pause
+        for index, due in list(restart_at.items()):
+            if now >= due and not stopping.is_set():
+                del restart_at[index]
                 children[index] = start(index)
+                started[index] = now
     for process in children.values():
         process.terminate()
     for process in children.values():
@@ -155,3 +195,5 @@ def _serve_processes(options: ServeOptions) -> None:
             process.kill()
             process.join()
     sock.close()
+    if gave_up:
+        raise ChildrenFailing("the HTTP processes keep failing at start-up; see the log above")

@@ -92,3 +92,13 @@ def test_missing_explicit_file_is_an_error(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("APP_CONFIG_FILE", "/nonexistent/config.toml")
     with pytest.raises(ConfigError, match="no such file"):
         load_settings()
+
+
+def test_blocking_reads_must_fit_the_socket_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_WORKERS__BLOCK_MS", "3000")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value) == (
+        "configuration error: workers.block_ms (3000) must be at most half of "
+        "redis.socket_timeout_s (5.0 s)"
+    )

@@ -132,7 +132,7 @@ async def test_embedded_cluster_keeps_data_across_restarts(service: Service) -> 
         assert await consumer_slots() == [["0", "aggregator", "0"], ["1", "aggregator", "0"]]
     finally:
         await redis.aclose()
-    assert service.signal(signal.SIGTERM) != -signal.SIGKILL
+    assert service.signal(signal.SIGTERM) == 0
     assert all(port_free(HOST, service.base_port + i) for i in range(NODES)), "cluster not stopped"
     assert (service.data_dir / f"node-{service.base_port}" / "nodes.conf").exists()
 
@@ -204,7 +204,9 @@ async def test_kill_9_mid_load_then_restart_keeps_stats_exact(service: Service) 
     service.signal(signal.SIGTERM)
 
 
-def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    args: list[str], env: dict[str, str], timeout: float = 90
+) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("APP_")}
     return subprocess.run(
         [sys.executable, *args],
@@ -212,7 +214,7 @@ def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess
         env=clean | env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         check=False,
     )
 
@@ -256,3 +258,15 @@ def test_children_stop_when_the_supervisor_is_killed(service: Service) -> None:
     while not port_free(HOST, service.http_port):
         assert time.monotonic() < deadline, "orphaned HTTP processes still hold the port"
         time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_children_that_keep_failing_at_start_make_serve_give_up() -> None:
+    result = run_cli(
+        ["-m", "app", "serve", "--workers", "2", "--port", str(free_port())],
+        {"REDIS_URL": "redis://127.0.0.1:1", "APP_REDIS__RETRY_ATTEMPTS": "0"},
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: the HTTP processes keep failing at start-up; see the log above"
+    )
