@@ -6,7 +6,9 @@ import asyncio
 import datetime
 import ipaddress
 import subprocess
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -20,9 +22,16 @@ from redis.asyncio.cluster import RedisCluster
 
 from app.config import RedisSettings
 from app.errors import ServiceUnavailable
-from app.local_cluster import ClusterSpec, LocalCluster, TlsFiles, free_cluster_ports, single_node
+from app.local_cluster import (
+    ClusterSpec,
+    LocalCluster,
+    TlsFiles,
+    command,
+    free_cluster_ports,
+    single_node,
+)
 from app.redis import RetryPolicy, connect
-from tests.conftest import eventually, make_settings, running_app
+from tests.conftest import PROJECT_ROOT, eventually, make_settings, running_app
 
 SEED = {"email": "ana@example.com", "username": "Ana"}
 
@@ -46,8 +55,21 @@ async def profile_round_trip(url: str, **redis_settings: object) -> None:
         await eventually(counted, what="the read to be counted")
 
 
+@dataclass
+class Standalone:
+    """A plain (non-cluster) redis-server process."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+        self.process.wait(10)
+
+
 @pytest.fixture
-def standalone_redis(tmp_path: Path) -> Iterator[str]:
+def standalone_redis(tmp_path: Path) -> Iterator[Standalone]:
     """A plain (non-cluster) redis-server on a free port."""
     port = free_cluster_ports("127.0.0.1", 1)[0]
     process = subprocess.Popen(
@@ -55,6 +77,7 @@ def standalone_redis(tmp_path: Path) -> Iterator[str]:
          "--dir", str(tmp_path)],
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
+    server = Standalone(url=f"redis://127.0.0.1:{port}", process=process)
     try:
         for _ in range(100):
             try:
@@ -62,20 +85,19 @@ def standalone_redis(tmp_path: Path) -> Iterator[str]:
                     node.ping()
                 break
             except sync_redis.ConnectionError:
-                subprocess.run(["sleep", "0.05"], check=True)
-        yield f"redis://127.0.0.1:{port}"
+                time.sleep(0.05)
+        yield server
     finally:
-        process.terminate()
-        process.wait(10)
+        server.stop()
 
 
-async def test_plain_redis_is_detected_and_works(standalone_redis: str) -> None:
-    store = await connect(RedisSettings(), standalone_redis)
+async def test_plain_redis_is_detected_and_works(standalone_redis: Standalone) -> None:
+    store = await connect(RedisSettings(), standalone_redis.url)
     try:
         assert store.is_cluster is False
     finally:
         await store.client.aclose()
-    await profile_round_trip(standalone_redis)
+    await profile_round_trip(standalone_redis.url)
 
 
 async def test_cluster_is_detected(cluster: LocalCluster) -> None:
@@ -86,23 +108,26 @@ async def test_cluster_is_detected(cluster: LocalCluster) -> None:
         await store.client.aclose()
 
 
+# The access string the README gives for the profile service's user on MemoryDB.
+README_ACCESS_STRING = (
+    "on ~profile:* ~{profile:* &* -@all +@read +@write +@stream +@scripting +@connection "
+    "+cluster|slots +cluster|shards +cluster|info +info +command"
+)
+
+
+def test_the_readme_shows_the_tested_access_string() -> None:
+    readme = (PROJECT_ROOT / "README.md").read_text()
+    assert f'--access-string "{README_ACCESS_STRING}"' in readme
+
+
 @pytest.fixture
 def acl_user(cluster: LocalCluster) -> Iterator[tuple[str, str]]:
-    """A service user on every node (ACL users are per node in a cluster, as on MemoryDB)."""
+    """The README's service user on every node (ACL users are per node, as on MemoryDB)."""
     user, password = "profile-svc", "s3cret-pass"
-    rules = ["on", f">{password}", "~*", "&*", "+@all"]
+    rules = README_ACCESS_STRING.split()
     for port in cluster.ports:
         with single_node("127.0.0.1", port) as node:
-            node.acl_setuser(
-                user,
-                enabled=True,
-                reset=True,
-                passwords=[f"+{password}"],
-                keys=["*"],
-                channels=["*"],
-                commands=["+@all"],
-            )
-    del rules
+            command(node, "ACL", "SETUSER", user, "reset", f">{password}", *rules)
     yield user, password
     for port in cluster.ports:
         with single_node("127.0.0.1", port) as node:
@@ -328,3 +353,22 @@ async def test_single_key_call_follows_moved_from_a_stale_slot_table(
         assert mended.name == right.name
     finally:
         await store.client.aclose()
+
+
+async def test_redis_down_is_503_with_retry_after_and_not_ready(
+    standalone_redis: Standalone,
+) -> None:
+    settings = make_settings(standalone_redis.url)
+    settings = settings.model_copy(
+        update={"redis": settings.redis.model_copy(update={"retry_attempts": 2})}
+    )
+    async with running_app(settings) as (http, _state):
+        assert (await http.post("/profile/ana", json=SEED)).status_code == 201
+        standalone_redis.stop()
+        answer = await http.get("/profile/ana")
+        assert answer.status_code == 503
+        assert answer.headers["Retry-After"] == "1"
+        assert "unavailable" in answer.json()["message"]
+        ready = await http.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["message"].startswith("redis unreachable")
