@@ -150,9 +150,12 @@ async def stored_read_counts(redis: RedisCluster) -> dict[str, int]:
 
 
 async def all_events_applied(redis: RedisCluster) -> bool:
-    """Return whether the aggregator group has read everything and has nothing pending."""
+    """Return whether the aggregator has read, acknowledged and applied every event."""
     groups = await redis.xinfo_groups("profile:events")
     if not groups:
         return False
     group = groups[0]
-    return bool(group["lag"] == 0 and group["pending"] == 0)
+    if group["lag"] != 0 or group["pending"] != 0:
+        return False
+    last: Any = await redis.xrevrange("profile:events", count=1)
+    return not last or await redis.get("{profile:events}:applied-upto") == last[0][0]

@@ -24,7 +24,8 @@ from app.redis import RedisStore, describe
 
 logger = logging.getLogger(__name__)
 
-# Applies the entries with these ids and acknowledges them atomically; returns how many it applied.
+# Applies the entries with these ids and acknowledges them atomically; returns how many it
+# acknowledged. It may be called with no ids, to let it catch up on work that waited.
 BatchHandler = Callable[[RedisStore, list[str]], Awaitable[int]]
 
 NEW_ENTRIES = ">"
@@ -48,7 +49,7 @@ class ConsumerStats:
 
     batches: int = 0
     delivered: int = 0
-    applied: int = 0
+    acknowledged: int = 0
     claimed: int = 0
     lost: int = 0
     errors: int = 0
@@ -102,11 +103,11 @@ class StreamConsumer:
             except Exception as exc:
                 await self._back_off(exc)
         logger.info(
-            "consumer stopped: stream=%s group=%s consumer=%s applied=%d",
+            "consumer stopped: stream=%s group=%s consumer=%s acknowledged=%d",
             spec.stream,
             spec.group,
             spec.consumer,
-            self.stats.applied,
+            self.stats.acknowledged,
         )
 
     async def _back_off(self, exc: Exception) -> None:
@@ -187,15 +188,18 @@ class StreamConsumer:
                     self.spec.consumer,
                     len(ids),
                 )
+            if ids or deleted:
+                # Also when only trimmed entries left the pending list: a handler that applies
+                # in stream order may have been waiting on them.
                 await self._apply(ids)
             if cursor == CURSOR_DONE:
                 return
 
     async def _apply(self, ids: list[str]) -> None:
-        applied = await self.handle(self.store, ids)
+        acknowledged = await self.handle(self.store, ids)
         self.stats.batches += 1
         self.stats.delivered += len(ids)
-        self.stats.applied += applied
+        self.stats.acknowledged += acknowledged
 
 
 def entry_ids(reply: Any) -> list[str]:

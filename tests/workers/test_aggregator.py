@@ -191,7 +191,7 @@ async def test_two_workers_share_the_group_and_count_exactly(
         await wait_until_exact(redis)
     assert first.stats.delivered > 0
     assert second.stats.delivered > 0
-    assert first.stats.applied + second.stats.applied == 7000
+    assert first.stats.acknowledged + second.stats.acknowledged == 7000
     assert sum((await stored_read_counts(redis)).values()) == 7000
 
 
