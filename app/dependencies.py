@@ -6,7 +6,6 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from app.config import Settings
 from app.redis import RedisStore
 from app.streams import StreamWriter
 from workers.pool import WorkerPool
@@ -24,12 +23,6 @@ async def get_stream_writer(request: Request) -> StreamWriter:
     return writer
 
 
-async def get_settings(request: Request) -> Settings:
-    """Return the settings the app was started with."""
-    settings: Settings = request.state.settings
-    return settings
-
-
 async def get_idempotency_key(
     idempotency_key: Annotated[str | None, Header(max_length=128)] = None,
 ) -> str | None:
@@ -39,7 +32,6 @@ async def get_idempotency_key(
 
 RedisDep = Annotated[RedisStore, Depends(get_store)]
 StreamWriterDep = Annotated[StreamWriter, Depends(get_stream_writer)]
-SettingsDep = Annotated[Settings, Depends(get_settings)]
 IdempotencyKeyDep = Annotated[str | None, Depends(get_idempotency_key)]
 
 

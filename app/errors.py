@@ -37,10 +37,6 @@ class Conflict(AppError):
     status_code = 409
 
 
-class InvalidInput(AppError):
-    status_code = 422
-
-
 class ServiceUnavailable(AppError):
     """Redis cannot be reached even after the retry policy's attempts."""
 

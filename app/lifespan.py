@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import TypedDict
 
 from fastapi import FastAPI
@@ -27,7 +27,9 @@ class AppState(TypedDict):
     workers: WorkerPool | None
 
 
-def make_lifespan(settings: Settings | None):  # type: ignore[no-untyped-def]
+def make_lifespan(
+    settings: Settings | None,
+) -> Callable[[FastAPI], AbstractAsyncContextManager[AppState]]:
     """Return the lifespan for an app built with ``settings`` (None: load them at start-up)."""
 
     @asynccontextmanager

@@ -13,7 +13,6 @@ lost reply) is stored once.
 from __future__ import annotations
 
 import asyncio
-import logging
 import uuid
 from functools import partial
 from pathlib import Path
@@ -21,8 +20,6 @@ from pathlib import Path
 from app.errors import ServiceUnavailable
 from app.redis import RedisStore
 from app.scripting import LuaScript
-
-logger = logging.getLogger(__name__)
 
 APPEND_MANY = LuaScript.load(Path(__file__).with_name("stream_append.lua"))
 # Entries per script call; a larger backlog is sent in several calls, one after the other.
