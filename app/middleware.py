@@ -23,14 +23,12 @@ class BodySizeLimit:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        declared = headers.get(b"content-length")
-        if declared is not None:
-            if not declared.isdigit() or int(declared) > self.max_bytes:
+        # Chunked wins over a declared length (RFC 9112 6.3), so it is counted, never trusted.
+        if b"chunked" not in headers.get(b"transfer-encoding", b"").lower():
+            declared = headers.get(b"content-length")
+            if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
                 await self._refuse(send)
                 return
-            await self.app(scope, receive, send)
-            return
-        if b"chunked" not in headers.get(b"transfer-encoding", b""):
             await self.app(scope, receive, send)
             return
         body = bytearray()

@@ -25,8 +25,10 @@ APPEND_MANY = LuaScript.load(Path(__file__).with_name("stream_append.lua"))
 # Entries per script call; a larger backlog is sent in several calls, one after the other.
 MAX_BATCH = 256
 # How long a batch is remembered, so that sending it again after a lost reply appends nothing:
-# longer than the retry policy's whole budget, short enough to keep the markers few.
-BATCH_MARKER_TTL_S = 60
+# well beyond the time the retries of one batch can take (the retry policy's pauses plus each
+# attempt's socket timeouts), and short enough to keep the markers (one small key per batch,
+# not per entry) few.
+BATCH_MARKER_TTL_S = 300
 
 Pending = tuple[dict[str, str], "asyncio.Future[str]"]
 
@@ -57,6 +59,9 @@ class StreamWriter:
         """Append one entry; return its id once it is stored."""
         if self._closed:
             raise ServiceUnavailable("The service is shutting down; retry on another instance")
+        if not fields:
+            # XADD needs a field; one bad entry must not fail the others in its batch.
+            raise ValueError("a stream entry needs at least one field")
         future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self._pending.setdefault(stream, []).append((fields, future))
         if stream not in self._flushers:

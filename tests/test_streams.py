@@ -115,3 +115,12 @@ async def test_same_slot_key_shares_the_slot(key: str, redis: RedisCluster) -> N
 def test_same_slot_key_refuses_keys_no_tag_can_match(key: str) -> None:
     with pytest.raises(ValueError, match="no key can share a slot"):
         same_slot_key(key, ":marker")
+
+
+async def test_an_entry_without_fields_is_refused_alone(
+    writer: StreamWriter, redis: RedisCluster
+) -> None:
+    with pytest.raises(ValueError, match="at least one field"):
+        await writer.append("test:stream", {})
+    assert await writer.append("test:stream", {"n": "1"})
+    assert await redis.xlen("test:stream") == 1

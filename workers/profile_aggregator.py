@@ -12,11 +12,11 @@ from workers.consumer import ConsumerSpec
 
 APPLY_EVENTS = LuaScript.load(Path(__file__).with_name("profile_aggregator.lua"))
 # Events applied per script call, so that one call never holds the shard for long.
-APPLY_BUDGET = 1000
+APPLY_BUDGET = 200
 
 
 async def apply_events(store: RedisStore, ids: list[str]) -> int:
-    """Acknowledge these events and apply every acknowledged one, in stream order, once.
+    """Acknowledge these events and apply every delivered event, in stream order, once.
 
     Returns how many of ``ids`` this call acknowledged (none when the batch was already
     processed). The script explains why effects follow a cursor in stream order.

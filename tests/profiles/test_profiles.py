@@ -274,3 +274,25 @@ async def test_a_chunked_body_within_the_limit_is_accepted(client: httpx.AsyncCl
         "/profile/ana", content=chunks(), headers={"Content-Type": "application/json"}
     )
     assert answer.status_code == 201
+
+
+async def test_a_chunked_body_cannot_hide_behind_a_small_content_length(
+    client: httpx.AsyncClient, redis: RedisCluster
+) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b'{"bio": "'
+        for _ in range(40):
+            yield b"x" * 30000
+        yield b'"}'
+
+    answer = await client.post(
+        "/profile/ana",
+        content=chunks(),
+        headers={
+            "Content-Type": "application/json",
+            "Content-Length": "10",
+            "Transfer-Encoding": "chunked",
+        },
+    )
+    assert answer.status_code == 413
+    assert await data_keys(redis) == set()
