@@ -120,13 +120,33 @@ async def data_keys(redis: RedisCluster) -> set[str]:
 
 
 async def expected_read_counts(redis: RedisCluster) -> dict[str, int]:
-    """Derive the read counts from the whole event stream: reads since each user's last delete."""
+    """Derive the read counts from the whole event stream.
+
+    A user's count is the number of reads of the newest generation of their profile, unless that
+    generation was deleted; events without a generation (the seeds' format) belong to the
+    current generation and count in stream order.
+    """
+    register: dict[str, tuple[int, bool]] = {}
     counts: dict[str, int] = {}
     async for fields in _all_events(redis):
-        if fields.get("type") == "read":
-            counts[fields["user"]] = counts.get(fields["user"], 0) + 1
-        elif fields.get("type") == "delete":
-            counts.pop(fields["user"], None)
+        user, kind = fields.get("user"), fields.get("type")
+        if user is None:
+            continue
+        current, alive = register.get(user, (-1, True))
+        given = fields.get("generation")
+        generation = int(given) if given is not None else max(current, 0)
+        if kind == "read":
+            if generation > current:
+                register[user], counts[user] = (generation, True), 1
+            elif generation == current and alive:
+                counts[user] = counts.get(user, 0) + 1
+        elif kind == "create":
+            if generation > current or (generation == current and not alive and given is None):
+                register[user] = (generation, True)
+                counts.pop(user, None)
+        elif kind == "delete" and generation >= current:
+            register[user] = (generation, False)
+            counts.pop(user, None)
     return counts
 
 
@@ -150,12 +170,9 @@ async def stored_read_counts(redis: RedisCluster) -> dict[str, int]:
 
 
 async def all_events_applied(redis: RedisCluster) -> bool:
-    """Return whether the aggregator has read, acknowledged and applied every event."""
+    """Return whether the aggregator group has read and acknowledged (so applied) everything."""
     groups = await redis.xinfo_groups("profile:events")
     if not groups:
         return False
     group = groups[0]
-    if group["lag"] != 0 or group["pending"] != 0:
-        return False
-    last: Any = await redis.xrevrange("profile:events", count=1)
-    return not last or await redis.get("{profile:events}:applied-upto") == last[0][0]
+    return bool(group["lag"] == 0 and group["pending"] == 0)

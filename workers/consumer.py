@@ -25,7 +25,7 @@ from app.redis import RedisStore, describe
 logger = logging.getLogger(__name__)
 
 # Applies the entries with these ids and acknowledges them atomically; returns how many it
-# acknowledged. It may be called with no ids, to let it catch up on work that waited.
+# acknowledged.
 BatchHandler = Callable[[RedisStore, list[str]], Awaitable[int]]
 
 NEW_ENTRIES = ">"
@@ -188,9 +188,6 @@ class StreamConsumer:
                     self.spec.consumer,
                     len(ids),
                 )
-            if ids or deleted:
-                # Also when only trimmed entries left the pending list: a handler that applies
-                # in stream order may have been waiting on them.
                 await self._apply(ids)
             if cursor == CURSOR_DONE:
                 return

@@ -11,30 +11,21 @@ from app.scripting import LuaScript
 from workers.consumer import ConsumerSpec
 
 APPLY_EVENTS = LuaScript.load(Path(__file__).with_name("profile_aggregator.lua"))
-# Events applied per script call, so that one call never holds the shard for long.
-APPLY_BUDGET = 200
 
 
 async def apply_events(store: RedisStore, ids: list[str]) -> int:
-    """Acknowledge these events and apply every delivered event, in stream order, once.
+    """Acknowledge these events and apply each one whose acknowledgement took, in one script.
 
-    Returns how many of ``ids`` this call acknowledged (none when the batch was already
-    processed). The script explains why effects follow a cursor in stream order.
+    Returns how many this call acknowledged: none when the batch was already processed. The
+    script explains why the order events are applied in does not matter.
     """
-    acknowledged, _applied, more = await _apply(store, ids)
-    while more:
-        _acknowledged, _applied, more = await _apply(store, [])
-    return acknowledged
-
-
-async def _apply(store: RedisStore, ids: list[str]) -> tuple[int, int, int]:
-    acknowledged, applied, more = await APPLY_EVENTS(
+    acknowledged: int = await APPLY_EVENTS(
         store,
-        keys=[keys.EVENTS_STREAM, keys.READ_COUNTS, keys.APPLIED_UPTO],
-        args=[keys.AGGREGATOR_GROUP, str(APPLY_BUDGET), *ids],
+        keys=[keys.EVENTS_STREAM, keys.READ_COUNTS, keys.GENERATIONS],
+        args=[keys.AGGREGATOR_GROUP, *ids],
         what="apply profile events",
     )
-    return int(acknowledged), int(applied), int(more)
+    return acknowledged
 
 
 def aggregator_spec(*, consumer: str, settings: WorkerSettings) -> ConsumerSpec:

@@ -1,18 +1,20 @@
--- Delete a profile hash; remember which request deleted it.
--- KEYS[1] profile:<user>, KEYS[2] {profile:<user>}:deleted-by (same slot, see keys.py)
--- ARGV[1] request id, ARGV[2] marker TTL in seconds.
--- Returns 1 when deleted; 0 when there is no profile; when this request already deleted it (a
--- re-send after a lost reply, or a client's retry with the same Idempotency-Key), it is answered
--- as the first attempt was without deleting a profile created since: 2 if the profile is still
--- gone, 3 if it was created again meanwhile (the caller then emits no event).
-if redis.call('GET', KEYS[2]) == ARGV[1] then
-  if redis.call('EXISTS', KEYS[1]) == 0 then
-    return 2
+-- Delete a profile hash, ending its generation.
+-- KEYS[1] profile:<user>, KEYS[2] {profile:<user>}:deleted-by, KEYS[3] {profile:<user>}:generation
+-- (same slot, see keys.py). ARGV[1] request id, ARGV[2] marker TTL in seconds.
+-- Returns {outcome, generation}: outcome 1 when deleted, 2 when this request deleted it already
+-- (a re-send after a lost reply, or a client's retry with the same Idempotency-Key: answered as
+-- the first attempt was, never deleting a profile created since), 0 when there is no profile.
+-- A profile written without this service (the seeds' HSET) has generation 0.
+local marker = redis.call('GET', KEYS[2])
+if marker then
+  local generation, request = string.match(marker, '^(%d+) (.*)$')
+  if request == ARGV[1] then
+    return {2, generation}
   end
-  return 3
 end
 if redis.call('UNLINK', KEYS[1]) == 1 then
-  redis.call('SET', KEYS[2], ARGV[1], 'EX', ARGV[2])
-  return 1
+  local generation = redis.call('GET', KEYS[3]) or '0'
+  redis.call('SET', KEYS[2], generation .. ' ' .. ARGV[1], 'EX', ARGV[2])
+  return {1, generation}
 end
-return 0
+return {0, '0'}

@@ -10,7 +10,7 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 
 from app.profiles import keys
-from tests.conftest import data_keys, eventually
+from tests.conftest import all_events_applied, data_keys, eventually, stored_read_counts
 
 SEED_PROFILES = {
     "zach": {"email": "zach@example.com", "username": "Zach"},
@@ -73,13 +73,15 @@ async def test_seed_walkthrough(client: httpx.AsyncClient, redis: RedisCluster) 
 async def test_profile_is_the_seeds_hash(client: httpx.AsyncClient, redis: RedisCluster) -> None:
     await client.post("/profile/ana", json={"email": "ana@example.com", "username": "Ana"})
     assert await redis.hgetall("profile:ana") == {"email": "ana@example.com", "username": "Ana"}
-    assert await events(redis) == [{"user": "ana", "type": "create"}]
+    # The seeds' fields, plus the profile's generation (its first life).
+    assert await events(redis) == [{"user": "ana", "type": "create", "generation": "1"}]
 
     # Written the seeds' way (HSET on profile:<user>), read through the service.
     await redis.hset("profile:kofi", mapping={"email": "kofi@example.com"})
     answer = await client.get("/profile/kofi")
     assert answer.status_code == 200
     assert answer.json() == {"email": "kofi@example.com"}
+    assert (await events(redis))[-1] == {"user": "kofi", "type": "read", "generation": "0"}
 
 
 async def test_create_twice_is_409(client: httpx.AsyncClient, redis: RedisCluster) -> None:
@@ -122,17 +124,7 @@ async def test_delete_then_recreate_counts_from_zero(
     await client.post("/profile/ana", json={"a": "2"})
     await client.get("/profile/ana")
 
-    async def counted() -> bool:
-        return (await redis.xinfo_groups(keys.EVENTS_STREAM))[0][
-            "lag"
-        ] == 0 and await redis.xpending(keys.EVENTS_STREAM, keys.AGGREGATOR_GROUP) == {
-            "pending": 0,
-            "min": None,
-            "max": None,
-            "consumers": [],
-        }
-
-    await eventually(counted, what="all events applied")
+    await eventually(lambda: all_events_applied(redis), what="all events applied")
     assert await redis.zscore(keys.READ_COUNTS, "ana") == 1
 
 
@@ -207,12 +199,21 @@ async def test_a_retried_delete_does_not_delete_a_profile_created_since(
     headers = {"Idempotency-Key": "delete-1"}
     assert (await client.delete("/profile/ana", headers=headers)).status_code == 200
     assert (await client.post("/profile/ana", json={"a": "2"})).status_code == 201
+    await client.get("/profile/ana")
     retry = await client.delete("/profile/ana", headers=headers)
     assert retry.status_code == 200
     assert retry.json() == {"message": "Profile deleted for ana"}
     assert await redis.hgetall("profile:ana") == {"a": "2"}
-    kinds = [event["type"] for event in await events(redis)]
-    assert kinds == ["create", "delete", "create"]
+    # The retry's event names the generation it ended, so the new profile's read still counts.
+    assert [(e["type"], e["generation"]) for e in await events(redis)] == [
+        ("create", "1"),
+        ("delete", "1"),
+        ("create", "2"),
+        ("read", "2"),
+        ("delete", "1"),
+    ]
+    await eventually(lambda: all_events_applied(redis), what="events applied")
+    assert await stored_read_counts(redis) == {"ana": 1}
 
 
 async def test_a_retried_create_does_not_recreate_a_deleted_profile(
@@ -224,7 +225,11 @@ async def test_a_retried_create_does_not_recreate_a_deleted_profile(
     retry = await client.post("/profile/ana", json={"a": "1"}, headers=headers)
     assert retry.status_code == 201
     assert await redis.exists("profile:ana") == 0
-    assert [event["type"] for event in await events(redis)] == ["create", "delete"]
+    assert [(e["type"], e["generation"]) for e in await events(redis)] == [
+        ("create", "1"),
+        ("delete", "1"),
+        ("create", "1"),
+    ]
 
 
 async def test_the_event_stream_is_not_a_user(

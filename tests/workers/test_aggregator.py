@@ -24,7 +24,6 @@ from tests.conftest import (
     expected_read_counts,
     stored_read_counts,
 )
-from workers import profile_aggregator
 from workers.consumer import StreamConsumer
 from workers.profile_aggregator import aggregator_spec, apply_events
 
@@ -36,11 +35,17 @@ async def store(settings: Settings) -> AsyncIterator[RedisStore]:
     await opened.client.aclose()
 
 
-async def publish(redis: RedisCluster, events: list[tuple[str, str]]) -> None:
-    """Append (user, type) events the way the profile service does."""
+async def publish(
+    redis: RedisCluster, events: list[tuple[str, str]] | list[tuple[str, str, int]]
+) -> None:
+    """Append (user, type) events, as the seeds' code does, or (user, type, generation) ones,
+    as the profile service does."""
     pipe = redis.pipeline(transaction=False)
-    for user, kind in events:
-        pipe.xadd(keys.EVENTS_STREAM, {"user": user, "type": kind})
+    for event in events:
+        fields = {"user": event[0], "type": event[1]}
+        if len(event) == 3:
+            fields["generation"] = str(event[2])
+        pipe.xadd(keys.EVENTS_STREAM, dict(fields.items()))
     await pipe.execute()
 
 
@@ -137,17 +142,17 @@ def delivered_ids(reply: Any) -> list[str]:
     return [entry_id for entry_id, _fields in reply[0][1]]
 
 
-async def test_effects_follow_stream_order_across_consumers(
+async def test_batches_done_out_of_order_count_the_current_generation(
     store: RedisStore, redis: RedisCluster
 ) -> None:
     await create_group(redis)
-    await publish(redis, [("ana", "create"), ("ana", "read"), ("ana", "read"), ("ana", "delete")])
+    await publish(redis, [("ana", "create", 1), ("ana", "read", 1), ("ana", "read", 1)])
+    await publish(redis, [("ana", "delete", 1)])
     early: Any = await redis.xreadgroup(keys.AGGREGATOR_GROUP, "a", {keys.EVENTS_STREAM: ">"})
-    await publish(redis, [("ana", "create"), ("ana", "read")])
+    await publish(redis, [("ana", "create", 2), ("ana", "read", 2)])
     late: Any = await redis.xreadgroup(keys.AGGREGATOR_GROUP, "b", {keys.EVENTS_STREAM: ">"})
 
-    # The later batch (re-create, read) is done first: effects still follow the stream, so the
-    # delete of the earlier batch cannot wipe the read that came after it.
+    # The later batch (re-create, read) is done first; the earlier delete cannot wipe its read.
     assert await apply_events(store, delivered_ids(late)) == 2
     assert await stored_read_counts(redis) == {"ana": 1}
     assert await apply_events(store, delivered_ids(early)) == 4
@@ -155,15 +160,49 @@ async def test_effects_follow_stream_order_across_consumers(
     assert await stored_read_counts(redis) == await expected_read_counts(redis)
 
 
-async def test_a_large_backlog_is_applied_in_bounded_steps(
-    store: RedisStore, redis: RedisCluster, monkeypatch: pytest.MonkeyPatch
+async def test_a_read_that_raced_a_delete_does_not_count_for_the_next_profile(
+    store: RedisStore, settings: Settings, redis: RedisCluster
 ) -> None:
-    monkeypatch.setattr(profile_aggregator, "APPLY_BUDGET", 3)
-    await create_group(redis)
-    await publish(redis, [("ana", "read")] * 10 + [("bo", "read")] * 4)
-    delivered: Any = await redis.xreadgroup(keys.AGGREGATOR_GROUP, "a", {keys.EVENTS_STREAM: ">"})
-    assert await apply_events(store, delivered_ids(delivered)) == 14
-    assert await stored_read_counts(redis) == {"ana": 10, "bo": 4}
+    # The read ran before the delete but its event reached the stream after the delete's.
+    await publish(
+        redis,
+        [("ana", "create", 1), ("ana", "read", 1), ("ana", "delete", 1), ("ana", "read", 1)],
+    )
+    await publish(redis, [("ana", "create", 2)])
+    async with Running(consumer(store, settings, "w-0")):
+        await wait_until_exact(redis)
+    assert await stored_read_counts(redis) == {}
+
+
+async def test_a_lost_delete_event_does_not_carry_reads_into_the_next_profile(
+    store: RedisStore, settings: Settings, redis: RedisCluster
+) -> None:
+    # The delete's event was never appended (its request died after deleting).
+    await publish(redis, [("ana", "create", 1)] + [("ana", "read", 1)] * 5)
+    await publish(redis, [("ana", "create", 2), ("ana", "read", 2)])
+    async with Running(consumer(store, settings, "w-0")):
+        await wait_until_exact(redis)
+    assert await stored_read_counts(redis) == {"ana": 1}
+
+
+async def test_seed_format_events_count_in_stream_order(
+    store: RedisStore, settings: Settings, redis: RedisCluster
+) -> None:
+    await publish(
+        redis,
+        [
+            ("ana", "create"),
+            ("ana", "read"),
+            ("ana", "read"),
+            ("ana", "delete"),
+            ("ana", "create"),
+            ("ana", "read"),
+            ("bo", "read"),
+        ],
+    )
+    async with Running(consumer(store, settings, "w-0")):
+        await wait_until_exact(redis)
+    assert await stored_read_counts(redis) == {"ana": 1, "bo": 1}
 
 
 async def test_entries_of_a_dead_consumer_are_claimed(
@@ -215,8 +254,16 @@ async def test_worker_process_killed_mid_batch_leaves_counts_exact(
 ) -> None:
     users = [f"user-{i}" for i in range(50)]
     for chunk in range(10):
-        await publish(redis, [(users[(chunk * 7 + i) % 50], "read") for i in range(3000)])
-    await publish(redis, [("user-3", "delete"), ("user-4", "delete"), ("user-3", "read")])
+        await publish(redis, [(users[(chunk * 7 + i) % 50], "read", 1) for i in range(3000)])
+    await publish(
+        redis,
+        [
+            ("user-3", "delete", 1),
+            ("user-4", "delete", 1),
+            ("user-3", "create", 2),
+            ("user-3", "read", 2),
+        ],
+    )
     env = {
         **os.environ,
         "REDIS_URL": cluster.url,
