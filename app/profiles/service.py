@@ -27,7 +27,8 @@ DELETE_PROFILE = LuaScript.load(Path(__file__).with_name("delete_profile.lua"))
 # How long a create or delete remembers its request id, so that a re-sent one is recognised
 # (by redis-py re-sending after a lost reply, or by a client retrying with an Idempotency-Key).
 REQUEST_MARKER_TTL_S = 600
-CREATED, ALREADY_DONE, MISSING_OR_EXISTS = 1, 2, 0
+# The scripts' outcome when they change nothing: create found a profile, delete found none.
+REFUSED = 0
 
 
 async def emit_event(*, events: StreamWriter, user: str, event: EventType, generation: str) -> str:
@@ -65,7 +66,7 @@ async def create_profile(
         args=[request_id or uuid.uuid4().hex, str(REQUEST_MARKER_TTL_S), *flat],
         what="create profile",
     )
-    if outcome == MISSING_OR_EXISTS:
+    if outcome == REFUSED:
         raise ProfileExists
     # Also for a repeated request: its first attempt may have died before this append.
     await emit_event(events=events, user=user, event="create", generation=str(generation))
@@ -96,7 +97,7 @@ async def delete_profile(
         args=[request_id or uuid.uuid4().hex, str(REQUEST_MARKER_TTL_S)],
         what="delete profile",
     )
-    if outcome == MISSING_OR_EXISTS:
+    if outcome == REFUSED:
         raise ProfileNotFound(user)
     # Also for a repeated request: the event names the generation it ended, so it cannot end a
     # profile created since.
