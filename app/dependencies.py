@@ -7,7 +7,6 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from app.redis import RedisStore
-from app.streams import StreamWriter
 from workers.pool import WorkerPool
 
 
@@ -15,12 +14,6 @@ async def get_store(request: Request) -> RedisStore:
     """Return the Redis store the lifespan opened."""
     store: RedisStore = request.state.store
     return store
-
-
-async def get_stream_writer(request: Request) -> StreamWriter:
-    """Return the writer that appends events to streams."""
-    writer: StreamWriter = request.state.events
-    return writer
 
 
 async def get_idempotency_key(
@@ -31,7 +24,6 @@ async def get_idempotency_key(
 
 
 RedisDep = Annotated[RedisStore, Depends(get_store)]
-StreamWriterDep = Annotated[StreamWriter, Depends(get_stream_writer)]
 IdempotencyKeyDep = Annotated[str | None, Depends(get_idempotency_key)]
 
 

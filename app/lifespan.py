@@ -12,7 +12,6 @@ from fastapi import FastAPI
 from app.config import ConfigError, Settings, load_settings
 from app.redis import RedisStore, connect
 from app.runtime import tune_garbage_collector
-from app.streams import StreamWriter
 from workers.pool import WorkerPool
 
 logger = logging.getLogger(__name__)
@@ -23,7 +22,6 @@ class AppState(TypedDict):
 
     settings: Settings
     store: RedisStore
-    events: StreamWriter
     workers: WorkerPool | None
 
 
@@ -48,17 +46,15 @@ def make_lifespan(
             raise ConfigError(message)
         async with AsyncExitStack() as stack:
             store = await connect(active.redis, active.redis.url)
-            stack.push_async_callback(store.client.aclose)
+            stack.push_async_callback(store.aclose)
             logger.info("connected to redis: cluster=%s", store.is_cluster)
-            events = StreamWriter(store)
-            stack.push_async_callback(events.aclose)
             workers = None
             if active.workers.enabled:
                 workers = await stack.enter_async_context(
                     WorkerPool(store=store, settings=active.workers)
                 )
             tune_garbage_collector()
-            yield AppState(settings=active, store=store, events=events, workers=workers)
+            yield AppState(settings=active, store=store, workers=workers)
             logger.info("shutting down: draining workers, closing redis")
 
     return lifespan

@@ -8,7 +8,7 @@ import random
 import ssl
 import traceback
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +19,7 @@ from redis.typing import EncodableT
 
 from app.config import RedisSettings
 from app.errors import ServiceUnavailable
+from app.streams import StreamWriter
 
 logger = logging.getLogger(__name__)
 
@@ -124,11 +125,22 @@ def _certificate_rejected(exc: BaseException) -> bool:
 
 @dataclass(frozen=True)
 class RedisStore:
-    """The shared client and the retry policy every call goes through."""
+    """The shared client, the retry policy every call goes through, and the stream writer."""
 
     client: RedisClient
     retry: RetryPolicy
     is_cluster: bool
+    # Appends to streams, coalesced per stream (see app.streams). One per store, so every
+    # request of a process shares its batches; closed with the store.
+    streams: StreamWriter = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "streams", StreamWriter(self))
+
+    async def aclose(self) -> None:
+        """Let accepted appends finish, then close the client."""
+        await self.streams.aclose()
+        await self.client.aclose()
 
     async def call(self, key: str, *command: EncodableT, what: str) -> Any:
         """Run one command that touches only ``key``'s slot, under the retry policy.

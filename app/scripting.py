@@ -5,12 +5,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis.exceptions import NoScriptError
 from redis.typing import EncodableT
 
-from app.redis import RedisStore
+if TYPE_CHECKING:
+    from app.redis import RedisStore
 
 
 @dataclass(frozen=True)

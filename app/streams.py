@@ -16,10 +16,13 @@ import asyncio
 import uuid
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from app.errors import ServiceUnavailable
-from app.redis import RedisStore
 from app.scripting import LuaScript
+
+if TYPE_CHECKING:
+    from app.redis import RedisStore
 
 APPEND_MANY = LuaScript.load(Path(__file__).with_name("stream_append.lua"))
 # Entries per script call; a larger backlog is sent in several calls, one after the other.

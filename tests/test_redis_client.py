@@ -96,7 +96,7 @@ async def test_plain_redis_is_detected_and_works(standalone_redis: Standalone) -
     try:
         assert store.is_cluster is False
     finally:
-        await store.client.aclose()
+        await store.aclose()
     await profile_round_trip(standalone_redis.url)
 
 
@@ -105,7 +105,7 @@ async def test_cluster_is_detected(cluster: LocalCluster) -> None:
     try:
         assert store.is_cluster is True
     finally:
-        await store.client.aclose()
+        await store.aclose()
 
 
 # The access string the README gives for the profile service's user on MemoryDB.
@@ -352,7 +352,7 @@ async def test_single_key_call_follows_moved_from_a_stale_slot_table(
         assert mended is not None
         assert mended.name == right.name
     finally:
-        await store.client.aclose()
+        await store.aclose()
 
 
 async def test_redis_down_is_503_with_retry_after_and_not_ready(

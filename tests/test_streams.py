@@ -22,7 +22,7 @@ async def writer(settings: Settings) -> AsyncIterator[StreamWriter]:
     stream_writer = StreamWriter(store)
     yield stream_writer
     await stream_writer.aclose()
-    await store.client.aclose()
+    await store.aclose()
 
 
 async def test_concurrent_appends_are_stored_in_call_order_with_fewer_calls(
@@ -44,7 +44,7 @@ async def test_batches_are_bounded(settings: Settings, redis: RedisCluster) -> N
     try:
         await asyncio.gather(*(small.append("test:stream", {"n": str(i)}) for i in range(95)))
     finally:
-        await store.client.aclose()
+        await store.aclose()
     assert small.calls == 10
     assert await redis.xlen("test:stream") == 95
 

@@ -31,7 +31,7 @@ async def run() -> None:
             await stop.wait()
             logger.info("stopping workers")
     finally:
-        await store.client.aclose()
+        await store.aclose()
 
 
 def main() -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, status
 
-from app.dependencies import IdempotencyKeyDep, RedisDep, StreamWriterDep
+from app.dependencies import IdempotencyKeyDep, RedisDep
 from app.profiles import service
 from app.profiles.schemas import ProfileFields, UserName
 from app.schemas import Message
@@ -27,26 +27,25 @@ async def create_profile(
     user: UserName,
     body: ProfileFields,
     store: RedisDep,
-    events: StreamWriterDep,
     idempotency_key: IdempotencyKeyDep,
 ) -> Message:
     """Create a user's profile from a flat JSON object of string fields."""
     await service.create_profile(
-        store=store, events=events, user=user, fields=body.root, request_id=idempotency_key
+        store=store, user=user, fields=body.root, request_id=idempotency_key
     )
     return Message(message=f"Profile created for: {user}")
 
 
 @router.get("/{user}", responses=NOT_FOUND)
-async def read_profile(user: UserName, store: RedisDep, events: StreamWriterDep) -> dict[str, str]:
+async def read_profile(user: UserName, store: RedisDep) -> dict[str, str]:
     """Return a user's profile fields."""
-    return await service.read_profile(store=store, events=events, user=user)
+    return await service.read_profile(store=store, user=user)
 
 
 @router.delete("/{user}", responses=NOT_FOUND)
 async def delete_profile(
-    user: UserName, store: RedisDep, events: StreamWriterDep, idempotency_key: IdempotencyKeyDep
+    user: UserName, store: RedisDep, idempotency_key: IdempotencyKeyDep
 ) -> Message:
     """Delete a user's profile."""
-    await service.delete_profile(store=store, events=events, user=user, request_id=idempotency_key)
+    await service.delete_profile(store=store, user=user, request_id=idempotency_key)
     return Message(message=f"Profile deleted for {user}")

@@ -17,7 +17,6 @@ from app.profiles import keys
 from app.profiles.exceptions import ProfileExists, ProfileNotFound
 from app.redis import RedisStore
 from app.scripting import LuaScript
-from app.streams import StreamWriter
 
 EventType = Literal["create", "read", "delete"]
 
@@ -31,7 +30,7 @@ REQUEST_MARKER_TTL_S = 600
 REFUSED = 0
 
 
-async def emit_event(*, events: StreamWriter, user: str, event: EventType, generation: str) -> str:
+async def emit_event(*, store: RedisStore, user: str, event: EventType, generation: str) -> str:
     """Append ``{"user", "type", "generation"}`` to the profile event stream; return its id.
 
     ``user`` and ``type`` are the seeds' fields; ``generation`` numbers the profile's life (from
@@ -39,7 +38,7 @@ async def emit_event(*, events: StreamWriter, user: str, event: EventType, gener
     the current life, whatever order they arrive in.
     """
     fields = {"user": user, "type": event, "generation": generation}
-    return await events.append(keys.EVENTS_STREAM, fields)
+    return await store.streams.append(keys.EVENTS_STREAM, fields)
 
 
 def _profile_keys(user: str, marker: str) -> list[str]:
@@ -53,7 +52,6 @@ def _profile_keys(user: str, marker: str) -> list[str]:
 async def create_profile(
     *,
     store: RedisStore,
-    events: StreamWriter,
     user: str,
     fields: dict[str, str],
     request_id: str | None = None,
@@ -69,10 +67,10 @@ async def create_profile(
     if outcome == REFUSED:
         raise ProfileExists
     # Also for a repeated request: its first attempt may have died before this append.
-    await emit_event(events=events, user=user, event="create", generation=str(generation))
+    await emit_event(store=store, user=user, event="create", generation=str(generation))
 
 
-async def read_profile(*, store: RedisStore, events: StreamWriter, user: str) -> dict[str, str]:
+async def read_profile(*, store: RedisStore, user: str) -> dict[str, str]:
     """Return a profile's fields and record the read; raise ProfileNotFound."""
     found = await READ_PROFILE(
         store,
@@ -83,13 +81,11 @@ async def read_profile(*, store: RedisStore, events: StreamWriter, user: str) ->
     if not found:
         raise ProfileNotFound(user)
     generation, flat = found
-    await emit_event(events=events, user=user, event="read", generation=str(generation))
+    await emit_event(store=store, user=user, event="read", generation=str(generation))
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-async def delete_profile(
-    *, store: RedisStore, events: StreamWriter, user: str, request_id: str | None = None
-) -> None:
+async def delete_profile(*, store: RedisStore, user: str, request_id: str | None = None) -> None:
     """Delete a profile; raise ProfileNotFound if there is none."""
     outcome, generation = await DELETE_PROFILE(
         store,
@@ -101,4 +97,4 @@ async def delete_profile(
         raise ProfileNotFound(user)
     # Also for a repeated request: the event names the generation it ended, so it cannot end a
     # profile created since.
-    await emit_event(events=events, user=user, event="delete", generation=str(generation))
+    await emit_event(store=store, user=user, event="delete", generation=str(generation))

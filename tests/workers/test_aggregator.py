@@ -32,7 +32,7 @@ from workers.profile_aggregator import aggregator_spec, apply_events
 async def store(settings: Settings) -> AsyncIterator[RedisStore]:
     opened = await connect(settings.redis, settings.redis.url)
     yield opened
-    await opened.client.aclose()
+    await opened.aclose()
 
 
 async def publish(
