@@ -14,12 +14,14 @@ are shared.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -35,6 +37,7 @@ TOTAL_SLOTS = 16384
 READY_POLL_S = 0.1
 STOP_GRACE_S = 10.0
 SUPERVISE_INTERVAL_S = 1.0
+PR_SET_PDEATHSIG = 1
 
 INSTALL_HINT = (
     "redis-server was not found on PATH: install it (Debian/Ubuntu: "
@@ -72,6 +75,9 @@ class ClusterSpec:
     redis_server: str = "redis-server"
     node_timeout_ms: int = 2000
     tls: TlsFiles | None = None
+    # Tests: the nodes end with the process that started them, even when it is killed. The
+    # embedded default keeps them, so a service killed with SIGKILL finds them again.
+    die_with_parent: bool = False
 
     @property
     def size(self) -> int:
@@ -172,6 +178,7 @@ class ProcessNode:
                 stdout=subprocess.DEVNULL,
                 stderr=errors,
                 start_new_session=True,
+                preexec_fn=_terminate_with_parent if self.spec.die_with_parent else None,
             )
         self._pid = self._process.pid
 
@@ -499,6 +506,12 @@ def cluster_info(client: redis.Redis) -> dict[str, str]:
     raw: str = command(client, "CLUSTER", "INFO")
     pairs = (line.split(":", 1) for line in raw.splitlines() if ":" in line)
     return {key: value.strip() for key, value in pairs}
+
+
+def _terminate_with_parent() -> None:
+    """In the child before exec: ask Linux for SIGTERM when the parent dies (PR_SET_PDEATHSIG)."""
+    if sys.platform == "linux":
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def pid_alive(pid: int) -> bool:

@@ -131,7 +131,7 @@ def main() -> None:
         sys.exit("wrk not found: apt-get install -y wrk")
 
     with tempfile.TemporaryDirectory() as data:
-        cluster = LocalCluster(ClusterSpec(data_dir=Path(data)))
+        cluster = LocalCluster(ClusterSpec(data_dir=Path(data), die_with_parent=True))
         cluster.start()
         env = {**os.environ, "REDIS_URL": cluster.url}
         seed = redis.RedisCluster.from_url(cluster.url)

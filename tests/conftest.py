@@ -52,7 +52,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     image = None
     if os.environ.get(BACKEND_ENV) == "testcontainers":
         image = os.environ.get(IMAGE_ENV, "redis:7.2")
-    spec = ClusterSpec(data_dir=tmp_path_factory.mktemp("cluster"))
+    spec = ClusterSpec(data_dir=tmp_path_factory.mktemp("cluster"), die_with_parent=True)
     local = LocalCluster(spec, container_image=image)
     local.start()
     yield local

@@ -197,7 +197,9 @@ def make_tls_files(directory: Path) -> TlsFiles:
 
 @pytest.fixture
 def tls_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    spec = ClusterSpec(data_dir=tmp_path / "nodes", tls=make_tls_files(tmp_path))
+    spec = ClusterSpec(
+        data_dir=tmp_path / "nodes", tls=make_tls_files(tmp_path), die_with_parent=True
+    )
     local = LocalCluster(spec)
     local.start()
     yield local
