@@ -134,7 +134,9 @@ async def expected_read_counts(redis: RedisCluster) -> dict[str, int]:
             continue
         current, alive = register.get(user, (-1, True))
         given = fields.get("generation")
-        generation = int(given) if given is not None else max(current, 0)
+        valid = given is not None and given.isascii() and given.isdigit() and len(given) <= 15
+        generation = int(given) if valid and given else max(current, 0)
+        given = given if valid else None
         if kind == "read":
             if generation > current:
                 register[user], counts[user] = (generation, True), 1

@@ -1,7 +1,9 @@
 """A reusable consumer-group loop over one Redis stream.
 
 The loop never acknowledges anything itself: the batch handler stores the effect and
-acknowledges in one server-side step, so an entry is either applied and acknowledged or neither.
+acknowledges in one server-side step, so an entry is either applied and acknowledged or neither
+(handlers validate what they read before writing, since Redis does not undo a script that fails
+half-way).
 Whatever a crash interrupts stays pending and comes back: the same consumer re-reads its own
 pending entries when it starts again (stable consumer names make that work), and any consumer
 claims entries that a dead one left idle longer than ``claim_min_idle_ms`` (XAUTOCLAIM).

@@ -12,17 +12,31 @@
 -- on the order they reached the stream: a read that raced a delete, a batch finished before an
 -- earlier one, a delete retried after the profile was created again, all land right.
 -- Events without a generation (written by the seeds' code) belong to the user's current
--- generation and apply in stream order, as the seeds did.
+-- generation when they are applied: with one consumer that is stream order, as in the seeds;
+-- with several, or after a claim, such an event can land on a newer generation. Only events
+-- with a generation are order-independent.
 local stream, counts, generations = KEYS[1], KEYS[2], KEYS[3]
 
-local function apply(user, kind, generation)
+-- A generation is a whole number of at most 15 digits (exact in Lua's doubles); anything else
+-- in an event is treated as absent, so a malformed event cannot make the script fail half-way.
+local function whole(text)
+  if text and string.match(text, '^%d+$') and #text <= 15 then
+    return tonumber(text)
+  end
+  return nil
+end
+
+local function apply(user, kind, given)
   local current, alive = -1, true
   local stored = redis.call('HGET', generations, user)
   if stored then
-    local number, flag = string.match(stored, '^(%d+):(%d)$')
-    current, alive = tonumber(number), flag == '1'
+    local number, flag = string.match(stored, '^(%d+):([01])$')
+    if number then
+      current, alive = tonumber(number), flag == '1'
+    end
   end
-  local g = tonumber(generation)
+  local generation = whole(given)
+  local g = generation
   if g == nil then
     g = math.max(current, 0)
   end

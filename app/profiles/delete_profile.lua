@@ -4,7 +4,8 @@
 -- Returns {outcome, generation}: outcome 1 when deleted, 2 when this request deleted it already
 -- (a re-send after a lost reply, or a client's retry with the same Idempotency-Key: answered as
 -- the first attempt was, never deleting a profile created since), 0 when there is no profile.
--- A profile written without this service (the seeds' HSET) has generation 0.
+-- A profile written without this service (the seeds' HSET) has the generation the counter
+-- holds: 0 at first, one more than the last deleted one afterwards.
 local marker = redis.call('GET', KEYS[2])
 if marker then
   local generation, request = string.match(marker, '^(%d+) (.*)$')
@@ -14,6 +15,9 @@ if marker then
 end
 if redis.call('UNLINK', KEYS[1]) == 1 then
   local generation = redis.call('GET', KEYS[3]) or '0'
+  -- The ended generation is never reused: a profile written again by other code (the seeds'
+  -- HSET) is read as the next one, and the next create here takes the one after.
+  redis.call('INCR', KEYS[3])
   redis.call('SET', KEYS[2], generation .. ' ' .. ARGV[1], 'EX', ARGV[2])
   return {1, generation}
 end

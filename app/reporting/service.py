@@ -29,8 +29,8 @@ async def _existing(client: RedisClient, *, users: list[str]) -> list[bool]:
 async def top_profiles(*, store: RedisStore, n: int) -> list[ProfileStat]:
     """Return the n most-read existing profiles, highest count first.
 
-    A read that raced a delete of the same profile can reach the stream after the delete event
-    and leave a count for a profile that no longer exists; such entries are skipped here, so
+    A delete whose event was never appended (its request died in between), or one made by other
+    code, leaves a count for a profile that no longer exists; such entries are skipped here, so
     the report lists existing profiles only.
     """
     found: list[ProfileStat] = []

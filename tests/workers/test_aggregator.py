@@ -185,6 +185,20 @@ async def test_a_lost_delete_event_does_not_carry_reads_into_the_next_profile(
     assert await stored_read_counts(redis) == {"ana": 1}
 
 
+async def test_a_malformed_generation_neither_fails_nor_blocks_the_user(
+    store: RedisStore, settings: Settings, redis: RedisCluster
+) -> None:
+    await publish(redis, [("ana", "create", 1), ("ana", "read", 1)])
+    await redis.xadd(keys.EVENTS_STREAM, {"user": "ana", "type": "read", "generation": "inf"})
+    await redis.xadd(keys.EVENTS_STREAM, {"user": "ana", "type": "read", "generation": "-1"})
+    await publish(redis, [("ana", "read", 1)])
+    worker = consumer(store, settings, "w-0")
+    async with Running(worker):
+        await wait_until_exact(redis)
+    assert worker.stats.errors == 0
+    assert await stored_read_counts(redis) == {"ana": 4}
+
+
 async def test_seed_format_events_count_in_stream_order(
     store: RedisStore, settings: Settings, redis: RedisCluster
 ) -> None:
