@@ -374,3 +374,18 @@ async def test_redis_down_is_503_with_retry_after_and_not_ready(
         ready = await http.get("/readyz")
         assert ready.status_code == 503
         assert ready.json()["message"].startswith("redis unreachable")
+
+
+async def test_an_attempt_that_hangs_times_out_and_is_retried() -> None:
+    policy = RetryPolicy(attempts=2, base_s=0.001, cap_s=0.002, timeout_s=0.05)
+    calls = 0
+
+    async def hangs() -> str:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(10)
+        return "never"
+
+    with pytest.raises(ServiceUnavailable):
+        await asyncio.wait_for(policy.run(hangs, what="test"), 2)
+    assert calls == 3

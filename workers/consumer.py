@@ -128,9 +128,10 @@ class StreamConsumer:
     async def _ensure_group(self) -> None:
         try:
             # From id 0: events written before the group existed are consumed too.
-            await self.store.client.xgroup_create(
-                self.spec.stream, self.spec.group, id="0", mkstream=True
-            )
+            async with self._deadline():
+                await self.store.client.xgroup_create(
+                    self.spec.stream, self.spec.group, id="0", mkstream=True
+                )
             logger.info(
                 "created consumer group: stream=%s group=%s", self.spec.stream, self.spec.group
             )
@@ -144,13 +145,14 @@ class StreamConsumer:
                 return
 
     async def _read(self, start: str, *, block_ms: int | None) -> int:
-        reply = await self.store.client.xreadgroup(
-            self.spec.group,
-            self.spec.consumer,
-            {self.spec.stream: start},
-            count=self.spec.settings.batch_size,
-            block=block_ms,
-        )
+        async with self._deadline(block_ms or 0):
+            reply = await self.store.client.xreadgroup(
+                self.spec.group,
+                self.spec.consumer,
+                {self.spec.stream: start},
+                count=self.spec.settings.batch_size,
+                block=block_ms,
+            )
         ids = entry_ids(reply)
         if ids:
             await self._apply(ids)
@@ -163,14 +165,15 @@ class StreamConsumer:
         self._next_claim = now + self.spec.settings.claim_interval_s
         cursor = CURSOR_DONE
         while not self.stopping:
-            cursor, claimed, deleted = await self.store.client.xautoclaim(
-                self.spec.stream,
-                self.spec.group,
-                self.spec.consumer,
-                min_idle_time=self.spec.settings.claim_min_idle_ms,
-                start_id=cursor,
-                count=self.spec.settings.batch_size,
-            )
+            async with self._deadline():
+                cursor, claimed, deleted = await self.store.client.xautoclaim(
+                    self.spec.stream,
+                    self.spec.group,
+                    self.spec.consumer,
+                    min_idle_time=self.spec.settings.claim_min_idle_ms,
+                    start_id=cursor,
+                    count=self.spec.settings.batch_size,
+                )
             if deleted:
                 # Trimmed while pending: the entry's data is gone and cannot be applied.
                 self.stats.lost += len(deleted)
@@ -193,6 +196,11 @@ class StreamConsumer:
                 await self._apply(ids)
             if cursor == CURSOR_DONE:
                 return
+
+    def _deadline(self, block_ms: int = 0) -> asyncio.Timeout:
+        """Bound one call (the client has no socket timeout): its blocking time plus the
+        store's per-call timeout; a call that hangs raises TimeoutError and the loop backs off."""
+        return asyncio.timeout(block_ms / 1000 + self.store.retry.timeout_s)
 
     async def _apply(self, ids: list[str]) -> None:
         acknowledged = await self.handle(self.store, ids)
