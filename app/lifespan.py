@@ -20,7 +20,6 @@ logger = logging.getLogger(__name__)
 class AppState(TypedDict):
     """What every request sees as ``request.state``."""
 
-    settings: Settings
     store: RedisStore
     workers: WorkerPool | None
 
@@ -54,7 +53,7 @@ def make_lifespan(
                     WorkerPool(store=store, settings=active.workers)
                 )
             tune_garbage_collector()
-            yield AppState(settings=active, store=store, workers=workers)
+            yield AppState(store=store, workers=workers)
             logger.info("shutting down: draining workers, closing redis")
 
     return lifespan

@@ -31,6 +31,8 @@ from typing import Any, Protocol
 
 import redis
 
+from app.redis import parse_cluster_info
+
 logger = logging.getLogger(__name__)
 
 TOTAL_SLOTS = 16384
@@ -503,9 +505,7 @@ def command(client: redis.Redis, *args: str | int) -> Any:
 
 def cluster_info(client: redis.Redis) -> dict[str, str]:
     """Return CLUSTER INFO as a dict of strings."""
-    raw: str = command(client, "CLUSTER", "INFO")
-    pairs = (line.split(":", 1) for line in raw.splitlines() if ":" in line)
-    return {key: value.strip() for key, value in pairs}
+    return parse_cluster_info(command(client, "CLUSTER", "INFO"))
 
 
 def _terminate_with_parent() -> None:

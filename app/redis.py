@@ -256,7 +256,7 @@ async def cluster_state(store: RedisStore) -> str:
     if isinstance(client, RedisCluster):
         for node in client.get_primaries():
             info = await client.execute_command("CLUSTER", "INFO", target_nodes=node)
-            state = _parse_cluster_info(info).get("cluster_state")
+            state = parse_cluster_info(info).get("cluster_state")
             if state != "ok":
                 return f"node {node.name} reports cluster_state={state}"
         return "ok"
@@ -264,7 +264,8 @@ async def cluster_state(store: RedisStore) -> str:
     return "ok"
 
 
-def _parse_cluster_info(raw: Any) -> dict[str, str]:
+def parse_cluster_info(raw: Any) -> dict[str, str]:
+    """Return a CLUSTER INFO reply (text, bytes or already a mapping) as a dict of strings."""
     if isinstance(raw, dict):
         return {str(k): str(v) for k, v in raw.items()}
     text = raw.decode() if isinstance(raw, bytes) else str(raw)

@@ -91,21 +91,21 @@ def standalone_redis(tmp_path: Path) -> Iterator[Standalone]:
         server.stop()
 
 
-async def test_plain_redis_is_detected_and_works(standalone_redis: Standalone) -> None:
-    store = await connect(RedisSettings(), standalone_redis.url)
+async def detected_as_cluster(url: str) -> bool:
+    store = await connect(RedisSettings(), url)
     try:
-        assert store.is_cluster is False
+        return store.is_cluster
     finally:
         await store.aclose()
+
+
+async def test_plain_redis_is_detected_and_works(standalone_redis: Standalone) -> None:
+    assert await detected_as_cluster(standalone_redis.url) is False
     await profile_round_trip(standalone_redis.url)
 
 
 async def test_cluster_is_detected(cluster: LocalCluster) -> None:
-    store = await connect(RedisSettings(), cluster.url)
-    try:
-        assert store.is_cluster is True
-    finally:
-        await store.aclose()
+    assert await detected_as_cluster(cluster.url) is True
 
 
 # The access string the README gives for the profile service's user on MemoryDB.
