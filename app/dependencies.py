@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from app.etags import Precondition, parse_if_match
 from app.redis import RedisStore
 from workers.pool import WorkerPool
 
@@ -23,8 +24,16 @@ async def get_idempotency_key(
     return idempotency_key
 
 
+async def get_if_match(
+    if_match: Annotated[str | None, Header(max_length=1024)] = None,
+) -> Precondition:
+    """Return the versions the client's If-Match header accepts (any without one)."""
+    return parse_if_match(if_match)
+
+
 RedisDep = Annotated[RedisStore, Depends(get_store)]
 IdempotencyKeyDep = Annotated[str | None, Depends(get_idempotency_key)]
+IfMatchDep = Annotated[Precondition, Depends(get_if_match)]
 
 
 async def get_workers(request: Request) -> WorkerPool | None:

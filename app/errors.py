@@ -37,6 +37,12 @@ class Conflict(AppError):
     status_code = 409
 
 
+class PreconditionFailed(AppError):
+    """The client's If-Match names a version that is no longer the current one."""
+
+    status_code = 412
+
+
 class ServiceUnavailable(AppError):
     """Redis cannot be reached even after the retry policy's attempts."""
 
@@ -49,7 +55,7 @@ def _describe(error: dict[str, Any]) -> str:
     if kind == "json_invalid":
         position = loc[1] if len(loc) > 1 else "?"
         return f"Request body is not valid JSON (error at character {position})"
-    if loc == ["body"] and kind in {"dict_type", "model_type", "missing"}:
+    if loc == ["body"] and kind in {"dict_type", "model_type", "model_attributes_type", "missing"}:
         return "Request body must be a JSON object"
     message = error.get("msg", "invalid")
     if len(loc) > 1 and loc[0] == "body":
@@ -59,9 +65,14 @@ def _describe(error: dict[str, Any]) -> str:
     return f"Invalid {'.'.join(loc) or 'request'}: {message}"
 
 
+# Problems named in the message; the ``errors`` list always holds them all.
+MAX_PROBLEMS_NAMED = 10
+
+
 def _validation_message(errors: list[dict[str, Any]]) -> str:
-    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
-    return _describe(errors[0]) + more
+    named = "; ".join(_describe(error) for error in errors[:MAX_PROBLEMS_NAMED])
+    hidden = len(errors) - MAX_PROBLEMS_NAMED
+    return named + (f" (and {hidden} more problems)" if hidden > 0 else "")
 
 
 async def _app_error(request: Request, exc: Exception) -> JSONResponse:
@@ -73,14 +84,28 @@ async def _app_error(request: Request, exc: Exception) -> JSONResponse:
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
-        {"loc": list(err.get("loc", ())), "msg": str(err.get("msg", "")), "type": err.get("type")}
+        {
+            "loc": list(err.get("loc", ())),
+            "msg": str(err.get("msg", "")).removeprefix("Value error, "),
+            "type": err.get("type"),
+        }
         for err in exc.errors()
     ]
     return JSONResponse({"message": _validation_message(errors), "errors": errors}, status_code=422)
 
 
+# FastAPI's answer when reading a body raised something other than a JSON syntax error: for
+# JSON, Python refuses integers of more than 4300 digits (reading them costs quadratic time).
+_UNPARSABLE_BODY = "There was an error parsing the body"
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:
+        return JSONResponse(
+            {"message": "Request body could not be parsed (JSON numbers may have 4300 digits)"},
+            status_code=422,
+        )
     return JSONResponse(
         {"message": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
     )

@@ -5,12 +5,14 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from app.config import Settings
+from app.customers.router import router as customers_router
 from app.errors import register_error_handlers
 from app.health.router import router as health_router
 from app.lifespan import make_lifespan
 from app.middleware import BodySizeLimit
 from app.profiles.router import router as profiles_router
 from app.reporting.router import router as reporting_router
+from app.users.router import router as users_router
 
 # Request bodies above this are refused with 413 before they are read into memory; a profile
 # (256 fields of up to 64 KiB each) could be larger, but no sensible one is.
@@ -30,6 +32,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health_router)
     app.include_router(profiles_router)
     app.include_router(reporting_router)
+    app.include_router(customers_router)
+    app.include_router(users_router)
     return app
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from app.errors import ServiceUnavailable
 from app.scripting import LuaScript
+from app.slots import same_slot_key
 
 if TYPE_CHECKING:
     from app.redis import RedisStore
@@ -34,17 +35,6 @@ MAX_BATCH = 256
 BATCH_MARKER_TTL_S = 300
 
 Pending = tuple[dict[str, str], "asyncio.Future[str]"]
-
-
-def same_slot_key(key: str, suffix: str) -> str:
-    """Return a key in ``key``'s hash slot: ``{<the part of key Redis hashes>}<suffix>``."""
-    start = key.find("{")
-    end = key.find("}", start + 1) if start >= 0 else -1
-    if start >= 0 and end > start + 1:
-        return key[start : end + 1] + suffix
-    if "}" in key or "{}" in key:
-        raise ValueError(f"no key can share a slot with {key!r} through a hash tag")
-    return "{" + key + "}" + suffix
 
 
 class StreamWriter:

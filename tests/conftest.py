@@ -178,3 +178,10 @@ async def all_events_applied(redis: RedisCluster) -> bool:
         return False
     group = groups[0]
     return bool(group["lag"] == 0 and group["pending"] == 0)
+
+
+def shard_of(redis: RedisCluster, key: str) -> str:
+    """Return the name of the primary that serves ``key``."""
+    node = redis.get_node_from_key(key)
+    assert node is not None
+    return str(node.name)

@@ -7,11 +7,9 @@ from typing import Annotated
 from pydantic import AfterValidator, Field, RootModel, StrictStr
 
 from app.profiles.keys import EVENTS_STREAM, PROFILE_PREFIX
+from app.records.codec import check_fields
 
 MAX_USER_LENGTH = 256
-MAX_FIELDS = 256
-MAX_FIELD_NAME_LENGTH = 256
-MAX_VALUE_LENGTH = 65536
 
 
 def _check_user(user: str) -> str:
@@ -30,15 +28,7 @@ UserName = Annotated[
 
 
 def _check_fields(fields: dict[str, str]) -> dict[str, str]:
-    if not fields:
-        raise ValueError("a profile needs at least one field")
-    if len(fields) > MAX_FIELDS:
-        raise ValueError(f"a profile has at most {MAX_FIELDS} fields, got {len(fields)}")
-    for name, value in fields.items():
-        if not name or len(name) > MAX_FIELD_NAME_LENGTH:
-            raise ValueError(f"field names must be 1 to {MAX_FIELD_NAME_LENGTH} characters")
-        if len(value) > MAX_VALUE_LENGTH:
-            raise ValueError(f"field {name!r} is longer than {MAX_VALUE_LENGTH} characters")
+    check_fields(fields, kind="profile")
     return fields
 
 

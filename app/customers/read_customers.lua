@@ -1,0 +1,9 @@
+-- Read customers of one slot, each as it is at one moment: fields and meta together.
+-- KEYS: pairs customer:<id>, {customer:<id>}:meta (all in one slot).
+-- Returns one {fields, meta} pair of flat lists per customer, in KEYS order; a missing
+-- customer has empty fields.
+local found = {}
+for i = 1, #KEYS, 2 do
+  found[#found + 1] = {redis.call('HGETALL', KEYS[i]), redis.call('HGETALL', KEYS[i + 1])}
+end
+return found

@@ -1,0 +1,29 @@
+-- Update some fields of an existing customer if its version is one the client expects.
+-- KEYS: customer:<id>, {customer:<id>}:meta (one slot).
+-- ARGV[1]: the request id; ARGV[2]: the versions the client accepts as ",3,5," ('' for any);
+--          then triples: field, stored value, type ('' for a string).
+-- Returns {outcome, version}: outcome 1 updated (or already updated by this same request),
+-- 0 no such customer, 2 the version is not one expected (nothing is written then).
+local version = tonumber(redis.call('HGET', KEYS[2], 'version') or '0')
+if redis.call('HGET', KEYS[2], 'request') == ARGV[1] then
+  return {1, version}
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {0, 0}
+end
+if ARGV[2] ~= '' and not string.find(ARGV[2], ',' .. version .. ',', 1, true) then
+  return {2, version}
+end
+local values = {}
+for i = 3, #ARGV, 3 do
+  values[#values + 1] = ARGV[i]
+  values[#values + 1] = ARGV[i + 1]
+  if ARGV[i + 2] == '' then
+    redis.call('HDEL', KEYS[2], 'type:' .. ARGV[i])
+  else
+    redis.call('HSET', KEYS[2], 'type:' .. ARGV[i], ARGV[i + 2])
+  end
+end
+redis.call('HSET', KEYS[1], unpack(values))
+redis.call('HSET', KEYS[2], 'request', ARGV[1])
+return {1, redis.call('HINCRBY', KEYS[2], 'version', 1)}

@@ -1,0 +1,96 @@
+"""JSON scalars as Redis hash values, and back with their JSON type.
+
+A hash stores strings only. A value is stored as its plain text (``Danilo``, ``1000``, ``10.5``,
+``true``; null as the empty string), so the hash reads naturally in ``redis-cli`` and in code that
+reads it directly (the launch post's service stores values the same way). Its JSON type, when it
+is not a string, is kept next to it (``number``, ``boolean``, ``null``) by whoever stores it: a
+schemaless record in a type map, a ``HashModel`` in its field declarations.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import TypeVar
+
+Scalar = str | int | float | bool | None
+
+# Bounds on one record, so that no request makes a huge hash or a script with a huge argument
+# list: at most this many fields, names this long, string values this long (in characters).
+MAX_FIELDS = 256
+MAX_FIELD_NAME_LENGTH = 256
+MAX_VALUE_LENGTH = 65536
+
+V = TypeVar("V")
+
+STRING = ""
+NUMBER = "number"
+BOOLEAN = "boolean"
+NULL = "null"
+
+
+def describe_type(value: object) -> str:
+    """Name a JSON value's kind the way an API client thinks of it."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list | tuple):
+        return "an array"
+    return type(value).__name__
+
+
+def check_scalar(value: object) -> Scalar:
+    """Return ``value`` if it is a JSON string, finite number, boolean or null; else raise."""
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError("numbers must be finite (no NaN or Infinity)")
+        return value
+    raise ValueError(f"must be a string, number, boolean or null, not {describe_type(value)}")
+
+
+def check_fields(fields: Mapping[str, V], *, kind: str) -> Mapping[str, V]:
+    """Return ``fields`` if they are within the bounds of one record; else raise ValueError."""
+    if not fields:
+        raise ValueError(f"a {kind} needs at least one field")
+    if len(fields) > MAX_FIELDS:
+        raise ValueError(f"a {kind} has at most {MAX_FIELDS} fields, got {len(fields)}")
+    for name, value in fields.items():
+        if not name or len(name) > MAX_FIELD_NAME_LENGTH:
+            raise ValueError(f"field names must be 1 to {MAX_FIELD_NAME_LENGTH} characters")
+        if isinstance(value, str) and len(value) > MAX_VALUE_LENGTH:
+            raise ValueError(f"field {name!r} is longer than {MAX_VALUE_LENGTH} characters")
+    return fields
+
+
+def encode(value: Scalar) -> tuple[str, str]:
+    """Return ``(stored text, type tag)``; the tag is empty for strings."""
+    if value is None:
+        return "", NULL
+    if isinstance(value, bool):
+        return ("true" if value else "false"), BOOLEAN
+    if isinstance(value, int | float):
+        # repr() is the shortest text that reads back as the same float; JSON writes it alike.
+        return repr(value), NUMBER
+    return value, STRING
+
+
+def decode(stored: str, type_tag: str) -> Scalar:
+    """Return the JSON value stored as ``stored`` with ``type_tag``.
+
+    A value that does not read as its tag says (another program rewrote the field) is returned
+    as the string it is, rather than failing the read.
+    """
+    if type_tag == NULL and stored == "":
+        return None
+    if type_tag == BOOLEAN and stored in ("true", "false"):
+        return stored == "true"
+    if type_tag == NUMBER:
+        try:
+            number = json.loads(stored)
+        except ValueError:
+            return stored
+        if isinstance(number, int | float) and not isinstance(number, bool):
+            return number
+    return stored

@@ -1,0 +1,55 @@
+"""Sortable unique ids (ULIDs) that carry their record's hash slot.
+
+A ULID is 128 bits written as 26 Crockford base-32 characters: 48 bits of milliseconds since
+the epoch, then 80 random bits, so ids sort by creation time (to the millisecond). Here the last
+14 of the random bits hold the hash slot the record lives in: a reader who has only the id finds
+the record's key (``HashModel.key``) without a lookup, and a record can be placed in the slot of
+another key it must change atomically with (its unique-field claim). That leaves 66 random bits
+per millisecond, so ids stay unique.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+from app.slots import SLOTS
+
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+ULID_LENGTH = 26
+_SLOT_BITS = 14
+_RANDOM_BITS = 80 - _SLOT_BITS
+_VALUES = {char: index for index, char in enumerate(CROCKFORD)}
+
+
+def new_ulid(*, slot: int) -> str:
+    """Return a new ULID for a record in ``slot``."""
+    if not 0 <= slot < SLOTS:
+        raise ValueError(f"slot must be from 0 to {SLOTS - 1}, got {slot}")
+    milliseconds = time.time_ns() // 1_000_000
+    value = (milliseconds << 80) | (secrets.randbits(_RANDOM_BITS) << _SLOT_BITS) | slot
+    chars = []
+    for _ in range(ULID_LENGTH):
+        value, digit = divmod(value, 32)
+        chars.append(CROCKFORD[digit])
+    return "".join(reversed(chars))
+
+
+def parse_ulid(text: str) -> int:
+    """Return the ULID's value; raise ValueError naming what is wrong."""
+    if len(text) != ULID_LENGTH:
+        raise ValueError(f"must be {ULID_LENGTH} characters, got {len(text)}")
+    value = 0
+    for char in text:
+        digit = _VALUES.get(char)
+        if digit is None:
+            raise ValueError(f"{char!r} is not a Crockford base-32 digit (0-9, A-Z but I, L, O, U)")
+        value = value * 32 + digit
+    if value >> 128:
+        raise ValueError("is larger than 128 bits (the first character must be 0 to 7)")
+    return value
+
+
+def ulid_slot(text: str) -> int:
+    """Return the hash slot a ULID made by ``new_ulid`` carries."""
+    return parse_ulid(text) & (SLOTS - 1)

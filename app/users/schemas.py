@@ -1,0 +1,43 @@
+"""The user model of the patterns post (a Redis-OM ``HashModel`` there), and its API shapes."""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar
+
+from pydantic import AfterValidator, EmailStr, Field, PositiveInt
+
+from app.records.ids import parse_ulid
+from app.records.model import HashModel
+
+MAX_NAME_LENGTH = 256
+MAX_BIO_LENGTH = 65536
+
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH)]
+
+
+class User(HashModel):
+    """A user, stored as the hash ``user:<slot tag>:<pk>``; ``user_name`` is unique."""
+
+    key_prefix: ClassVar[str] = "user:"
+    unique_field: ClassVar[str | None] = "user_name"
+
+    user_name: Name
+    first_name: Name
+    last_name: Name
+    email: EmailStr
+    age: PositiveInt
+    bio: Annotated[str | None, Field(max_length=MAX_BIO_LENGTH)] = None
+
+
+class UserPublic(User):
+    """A saved user and its primary key, a ULID (sortable by creation time)."""
+
+    pk: str
+
+
+def _check_pk(pk: str) -> str:
+    parse_ulid(pk)
+    return pk
+
+
+UserPk = Annotated[str, AfterValidator(_check_pk)]
