@@ -19,6 +19,7 @@ RUN pip install --no-cache-dir . \
 USER 10001
 ENV PYTHONUNBUFFERED=1 \
     APP_SERVER__HOST=0.0.0.0 \
+    APP_SERVER__ENVIRONMENT=production \
     APP_EMBEDDED__DATA_DIR=/app/var/redis
 VOLUME ["/app/var"]
 EXPOSE 8000

@@ -17,6 +17,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
@@ -81,6 +82,8 @@ class ServerSettings(Section):
     port: Port = 8000
     workers: PositiveInt = 1
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    # Outside "development", start-up refuses the default or a short sessions.secret_key.
+    environment: Literal["development", "production"] = "development"
 
 
 class WorkerSettings(Section):
@@ -93,6 +96,19 @@ class WorkerSettings(Section):
     claim_interval_s: PositiveFloat = 5.0
     error_backoff_s: PositiveFloat = 0.5
     drain_timeout_s: PositiveFloat = 10.0
+
+
+# The development default of sessions.secret_key: known to everyone, so refused in production.
+DEVELOPMENT_SECRET = "development-only-secret-do-not-use-in-production"  # noqa: S105
+MIN_SECRET_LENGTH = 32
+
+
+class SessionSettings(Section):
+    cookie_name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "session"
+    lifetime_s: Annotated[int, Field(ge=60, le=400 * 86400)] = 7 * 86400
+    rolling: bool = True
+    secure: Literal["auto", "always", "never"] = "auto"
+    secret_key: SecretStr = SecretStr(DEVELOPMENT_SECRET)
 
 
 class Settings(BaseSettings):
@@ -109,6 +125,7 @@ class Settings(BaseSettings):
     embedded: EmbeddedSettings = EmbeddedSettings()
     server: ServerSettings = ServerSettings()
     workers: WorkerSettings = WorkerSettings()
+    sessions: SessionSettings = SessionSettings()
 
     @model_validator(mode="after")
     def _blocking_reads_fit_the_socket_timeout(self) -> Settings:
@@ -118,6 +135,20 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"workers.block_ms ({self.workers.block_ms}) must be at most half of "
                 f"redis.socket_timeout_s ({self.redis.socket_timeout_s} s)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _production_has_a_secret(self) -> Settings:
+        if self.server.environment == "development":
+            return self
+        secret = self.sessions.secret_key.get_secret_value()
+        if secret == DEVELOPMENT_SECRET or len(secret) < MIN_SECRET_LENGTH:
+            raise ValueError(
+                "sessions.secret_key [env APP_SESSIONS__SECRET_KEY] must be a random value of at "
+                f"least {MIN_SECRET_LENGTH} characters, not the development default, when "
+                f"server.environment is {self.server.environment!r} (try: python -c "
+                "'import secrets; print(secrets.token_urlsafe(48))')"
             )
         return self
 

@@ -51,7 +51,10 @@ def _tags(header: str, value: str) -> list[tuple[bool, str]]:
 
 
 def _version(opaque: str) -> int | None:
-    return int(opaque) if opaque.isascii() and opaque.isdigit() and len(opaque) < 19 else None
+    # Tags compare as strings: only the exact text of a version (no leading zeros) names it.
+    if opaque.isascii() and opaque.isdigit() and len(opaque) < 19 and str(int(opaque)) == opaque:
+        return int(opaque)
+    return None
 
 
 def parse_if_match(value: str | None) -> Precondition:

@@ -11,7 +11,7 @@ end
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {0, 0}
 end
-local version = tonumber(redis.call('HGET', KEYS[2], 'version') or '0')
+local version = tonumber(redis.call('HGET', KEYS[2], 'version')) or 0
 if ARGV[4] ~= '' and not string.find(ARGV[4], ',' .. version .. ',', 1, true) then
   return {2, version}
 end

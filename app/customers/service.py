@@ -20,7 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.customers import keys
-from app.customers.exceptions import CustomerChanged, CustomerNotFound
+from app.customers.exceptions import (
+    CreatedCustomerDeleted,
+    CustomerChanged,
+    CustomerNotFound,
+    IdempotencyKeyReused,
+)
 from app.etags import Precondition
 from app.records import codec
 from app.records.index import Cursor
@@ -31,11 +36,13 @@ CREATE_CUSTOMER = LuaScript.load(Path(__file__).with_name("create_customer.lua")
 READ_CUSTOMERS = LuaScript.load(Path(__file__).with_name("read_customers.lua"))
 UPDATE_CUSTOMER = LuaScript.load(Path(__file__).with_name("update_customer.lua"))
 DELETE_CUSTOMER = LuaScript.load(Path(__file__).with_name("delete_customer.lua"))
-# How long a delete remembers its request id, so that the same delete sent again succeeds.
+# How long a write remembers its request, so that the same request sent again (by redis-py after
+# a lost reply, or by a client with the same Idempotency-Key) is answered as the first was.
 REQUEST_MARKER_TTL_S = 600
 TYPE_PREFIX = "type:"
 NOT_FOUND = 0
 VERSION_MISMATCH = 2
+CREATED, REPEATED, KEY_REUSED, DELETED_SINCE = 1, 0, -1, -2
 
 
 @dataclass(frozen=True)
@@ -54,7 +61,8 @@ class Customer:
 def new_customer_id(idempotency_key: str | None) -> str:
     """Return a new UUIDv4; derived from the Idempotency-Key when there is one.
 
-    A retry with the same key then names the same customer, so it is created once.
+    A retry with the same key then names the same customer, so it is created once. Keys are
+    global (the service has no notion of a client): use random ones, such as UUIDs.
     """
     if idempotency_key is None:
         return str(uuid.uuid4())
@@ -98,16 +106,25 @@ async def create_customer(
     """Store a new customer and return it (the one created before, for a repeated request)."""
     customer_id = new_customer_id(idempotency_key)
     slot = keys.customer_slot(customer_id)
+    triples = _triples(fields)
+    digest = hashlib.sha256("\0".join(triples).encode()).hexdigest()
     await keys.INDEX.register(store, slot)
-    created = await CREATE_CUSTOMER(
+    outcome = await CREATE_CUSTOMER(
         store,
-        keys=[keys.customer_key(customer_id), keys.meta_key(customer_id), keys.INDEX.key(slot)],
-        args=[customer_id, *_triples(fields)],
+        keys=[
+            keys.customer_key(customer_id),
+            keys.meta_key(customer_id),
+            keys.INDEX.key(slot),
+            keys.created_marker_key(customer_id),
+        ],
+        args=[customer_id, digest, str(REQUEST_MARKER_TTL_S), *triples],
         what="create customer",
     )
-    if not created:
-        # The id exists: only this request (its Idempotency-Key, or redis-py re-sending the
-        # script after a lost reply) makes that id, so answer with what it stored.
+    if outcome == KEY_REUSED:
+        raise IdempotencyKeyReused
+    if outcome == DELETED_SINCE:
+        raise CreatedCustomerDeleted(customer_id)
+    if outcome == REPEATED:
         return await read_customer(store=store, customer_id=customer_id)
     return Customer(customer_id, dict(fields), 1)
 
@@ -142,10 +159,11 @@ async def update_customer(
     Raise CustomerNotFound (an update never creates a customer) or CustomerChanged when the
     precondition names other versions.
     """
+    marker = keys.request_marker_key(customer_id, request_id or uuid.uuid4().hex)
     outcome, version = await UPDATE_CUSTOMER(
         store,
-        keys=[keys.customer_key(customer_id), keys.meta_key(customer_id)],
-        args=[request_id or uuid.uuid4().hex, precondition.script_arg(), *_triples(fields)],
+        keys=[keys.customer_key(customer_id), keys.meta_key(customer_id), marker],
+        args=[str(REQUEST_MARKER_TTL_S), precondition.script_arg(), *_triples(fields)],
         what="update customer",
     )
     _check(outcome, customer_id, version)

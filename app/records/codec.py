@@ -39,9 +39,20 @@ def describe_type(value: object) -> str:
     return type(value).__name__
 
 
+def check_text(text: str) -> str:
+    """Return ``text`` if it can be stored (UTF-8: no lone surrogates like "\\ud800")."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid Unicode (it holds a lone surrogate)") from None
+    return text
+
+
 def check_scalar(value: object) -> Scalar:
     """Return ``value`` if it is a JSON string, finite number, boolean or null; else raise."""
-    if value is None or isinstance(value, str | bool | int):
+    if isinstance(value, str):
+        return check_text(value)
+    if value is None or isinstance(value, bool | int):
         return value
     if isinstance(value, float):
         if not math.isfinite(value):
@@ -59,6 +70,7 @@ def check_fields(fields: Mapping[str, V], *, kind: str) -> Mapping[str, V]:
     for name, value in fields.items():
         if not name or len(name) > MAX_FIELD_NAME_LENGTH:
             raise ValueError(f"field names must be 1 to {MAX_FIELD_NAME_LENGTH} characters")
+        check_text(name)
         if isinstance(value, str) and len(value) > MAX_VALUE_LENGTH:
             raise ValueError(f"field {name!r} is longer than {MAX_VALUE_LENGTH} characters")
     return fields

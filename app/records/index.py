@@ -12,7 +12,9 @@ A page walks the slots in order and each slot's ids in byte order; the cursor is
 id examined. A record that exists during the whole listing is therefore returned exactly once, by
 whichever page reaches its place; one created or deleted meanwhile may or may not appear. A
 page examines ``limit`` ids; a record deleted between the index read and the record read is left
-out, so a page can hold fewer records than ``limit``: only ``next_cursor`` null means the end.
+out, so a page can hold fewer records than ``limit``; and a page reads at most
+``MAX_SLOTS_PER_PAGE`` slots (slots emptied by deletes stay registered), so it can even be empty:
+only ``next_cursor`` null means the end.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ CURSOR_VERSION = "1"
 # Slots whose index is read at once when the ones before them held too few ids: it starts at one
 # (a dense index fills a page from one slot) and doubles up to this while pages come up short.
 MAX_SLOTS_PER_ROUND = 32
+# Slots one page reads at most: registered slots whose records were all deleted stay registered,
+# so a page stops here and returns a cursor, short or even empty, rather than reading them all.
+MAX_SLOTS_PER_PAGE = 512
 
 
 @dataclass(frozen=True)
@@ -98,11 +103,16 @@ class SlotIndex:
         remaining = limit
         lowest = str(start.slot)
         batch = 1
+        examined = 0
         next_cursor: Cursor | None = None
         while remaining and next_cursor is None:
             slots = [int(slot) for slot in await self._registered(store, lowest, batch)]
             if not slots:
                 break
+            if examined >= MAX_SLOTS_PER_PAGE:
+                next_cursor = Cursor(slots[0])
+                break
+            examined += len(slots)
             ids_per_slot = await asyncio.gather(
                 *(
                     self._ids(store, slot, start.after if slot == start.slot else "", remaining + 1)

@@ -49,7 +49,9 @@ class HashModel(Schema):
     """A model stored as one Redis hash; subclasses set ``key_prefix`` (and ``unique_field``).
 
     Input is validated strictly (a JSON ``"42"`` is not the integer 42); values read back from
-    the hash are strings and are parsed to the declared types.
+    the hash are strings and are parsed to the declared types. Fields are scalars (str, int,
+    float, bool, optionally None, with any constraints); a union of str with another type would
+    read back as str, and a None is not stored, so it reads back as the field's default.
     """
 
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -87,8 +89,10 @@ class HashModel(Schema):
 
     @classmethod
     def from_hash(cls, fields: dict[str, str]) -> Self:
-        """Rebuild a record from its hash fields."""
-        return cls.model_validate(fields, strict=False)
+        """Rebuild a record from its hash fields (fields the model does not declare are ignored:
+        other code may add some)."""
+        known = {name: value for name, value in fields.items() if name in cls.model_fields}
+        return cls.model_validate(known, strict=False)
 
 
 M = TypeVar("M", bound=HashModel)

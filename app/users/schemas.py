@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar
 
-from pydantic import AfterValidator, EmailStr, Field, PositiveInt
+from email_validator import EmailNotValidError, validate_email
+from pydantic import AfterValidator, Field, PositiveInt
 
 from app.records.ids import parse_ulid
 from app.records.model import HashModel
@@ -13,6 +14,18 @@ MAX_NAME_LENGTH = 256
 MAX_BIO_LENGTH = 65536
 
 Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME_LENGTH)]
+
+
+def _check_email(address: str) -> str:
+    # Checked like pydantic's EmailStr, but kept as sent (EmailStr lowercases the domain).
+    try:
+        validate_email(address, check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise ValueError(f"value is not a valid email address: {exc}") from None
+    return address
+
+
+Email = Annotated[str, Field(max_length=320), AfterValidator(_check_email)]
 
 
 class User(HashModel):
@@ -24,7 +37,7 @@ class User(HashModel):
     user_name: Name
     first_name: Name
     last_name: Name
-    email: EmailStr
+    email: Email
     age: PositiveInt
     bio: Annotated[str | None, Field(max_length=MAX_BIO_LENGTH)] = None
 

@@ -11,6 +11,7 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 
 from app.customers import keys
+from app.records import index
 from tests.conftest import data_keys, shard_of
 
 DANILO = {
@@ -164,6 +165,40 @@ async def test_a_create_retried_with_its_idempotency_key_is_stored_once(
     assert other.json()["id"] != first.json()["id"]
 
 
+async def test_a_reused_idempotency_key_never_creates_or_returns_something_else(
+    client: httpx.AsyncClient,
+) -> None:
+    headers = {"Idempotency-Key": "create-43"}
+    first = await client.post("/customers", json={"n": 1}, headers=headers)
+    other_body = await client.post("/customers", json={"n": 2}, headers=headers)
+    assert other_body.status_code == 409
+    assert "used for another request" in other_body.json()["message"]
+    assert (await client.delete(f"/customers/{first.json()['id']}")).status_code == 204
+    after_delete = await client.post("/customers", json={"n": 1}, headers=headers)
+    assert after_delete.status_code == 409
+    assert "has been deleted since" in after_delete.json()["message"]
+    assert await list_all(client) == []
+
+
+async def test_an_update_sent_again_after_a_later_update_changes_nothing(
+    client: httpx.AsyncClient,
+) -> None:
+    customer = await create(client, DANILO)
+    url = f"/customers/{customer['id']}"
+    first = await client.put(url, json={"balance": 1}, headers={"Idempotency-Key": "k1"})
+    assert first.headers["ETag"] == '"2"'
+    await client.put(url, json={"balance": 2}, headers={"Idempotency-Key": "k2"})
+    again = await client.put(
+        url, json={"balance": 1}, headers={"Idempotency-Key": "k1", "If-Match": '"2"'}
+    )
+    # Answered as the first time (204, its version), and the later write stands.
+    assert again.status_code == 204
+    assert again.headers["ETag"] == '"2"'
+    read = await client.get(url)
+    assert read.json()["balance"] == 2
+    assert read.headers["ETag"] == '"3"'
+
+
 async def test_a_customer_written_by_the_launch_post_code_reads_as_it_was_stored(
     client: httpx.AsyncClient, redis: RedisCluster
 ) -> None:
@@ -218,6 +253,7 @@ async def test_etags_follow_versions(client: httpx.AsyncClient) -> None:
     [
         pytest.param('W/"1"', 412, id="weak-tag-never-matches"),
         pytest.param('"abc"', 412, id="foreign-tag"),
+        pytest.param('"01"', 412, id="same-number-other-text"),
         pytest.param("1", 400, id="unquoted"),
         pytest.param('"1", junk', 400, id="junk-in-list"),
     ],
@@ -312,6 +348,27 @@ async def test_listing_pages_through_every_shard_exactly_once_while_others_write
     assert churned
 
 
+async def test_a_page_reads_a_bounded_number_of_emptied_slots(
+    client: httpx.AsyncClient, redis: RedisCluster
+) -> None:
+    # Every slot once held a customer, all deleted since: pages stay cheap and still end.
+    await redis.zadd(keys.INDEX.registry_key, {str(slot): slot for slot in range(16384)})
+    survivor = await create(client, {"n": 1})
+    pages = 0
+    found: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        params = {"limit": 10, **({"cursor": cursor} if cursor else {})}
+        body = (await client.get("/customers", params=params)).json()
+        pages += 1
+        found += body["customers"]
+        cursor = body["next_cursor"]
+        if cursor is None:
+            break
+    assert found == [survivor]
+    assert 1 < pages <= 16384 // index.MAX_SLOTS_PER_PAGE
+
+
 async def test_listing_an_empty_database(client: httpx.AsyncClient) -> None:
     answer = await client.get("/customers")
     assert answer.status_code == 200
@@ -364,6 +421,8 @@ BAD_BODIES = [
     pytest.param(b'{"balance": 1e999}', "must be finite", id="infinity"),
     pytest.param(b'{"balance": ' + b"9" * 5000 + b"}", "could not be parsed", id="huge-integer"),
     pytest.param(b'{"": "x"}', "field names", id="empty-field-name"),
+    pytest.param(b'{"name": "\\ud800"}', "lone surrogate", id="lone-surrogate-value"),
+    pytest.param(b'{"\\udc00": 1}', "lone surrogate", id="lone-surrogate-name"),
     pytest.param(b'{"bio": "' + b"x" * 65537 + b'"}', "longer than", id="huge-value"),
 ]
 

@@ -43,6 +43,12 @@ async def test_save_and_read(client: httpx.AsyncClient, redis: RedisCluster) -> 
     assert User.key(pk).startswith("user:{")
 
 
+async def test_the_email_address_is_kept_as_sent(client: httpx.AsyncClient) -> None:
+    saved = await save(client, {**ANA, "email": "Ana.Silva@EXAMPLE.com"})
+    read = (await client.get(f"/user/read/{saved['pk']}")).json()
+    assert read["email"] == saved["email"] == "Ana.Silva@EXAMPLE.com"
+
+
 async def test_bio_is_optional_and_reads_back_as_null(client: httpx.AsyncClient) -> None:
     without_bio = {key: value for key, value in ANA.items() if key != "bio"}
     saved = await save(client, without_bio)

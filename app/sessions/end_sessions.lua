@@ -1,0 +1,13 @@
+-- End sessions of one slot: delete their data, leave a tombstone, drop their index entries.
+-- KEYS: sessions:by-user:{t}, then pairs session:{t}:<token>, session-ended:{t}:<token>.
+-- ARGV: how long tombstones last (ms), then each session's index entry ('' for none), in the
+--       order of the pairs.
+for i = 2, #KEYS, 2 do
+  redis.call('DEL', KEYS[i])
+  redis.call('SET', KEYS[i + 1], '1', 'PX', ARGV[1])
+  local entry = ARGV[i / 2 + 1]
+  if entry ~= '' then
+    redis.call('ZREM', KEYS[1], entry)
+  end
+end
+return (#KEYS - 1) / 2
