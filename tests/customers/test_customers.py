@@ -358,7 +358,7 @@ async def test_a_page_reads_a_bounded_number_of_emptied_slots(
     found: list[dict[str, Any]] = []
     cursor: str | None = None
     while True:
-        params = {"limit": 10, **({"cursor": cursor} if cursor else {})}
+        params: dict[str, str | int] = {"limit": 10, **({"cursor": cursor} if cursor else {})}
         body = (await client.get("/customers", params=params)).json()
         pages += 1
         found += body["customers"]
