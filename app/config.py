@@ -105,7 +105,7 @@ MIN_SECRET_LENGTH = 32
 
 class SessionSettings(Section):
     cookie_name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")] = "session"
-    lifetime_s: Annotated[int, Field(ge=60, le=400 * 86400)] = 7 * 86400
+    lifetime_s: Annotated[int, Field(ge=1, le=400 * 86400)] = 7 * 86400
     rolling: bool = True
     secure: Literal["auto", "always", "never"] = "auto"
     secret_key: SecretStr = SecretStr(DEVELOPMENT_SECRET)

@@ -29,6 +29,14 @@ class AppError(Exception):
         self.message = message
 
 
+class Unauthorized(AppError):
+    status_code = 401
+
+
+class Forbidden(AppError):
+    status_code = 403
+
+
 class NotFound(AppError):
     status_code = 404
 

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from app.config import ConfigError, Settings, load_settings
 from app.redis import RedisStore, connect
 from app.runtime import tune_garbage_collector
+from app.sessions.service import SessionConfig
 from workers.pool import WorkerPool
 
 logger = logging.getLogger(__name__)
@@ -22,6 +23,7 @@ class AppState(TypedDict):
 
     store: RedisStore
     workers: WorkerPool | None
+    sessions: SessionConfig
 
 
 def make_lifespan(
@@ -53,7 +55,8 @@ def make_lifespan(
                     WorkerPool(store=store, settings=active.workers)
                 )
             tune_garbage_collector()
-            yield AppState(store=store, workers=workers)
+            sessions = SessionConfig.from_settings(active.sessions)
+            yield AppState(store=store, workers=workers, sessions=sessions)
             logger.info("shutting down: draining workers, closing redis")
 
     return lifespan

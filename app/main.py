@@ -12,6 +12,8 @@ from app.lifespan import make_lifespan
 from app.middleware import BodySizeLimit
 from app.profiles.router import router as profiles_router
 from app.reporting.router import router as reporting_router
+from app.sessions.middleware import SessionCookies
+from app.sessions.router import router as sessions_router
 from app.users.router import router as users_router
 
 # Request bodies above this are refused with 413 before they are read into memory; a profile
@@ -27,6 +29,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=make_lifespan(settings),
     )
+    app.add_middleware(SessionCookies)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
     register_error_handlers(app)
     app.include_router(health_router)
@@ -34,6 +37,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(reporting_router)
     app.include_router(customers_router)
     app.include_router(users_router)
+    app.include_router(sessions_router)
     return app
 
 

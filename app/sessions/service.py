@@ -28,6 +28,7 @@ from app.errors import AppError
 from app.redis import RedisStore
 from app.scripting import LuaScript
 from app.sessions import keys
+from app.sessions.middleware import cookie_header
 from app.sessions.tokens import SessionId, Signer
 
 LOAD_SESSION = LuaScript.load(Path(__file__).with_name("load_session.lua"))
@@ -112,9 +113,11 @@ class Session:
         session_id: SessionId,
         fields: dict[str, str] | None,
         send_cookie: bool,
+        secure: bool,
     ) -> None:
         self._store = store
         self._config = config
+        self._secure = secure
         self.id = session_id
         self.stored = fields is not None
         fields = fields or {}
@@ -125,6 +128,15 @@ class Session:
         }
         self.user: str | None = fields.get("m:user")
         self.cookie: str | None = config.signer.cookie_value(session_id) if send_cookie else None
+
+    def set_cookie_header(self) -> bytes | None:
+        """Return the Set-Cookie header the response needs, or None."""
+        if self.cookie is None:
+            return None
+        settings = self._config.settings
+        return cookie_header(
+            settings.cookie_name, self.cookie, max_age=settings.lifetime_s, secure=self._secure
+        )
 
     @property
     def csrf_token(self) -> str:
@@ -298,7 +310,9 @@ async def _end_sessions(
     return ended
 
 
-async def open_session(*, store: RedisStore, config: SessionConfig, cookie: str | None) -> Session:
+async def open_session(
+    *, store: RedisStore, config: SessionConfig, cookie: str | None, secure: bool
+) -> Session:
     """Return the session a request's cookie names, or a new empty one.
 
     A missing, forged or altered cookie, or one of an ended session, gets a new id (and the
@@ -327,7 +341,13 @@ async def open_session(*, store: RedisStore, config: SessionConfig, cookie: str 
                 session_id=session_id,
                 fields=fields,
                 send_cookie=rolling,
+                secure=secure,
             )
     return Session(
-        store=store, config=config, session_id=SessionId.new(), fields=None, send_cookie=True
+        store=store,
+        config=config,
+        session_id=SessionId.new(),
+        fields=None,
+        send_cookie=True,
+        secure=secure,
     )
