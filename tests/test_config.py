@@ -102,3 +102,34 @@ def test_blocking_reads_must_fit_the_socket_timeout(monkeypatch: pytest.MonkeyPa
         "configuration error: workers.block_ms (3000) must be at most half of "
         "redis.socket_timeout_s (5.0 s)"
     )
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [None, "development-only-secret-do-not-use-in-production", "short", ""],
+    ids=["missing", "default", "short", "empty"],
+)
+def test_production_refuses_a_missing_default_or_short_secret(
+    monkeypatch: pytest.MonkeyPatch, secret: str | None
+) -> None:
+    monkeypatch.setenv("APP_SERVER__ENVIRONMENT", "production")
+    if secret is not None:
+        monkeypatch.setenv("APP_SESSIONS__SECRET_KEY", secret)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    message = str(caught.value)
+    assert "sessions.secret_key [env APP_SESSIONS__SECRET_KEY]" in message
+    assert "\n" not in message
+    if secret:
+        assert secret not in message  # never echo a secret
+
+
+def test_production_accepts_a_real_secret_and_development_the_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert load_settings().server.environment == "development"
+    monkeypatch.setenv("APP_SERVER__ENVIRONMENT", "production")
+    monkeypatch.setenv("APP_SESSIONS__SECRET_KEY", "x" * 40)
+    settings = load_settings()
+    assert settings.sessions.secret_key.get_secret_value() == "x" * 40
+    assert "x" * 40 not in repr(settings)
