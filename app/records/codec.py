@@ -61,6 +61,13 @@ def check_scalar(value: object) -> Scalar:
     raise ValueError(f"must be a string, number, boolean or null, not {describe_type(value)}")
 
 
+def check_name(name: str, *, what: str = "field names") -> str:
+    """Return ``name`` if it can name a hash field (1 to 256 characters of valid Unicode)."""
+    if not name or len(name) > MAX_FIELD_NAME_LENGTH:
+        raise ValueError(f"{what} must be 1 to {MAX_FIELD_NAME_LENGTH} characters")
+    return check_text(name)
+
+
 def check_fields(fields: Mapping[str, V], *, kind: str) -> Mapping[str, V]:
     """Return ``fields`` if they are within the bounds of one record; else raise ValueError."""
     if not fields:
@@ -68,9 +75,7 @@ def check_fields(fields: Mapping[str, V], *, kind: str) -> Mapping[str, V]:
     if len(fields) > MAX_FIELDS:
         raise ValueError(f"a {kind} has at most {MAX_FIELDS} fields, got {len(fields)}")
     for name, value in fields.items():
-        if not name or len(name) > MAX_FIELD_NAME_LENGTH:
-            raise ValueError(f"field names must be 1 to {MAX_FIELD_NAME_LENGTH} characters")
-        check_text(name)
+        check_name(name)
         if isinstance(value, str) and len(value) > MAX_VALUE_LENGTH:
             raise ValueError(f"field {name!r} is longer than {MAX_VALUE_LENGTH} characters")
     return fields

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, RootModel
 
-from app.records.codec import MAX_FIELD_NAME_LENGTH, MAX_VALUE_LENGTH, check_text
+from app.records.codec import MAX_VALUE_LENGTH, check_name, check_text
 from app.schemas import Schema
 from app.sessions.service import USER_NAME
 
@@ -31,21 +31,20 @@ def _check_update(values: dict[str, Any]) -> dict[str, Any]:
     if len(values) > MAX_KEYS_PER_UPDATE:
         raise ValueError(f"at most {MAX_KEYS_PER_UPDATE} keys per update, got {len(values)}")
     for name, value in values.items():
-        if not name or len(name) > MAX_FIELD_NAME_LENGTH:
-            raise ValueError(f"session keys must be 1 to {MAX_FIELD_NAME_LENGTH} characters")
-        check_text(name)
+        check_name(name, what="session keys")
         if name == USER_NAME:
             raise ValueError(f"'{USER_NAME}' is saved by POST /session/save (a login)")
         try:
-            encoded = json.dumps(value, allow_nan=False)
+            # Unescaped, so that a lone surrogate anywhere in the value shows in the text check.
+            encoded = json.dumps(value, allow_nan=False, ensure_ascii=False)
         except ValueError:
             raise ValueError(f"key {name!r}: numbers must be finite") from None
+        try:
+            check_text(encoded)
+        except ValueError as exc:
+            raise ValueError(f"key {name!r}: {exc}") from None
         if len(encoded) > MAX_VALUE_LENGTH:
             raise ValueError(f"key {name!r}: value longer than {MAX_VALUE_LENGTH} characters")
-        try:
-            encoded.encode()
-        except UnicodeEncodeError:
-            raise ValueError(f"key {name!r}: text must be valid Unicode") from None
     return values
 
 
