@@ -98,6 +98,25 @@ class WorkerSettings(Section):
     drain_timeout_s: PositiveFloat = 10.0
 
 
+class MessagingSettings(Section):
+    # A dedupe_id seen within this window answers the first message's id and enqueues nothing.
+    dedupe_window_s: Annotated[int, Field(ge=1, le=7 * 86400)] = 300
+    # How long a message's trace is kept after its last event.
+    trace_retention_s: Annotated[int, Field(ge=60, le=400 * 86400)] = 86400
+    # A long-polling receive looks again this often (a publish in the same process wakes it
+    # at once).
+    poll_interval_ms: Annotated[int, Field(ge=5, le=5000)] = 100
+    # Due delayed messages and expired leases handled per step, so no script runs long.
+    housekeeping_batch: Annotated[int, Field(ge=1, le=10000)] = 100
+
+
+class VideoSettings(Section):
+    # Chunking workers per process (0: this process runs none), and the chunk length that
+    # decides how many chunks a video gets.
+    chunking_workers: Annotated[int, Field(ge=0, le=64)] = 1
+    chunk_duration_s: PositiveInt = 10
+
+
 # The development default of sessions.secret_key: known to everyone, so refused in production.
 DEVELOPMENT_SECRET = "development-only-secret-do-not-use-in-production"  # noqa: S105
 MIN_SECRET_LENGTH = 32
@@ -126,6 +145,8 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     workers: WorkerSettings = WorkerSettings()
     sessions: SessionSettings = SessionSettings()
+    messaging: MessagingSettings = MessagingSettings()
+    videos: VideoSettings = VideoSettings()
 
     @model_validator(mode="after")
     def _blocking_reads_fit_the_socket_timeout(self) -> Settings:

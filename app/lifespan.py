@@ -10,6 +10,7 @@ from typing import TypedDict
 from fastapi import FastAPI
 
 from app.config import ConfigError, Settings, load_settings
+from app.messaging.broker import Broker
 from app.redis import RedisStore, connect
 from app.runtime import tune_garbage_collector
 from app.sessions.service import SessionConfig
@@ -24,6 +25,7 @@ class AppState(TypedDict):
     store: RedisStore
     workers: WorkerPool | None
     sessions: SessionConfig
+    broker: Broker
 
 
 def make_lifespan(
@@ -49,6 +51,7 @@ def make_lifespan(
             store = await connect(active.redis, active.redis.url)
             stack.push_async_callback(store.aclose)
             logger.info("connected to redis: cluster=%s", store.is_cluster)
+            broker = Broker(store=store, settings=active.messaging)
             workers = None
             if active.workers.enabled:
                 workers = await stack.enter_async_context(
@@ -56,7 +59,7 @@ def make_lifespan(
                 )
             tune_garbage_collector()
             sessions = SessionConfig.from_settings(active.sessions)
-            yield AppState(store=store, workers=workers, sessions=sessions)
+            yield AppState(store=store, workers=workers, sessions=sessions, broker=broker)
             logger.info("shutting down: draining workers, closing redis")
 
     return lifespan

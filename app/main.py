@@ -9,6 +9,7 @@ from app.customers.router import router as customers_router
 from app.errors import register_error_handlers
 from app.health.router import router as health_router
 from app.lifespan import make_lifespan
+from app.messaging.router import messages_router, queues_router, topics_router
 from app.middleware import BodySizeLimit
 from app.profiles.router import router as profiles_router
 from app.reporting.router import router as reporting_router
@@ -38,6 +39,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(customers_router)
     app.include_router(users_router)
     app.include_router(sessions_router)
+    app.include_router(queues_router)
+    app.include_router(topics_router)
+    app.include_router(messages_router)
     return app
 
 

@@ -48,6 +48,19 @@ def check_text(text: str) -> str:
     return text
 
 
+def dump_json(value: object) -> str:
+    """Return ``value`` as compact JSON text that can be stored; raise ValueError naming why not.
+
+    Unescaped (``ensure_ascii=False``), so a lone surrogate anywhere in the value shows in the
+    text check instead of being stored as an escape that fails every later read.
+    """
+    try:
+        encoded = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+    except ValueError:
+        raise ValueError("numbers must be finite (no NaN or Infinity)") from None
+    return check_text(encoded)
+
+
 def check_scalar(value: object) -> Scalar:
     """Return ``value`` if it is a JSON string, finite number, boolean or null; else raise."""
     if isinstance(value, str):

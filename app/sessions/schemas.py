@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, RootModel
 
-from app.records.codec import MAX_VALUE_LENGTH, check_name, check_text
+from app.records.codec import MAX_VALUE_LENGTH, check_name, check_text, dump_json
 from app.schemas import Schema
 from app.sessions.service import USER_NAME
 
@@ -35,12 +34,7 @@ def _check_update(values: dict[str, Any]) -> dict[str, Any]:
         if name == USER_NAME:
             raise ValueError(f"'{USER_NAME}' is saved by POST /session/save (a login)")
         try:
-            # Unescaped, so that a lone surrogate anywhere in the value shows in the text check.
-            encoded = json.dumps(value, allow_nan=False, ensure_ascii=False)
-        except ValueError:
-            raise ValueError(f"key {name!r}: numbers must be finite") from None
-        try:
-            check_text(encoded)
+            encoded = dump_json(value)
         except ValueError as exc:
             raise ValueError(f"key {name!r}: {exc}") from None
         if len(encoded) > MAX_VALUE_LENGTH:

@@ -1,0 +1,18 @@
+"""The broker as a request dependency."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.messaging.broker import Broker
+
+
+async def get_broker(request: Request) -> Broker:
+    """Return the broker the lifespan built."""
+    broker: Broker = request.state.broker
+    return broker
+
+
+BrokerDep = Annotated[Broker, Depends(get_broker)]

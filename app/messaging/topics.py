@@ -1,0 +1,233 @@
+"""Topics: fan-out over a Redis stream, where every consumer group gets every message.
+
+A topic is one stream; each subscriber is a consumer group on it, and within a group each
+message is leased to one consumer at a time, under the same rules as a queue: a receipt per
+delivery, acknowledgement, a visibility timeout after which the message is delivered again
+(XPENDING ... IDLE, then XCLAIM), ``nack`` with a delay, and a per-group dead-letter list after
+``max_deliveries``. Every step is one run of ``topic.lua`` on the topic's slot.
+
+Trimming: each acknowledgement trims the stream to the oldest entry that some group still has
+pending or has not yet been delivered, so no entry a group has not acknowledged is dropped. A
+topic with no group keeps its entries (a group created later with ``start="earliest"`` gets
+them); a group that stops consuming holds the stream's memory until it is deleted, which is
+the price of that guarantee.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from app.errors import AppError
+from app.messaging import keys
+from app.messaging.exceptions import GroupNotFound, TopicNotFound
+from app.messaging.queues import NOT_FOUND, raise_for_status
+from app.messaging.schemas import (
+    DeadLetter,
+    Delivery,
+    GroupCounts,
+    Published,
+    TopicCreate,
+    TopicPublic,
+    TopicPublish,
+    check_name,
+    from_ms,
+)
+from app.records.ids import new_ulid
+from app.scripting import LuaScript
+
+if TYPE_CHECKING:
+    from app.messaging.broker import Broker
+
+TOPIC_SCRIPT = LuaScript.load(Path(__file__).with_name("topic.lua"))
+GROUP_NOT_FOUND, DELAY_TOO_LONG = -5, -6
+PUBLISH_BATCH = 500
+GROUP_START = {"earliest": "0", "latest": "$"}
+
+
+class DelayTooLong(AppError):
+    status_code = 422
+
+    def __init__(self, visibility_ms: int) -> None:
+        super().__init__(
+            "Invalid body field 'delay_s': a topic message's delay may be at most the topic's "
+            f"visibility timeout ({visibility_ms / 1000:g} s)"
+        )
+
+
+class Topic:
+    """A handle on one topic; cheap to make (``broker.topic(name)``)."""
+
+    def __init__(self, *, broker: Broker, name: str) -> None:
+        self.broker = broker
+        self.name = name
+        self.prefix = keys.topic_prefix(name)
+        self.slot = keys.slot_of(self.prefix)
+        self._keys = keys.topic_keys(name)
+        self._head = [
+            self.name,
+            keys.trace_prefix(self.slot),
+            str(broker.settings.trace_retention_s),
+            self.prefix,
+        ]
+
+    async def _run(self, step: str, *args: str, what: str) -> list[Any]:
+        reply: list[Any] = await TOPIC_SCRIPT(
+            self.broker.store, keys=self._keys, args=[step, *self._head, *args], what=what
+        )
+        if reply[0] == NOT_FOUND:
+            raise TopicNotFound(self.name)
+        if reply[0] == GROUP_NOT_FOUND:
+            raise GroupNotFound(self.name, args[0])
+        return reply
+
+    async def create(self, settings: TopicCreate) -> bool:
+        """Create the topic, or change its rules; return whether it is new."""
+        (status,) = await self._run(
+            "create",
+            str(round(settings.visibility_timeout_s * 1000)),
+            str(settings.max_deliveries),
+            what="create topic",
+        )
+        return bool(status == 1)
+
+    async def info(self) -> TopicPublic:
+        """Return the topic's rules, length and groups; raise TopicNotFound."""
+        _, visibility_ms, max_deliveries, created_at, length, groups = await self._run(
+            "config", what="read topic"
+        )
+        return TopicPublic(
+            name=self.name,
+            visibility_timeout_s=int(visibility_ms) / 1000,
+            max_deliveries=int(max_deliveries),
+            created_at=from_ms(created_at),
+            length=int(length),
+            groups=[
+                GroupCounts(
+                    name=name,
+                    in_flight=int(pending),
+                    undelivered=None if int(lag) < 0 else int(lag),
+                    dead_lettered=int(dead),
+                )
+                for name, pending, lag, dead in groups
+            ],
+        )
+
+    async def create_group(
+        self, group: str, *, start: Literal["earliest", "latest"] = "earliest"
+    ) -> bool:
+        """Subscribe a new consumer group; return whether it is new (raise TopicNotFound)."""
+        _, created = await self._run(
+            "create_group",
+            check_name(group, what="group"),
+            GROUP_START[start],
+            what="create group",
+        )
+        return bool(created)
+
+    async def publish_many(self, messages: Sequence[TopicPublish]) -> list[Published]:
+        """Append messages to the topic, in order; answer their ids (see Queue.publish_many)."""
+        published: list[Published] = []
+        window = str(self.broker.settings.dedupe_window_s * 1000)
+        for start in range(0, len(messages), PUBLISH_BATCH):
+            args = [window]
+            for message in messages[start : start + PUBLISH_BATCH]:
+                args += [
+                    new_ulid(slot=self.slot),
+                    json.dumps(message.body, ensure_ascii=False, separators=(",", ":")),
+                    message.dedupe_id or "",
+                ]
+            _, results = await self._run("publish", *args, what="publish to topic")
+            published += [
+                Published(id=message_id, duplicate=not appended) for message_id, appended in results
+            ]
+        self.broker.notify(self.prefix)
+        return published
+
+    async def publish(self, message: TopicPublish) -> Published:
+        """Append one message to the topic."""
+        return (await self.publish_many([message]))[0]
+
+    async def receive(
+        self,
+        group: str,
+        *,
+        consumer: str,
+        limit: int = 10,
+        wait_s: float = 0,
+    ) -> list[Delivery]:
+        """Lease up to ``limit`` of the group's messages to ``consumer``; wait up to ``wait_s``."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        poll_s = self.broker.settings.poll_interval_ms / 1000
+        while True:
+            _, leased = await self._run(
+                "receive", group, consumer, str(limit), what="receive from topic"
+            )
+            remaining = deadline - loop.time()
+            if leased or remaining <= 0:
+                return [
+                    Delivery(
+                        id=message_id,
+                        body=json.loads(body),
+                        attempt=int(attempt),
+                        receipt=receipt,
+                        published_at=from_ms(published_at),
+                        lease_expires_at=from_ms(lease_until),
+                    )
+                    for message_id, body, attempt, receipt, published_at, lease_until in leased
+                ]
+            await self.broker.wait(self.prefix, min(poll_s, remaining))
+
+    async def ack_many(self, group: str, settled: Sequence[tuple[str, str]]) -> list[int]:
+        """Acknowledge (id, receipt) pairs for ``group``; answer a status per pair."""
+        if not settled:
+            return []
+        args = [part for pair in settled for part in pair]
+        _, statuses = await self._run("ack", group, *args, what="acknowledge topic messages")
+        return [int(status) for status in statuses]
+
+    async def ack(self, group: str, message_id: str, receipt: str) -> None:
+        """Acknowledge one message for ``group``; raise on a wrong receipt."""
+        (status,) = await self.ack_many(group, [(message_id, receipt)])
+        raise_for_status(status, message_id)
+
+    async def nack(self, group: str, message_id: str, receipt: str, *, delay_s: float = 0) -> None:
+        """Give a message back to ``group``: delivered again after ``delay_s``."""
+        reply = await self._run(
+            "nack",
+            group,
+            message_id,
+            receipt,
+            str(round(delay_s * 1000)),
+            what="give back a topic message",
+        )
+        if reply[0] == DELAY_TOO_LONG:
+            raise DelayTooLong(int(reply[1]))
+        raise_for_status(int(reply[1]), message_id)
+        self.broker.notify(self.prefix)
+
+    async def dead_letters(
+        self, group: str, *, offset: int = 0, limit: int = 100
+    ) -> tuple[list[DeadLetter], int]:
+        """Return a page of the group's dead letters, oldest first, and how many there are."""
+        _, rows, total = await self._run(
+            "dead_letters", group, str(offset), str(limit), what="read topic dead letters"
+        )
+        letters = []
+        for row in rows:
+            raw = json.loads(row)
+            letters.append(
+                DeadLetter(
+                    id=raw["id"],
+                    body=json.loads(raw["body"]),
+                    attempts=raw["attempts"],
+                    reason=raw["reason"],
+                    published_at=from_ms(raw["published_at"]),
+                    dead_lettered_at=from_ms(raw["dead_at"]),
+                )
+            )
+        return letters, int(total)
