@@ -55,7 +55,7 @@ def make_lifespan(
             workers = None
             if active.workers.enabled:
                 workers = await stack.enter_async_context(
-                    WorkerPool(store=store, settings=active.workers)
+                    WorkerPool(broker=broker, settings=active)
                 )
             tune_garbage_collector()
             sessions = SessionConfig.from_settings(active.sessions)

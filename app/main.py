@@ -16,6 +16,7 @@ from app.reporting.router import router as reporting_router
 from app.sessions.middleware import SessionCookies
 from app.sessions.router import router as sessions_router
 from app.users.router import router as users_router
+from app.videos.router import router as videos_router
 
 # Request bodies above this are refused with 413 before they are read into memory; a profile
 # (256 fields of up to 64 KiB each) could be larger, but no sensible one is.
@@ -42,6 +43,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(queues_router)
     app.include_router(topics_router)
     app.include_router(messages_router)
+    app.include_router(videos_router)
     return app
 
 

@@ -8,6 +8,7 @@ import signal
 import sys
 
 from app.config import ConfigError, load_settings
+from app.messaging.broker import Broker
 from app.redis import connect
 from workers.pool import WorkerPool
 
@@ -27,7 +28,8 @@ async def run() -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
-        async with WorkerPool(store=store, settings=settings.workers):
+        broker = Broker(store=store, settings=settings.messaging)
+        async with WorkerPool(broker=broker, settings=settings):
             await stop.wait()
             logger.info("stopping workers")
     finally:

@@ -8,10 +8,12 @@ import os
 import socket
 from types import TracebackType
 
-from app.config import WorkerSettings
-from app.redis import RedisStore
+from app.config import Settings, WorkerSettings
+from app.messaging.broker import Broker
 from workers.consumer import StreamConsumer
 from workers.profile_aggregator import aggregator_spec, apply_events
+from workers.queue_worker import QueueWorker
+from workers.video_chunker import chunking_worker
 
 logger = logging.getLogger(__name__)
 
@@ -32,18 +34,26 @@ def consumer_prefix(settings: WorkerSettings) -> str:
 
 
 class WorkerPool:
-    """Run the consumers of every stream worker in this process, as one owned unit."""
+    """Run every worker of this process (stream consumers, queue workers) as one owned unit."""
 
-    def __init__(self, *, store: RedisStore, settings: WorkerSettings) -> None:
-        self.settings = settings
-        prefix = consumer_prefix(settings)
+    def __init__(self, *, broker: Broker, settings: Settings) -> None:
+        self.settings = settings.workers
+        prefix = consumer_prefix(settings.workers)
         self.consumers = [
             StreamConsumer(
-                store=store,
-                spec=aggregator_spec(consumer=f"{prefix}-aggregator-{slot}", settings=settings),
+                store=broker.store,
+                spec=aggregator_spec(
+                    consumer=f"{prefix}-aggregator-{slot}", settings=settings.workers
+                ),
                 handle=apply_events,
             )
-            for slot in range(settings.consumers_per_process)
+            for slot in range(settings.workers.consumers_per_process)
+        ]
+        self.queue_workers: list[QueueWorker] = [
+            chunking_worker(
+                broker=broker, settings=settings.videos, consumer=f"{prefix}-chunker-{slot}"
+            )
+            for slot in range(settings.videos.chunking_workers)
         ]
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -51,6 +61,9 @@ class WorkerPool:
         self._tasks = [
             asyncio.create_task(consumer.run(), name=f"consumer:{consumer.spec.consumer}")
             for consumer in self.consumers
+        ] + [
+            asyncio.create_task(worker.run(), name=f"queue-worker:{worker.consumer}")
+            for worker in self.queue_workers
         ]
         return self
 
@@ -66,6 +79,8 @@ class WorkerPool:
         """Stop every consumer after its current batch; cancel what outlives the drain timeout."""
         for consumer in self.consumers:
             consumer.stop()
+        for worker in self.queue_workers:
+            worker.stop()
         if not self._tasks:
             return
         done, pending = await asyncio.wait(self._tasks, timeout=self.settings.drain_timeout_s)

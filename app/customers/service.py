@@ -28,6 +28,7 @@ from app.customers.exceptions import (
 )
 from app.etags import Precondition
 from app.records import codec
+from app.records.ids import request_uuid
 from app.records.index import Cursor
 from app.redis import RedisStore
 from app.scripting import LuaScript
@@ -59,15 +60,8 @@ class Customer:
 
 
 def new_customer_id(idempotency_key: str | None) -> str:
-    """Return a new UUIDv4; derived from the Idempotency-Key when there is one.
-
-    A retry with the same key then names the same customer, so it is created once. Keys are
-    global (the service has no notion of a client): use random ones, such as UUIDs.
-    """
-    if idempotency_key is None:
-        return str(uuid.uuid4())
-    digest = hashlib.sha256(f"customer:{idempotency_key}".encode()).digest()
-    return str(uuid.UUID(bytes=digest[:16], version=4))
+    """Return a new customer id, derived from the Idempotency-Key when there is one."""
+    return request_uuid("customer", idempotency_key)
 
 
 def _triples(fields: dict[str, codec.Scalar]) -> list[str]:

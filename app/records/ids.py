@@ -10,8 +10,10 @@ per millisecond, so ids stay unique.
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 import time
+import uuid
 
 from app.slots import SLOTS
 
@@ -53,3 +55,15 @@ def parse_ulid(text: str) -> int:
 def ulid_slot(text: str) -> int:
     """Return the hash slot a ULID made by ``new_ulid`` carries."""
     return parse_ulid(text) & (SLOTS - 1)
+
+
+def request_uuid(namespace: str, idempotency_key: str | None) -> str:
+    """Return a new UUIDv4 for a record, derived from the client's Idempotency-Key if any.
+
+    A retry with the same key then names the same record, so it is created once. Keys are
+    global (the service has no notion of a client): use random ones, such as UUIDs.
+    """
+    if idempotency_key is None:
+        return str(uuid.uuid4())
+    digest = hashlib.sha256(f"{namespace}:{idempotency_key}".encode()).digest()
+    return str(uuid.UUID(bytes=digest[:16], version=4))

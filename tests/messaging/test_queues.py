@@ -1,0 +1,541 @@
+"""Queues over HTTP and through the Python API, against the real cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from redis.asyncio.cluster import RedisCluster
+
+from app.config import Settings
+from app.lifespan import AppState
+from app.local_cluster import LocalCluster
+from app.messaging import keys
+from app.messaging.broker import Broker
+from app.messaging.exceptions import WrongReceipt
+from app.messaging.queues import QUEUE_SCRIPT, Queue
+from app.messaging.schemas import MessagePublish, QueueCreate
+from tests.conftest import data_keys, eventually, make_settings, running_app, shard_of
+
+FAST = {"visibility_timeout_s": 0.5, "max_deliveries": 3}
+
+
+@pytest.fixture
+def quiet_settings(cluster: LocalCluster) -> Settings:
+    """Settings without workers (the chunking worker would take jobs from the test's queues)."""
+    return make_settings(cluster.url, enabled=False)
+
+
+@pytest.fixture
+async def app(quiet_settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, AppState]]:
+    async with running_app(quiet_settings) as running:
+        yield running
+
+
+@pytest.fixture
+def http(app: tuple[httpx.AsyncClient, AppState]) -> httpx.AsyncClient:
+    return app[0]
+
+
+@pytest.fixture
+def broker(app: tuple[httpx.AsyncClient, AppState]) -> Broker:
+    return app[1]["broker"]
+
+
+async def make_queue(http: httpx.AsyncClient, name: str = "jobs", **settings: Any) -> None:
+    answer = await http.put(f"/queues/{name}", json=settings)
+    assert answer.status_code == 201, answer.text
+
+
+async def publish(http: httpx.AsyncClient, body: Any, name: str = "jobs", **extra: Any) -> str:
+    answer = await http.post(f"/queues/{name}/messages", json={"body": body, **extra})
+    assert answer.status_code == 201, answer.text
+    message_id: str = answer.json()["id"]
+    return message_id
+
+
+async def receive(
+    http: httpx.AsyncClient, name: str = "jobs", **asked: Any
+) -> list[dict[str, Any]]:
+    answer = await http.post(f"/queues/{name}/receive", json=asked)
+    assert answer.status_code == 200, answer.text
+    messages: list[dict[str, Any]] = answer.json()["messages"]
+    return messages
+
+
+async def ack(http: httpx.AsyncClient, message: dict[str, Any], name: str = "jobs") -> int:
+    answer = await http.post(
+        f"/queues/{name}/messages/{message['id']}/ack", json={"receipt": message["receipt"]}
+    )
+    return answer.status_code
+
+
+async def counts(http: httpx.AsyncClient, name: str = "jobs") -> dict[str, int]:
+    answer = await http.get(f"/queues/{name}")
+    assert answer.status_code == 200, answer.text
+    found: dict[str, int] = answer.json()["counts"]
+    return found
+
+
+async def events(http: httpx.AsyncClient, message_id: str) -> list[dict[str, Any]]:
+    answer = await http.get(f"/messages/{message_id}/trace")
+    assert answer.status_code == 200, answer.text
+    found: list[dict[str, Any]] = answer.json()["events"]
+    return found
+
+
+async def test_create_queue_with_defaults_then_update_it(http: httpx.AsyncClient) -> None:
+    created = await http.put("/queues/jobs")
+    assert created.status_code == 201
+    assert created.json() | {"created_at": None} == {
+        "name": "jobs",
+        "kind": "fifo",
+        "visibility_timeout_s": 30,
+        "max_deliveries": 5,
+        "created_at": None,
+        "counts": {"ready": 0, "delayed": 0, "in_flight": 0, "dead_lettered": 0},
+    }
+    updated = await http.put("/queues/jobs", json={"kind": "fifo", "max_deliveries": 9})
+    assert updated.status_code == 200
+    assert updated.json()["max_deliveries"] == 9
+
+
+async def test_changing_a_queues_kind_is_409_and_changes_nothing(http: httpx.AsyncClient) -> None:
+    await make_queue(http, kind="fifo", max_deliveries=2)
+    answer = await http.put("/queues/jobs", json={"kind": "priority", "max_deliveries": 7})
+    assert answer.status_code == 409
+    assert "exists as a fifo queue" in answer.json()["message"]
+    assert (await http.get("/queues/jobs")).json()["max_deliveries"] == 2
+
+
+@pytest.mark.parametrize(
+    ("queue_settings", "named"),
+    [
+        ({"kind": "lifo"}, "kind"),
+        ({"visibility_timeout_s": -1}, "visibility_timeout_s"),
+        ({"visibility_timeout_s": 0}, "visibility_timeout_s"),
+        ({"max_deliveries": 0}, "max_deliveries"),
+        ({"max_deliveries": -3}, "max_deliveries"),
+        ({"surprise": 1}, "surprise"),
+    ],
+)
+async def test_bad_queue_settings_are_422_and_write_nothing(
+    http: httpx.AsyncClient, redis: RedisCluster, queue_settings: dict[str, Any], named: str
+) -> None:
+    answer = await http.put("/queues/jobs", json=queue_settings)
+    assert answer.status_code == 422
+    assert named in answer.json()["message"]
+    assert await data_keys(redis) == set()
+
+
+@pytest.mark.parametrize("name", ["{jobs}", "a" * 101, "sp ace", "star*"])
+async def test_bad_queue_names_are_422(http: httpx.AsyncClient, name: str) -> None:
+    answer = await http.put(f"/queues/{name}")
+    assert answer.status_code == 422
+    assert "name" in answer.json()["message"]
+
+
+async def test_unknown_queue_is_404_everywhere_and_writes_nothing(
+    http: httpx.AsyncClient, redis: RedisCluster
+) -> None:
+    some_id = "01M849NDNF0PBFJDFFA0RAZ9YN"
+    attempts = [
+        await http.get("/queues/nope"),
+        await http.post("/queues/nope/messages", json={"body": 1}),
+        await http.post("/queues/nope/receive", json={}),
+        await http.post(f"/queues/nope/messages/{some_id}/ack", json={"receipt": "x"}),
+        await http.post(f"/queues/nope/messages/{some_id}/nack", json={"receipt": "x"}),
+        await http.get("/queues/nope/dead-letters"),
+        await http.post("/queues/nope/dead-letters/redrive"),
+    ]
+    for answer in attempts:
+        assert answer.status_code == 404, answer.text
+        assert answer.json()["message"].startswith("Queue not found: nope")
+    assert await data_keys(redis) == set()
+
+
+@pytest.mark.parametrize(
+    ("message", "named"),
+    [
+        ({}, "body"),
+        ({"body": 1, "priority": -1}, "priority"),
+        ({"body": 1, "delay_s": -0.5}, "delay_s"),
+        ({"body": 1, "dedupe_id": ""}, "dedupe_id"),
+        ({"body": "\ud800"}, "body"),
+    ],
+)
+async def test_bad_messages_are_422_and_enqueue_nothing(
+    http: httpx.AsyncClient, message: dict[str, Any], named: str
+) -> None:
+    await make_queue(http)
+    # Sent escaped (as any JSON encoder may), so that a lone surrogate reaches the service.
+    answer = await http.post(
+        "/queues/jobs/messages",
+        content=json.dumps(message),
+        headers={"content-type": "application/json"},
+    )
+    assert answer.status_code == 422
+    assert named in answer.json()["message"]
+    assert await counts(http) == {"ready": 0, "delayed": 0, "in_flight": 0, "dead_lettered": 0}
+
+
+async def test_nan_body_is_422(http: httpx.AsyncClient) -> None:
+    await make_queue(http)
+    answer = await http.post(
+        "/queues/jobs/messages",
+        content=b'{"body": NaN}',
+        headers={"content-type": "application/json"},
+    )
+    assert answer.status_code == 422
+    assert (await counts(http))["ready"] == 0
+
+
+async def test_priority_on_a_fifo_queue_is_422(http: httpx.AsyncClient) -> None:
+    await make_queue(http, kind="fifo")
+    answer = await http.post("/queues/jobs/messages", json={"body": 1, "priority": 3})
+    assert answer.status_code == 422
+    assert "fifo queue" in answer.json()["message"]
+    assert (await counts(http))["ready"] == 0
+
+
+async def test_fifo_queue_delivers_in_publish_order(
+    http: httpx.AsyncClient, redis: RedisCluster
+) -> None:
+    await make_queue(http)
+    ids = [await publish(http, {"n": n}) for n in range(5)]
+    assert await redis.llen("{queue:jobs}:ready") == 5, "a fifo queue is a Redis list"
+    got = await receive(http, max=10, consumer="worker-1")
+    assert [m["id"] for m in got] == ids
+    assert [m["body"] for m in got] == [{"n": n} for n in range(5)]
+    assert {m["attempt"] for m in got} == {1}
+    assert await counts(http) == {"ready": 0, "delayed": 0, "in_flight": 5, "dead_lettered": 0}
+    assert [await ack(http, m) for m in got] == [204] * 5
+    assert await counts(http) == {"ready": 0, "delayed": 0, "in_flight": 0, "dead_lettered": 0}
+    remaining = {key for key in await data_keys(redis) if ":msg:" in key}
+    assert remaining == set(), "acknowledged messages are removed"
+
+
+async def test_priority_queue_delivers_higher_priority_first_fifo_within(
+    http: httpx.AsyncClient, redis: RedisCluster
+) -> None:
+    await make_queue(http, kind="priority")
+    published = [
+        (await publish(http, name, priority=priority), priority)
+        for name, priority in [("a", 1), ("b", 5), ("c", 5), ("d", 0), ("e", 9), ("f", 5)]
+    ]
+    assert await redis.zcard("{queue:jobs}:ready") == 6, "a priority queue is a sorted set"
+    got = await receive(http, max=10)
+    assert [m["body"] for m in got] == ["e", "b", "c", "f", "a", "d"]
+    assert {m["id"]: m["priority"] for m in got} == dict(published)
+
+
+async def test_a_leased_message_goes_to_no_one_else_until_its_lease_ends(
+    http: httpx.AsyncClient,
+) -> None:
+    await make_queue(http, **FAST)
+    message_id = await publish(http, "job")
+    (first,) = await receive(http, consumer="one")
+    assert await receive(http, consumer="two") == []
+    await asyncio.sleep(0.6)
+    (second,) = await receive(http, consumer="two")
+    assert (second["id"], second["attempt"]) == (message_id, 2)
+    assert second["receipt"] != first["receipt"]
+    stale = await http.post(
+        f"/queues/jobs/messages/{message_id}/ack", json={"receipt": first["receipt"]}
+    )
+    assert stale.status_code == 409
+    assert "receipt does not hold the current lease" in stale.json()["message"]
+    assert (await counts(http))["in_flight"] == 1, "a wrong receipt changes nothing"
+    assert await ack(http, second) == 204
+    assert await ack(http, second) == 204, "a repeated ack (a retry) is answered the same"
+    assert [e["event"] for e in await events(http, message_id)] == [
+        "published",
+        "delivered",
+        "expired",
+        "delivered",
+        "acked",
+    ]
+
+
+async def test_unknown_message_and_malformed_id(http: httpx.AsyncClient) -> None:
+    await make_queue(http)
+    unknown = await http.post(
+        "/queues/jobs/messages/01M849NDNF0PBFJDFFA0RAZ9YN/ack", json={"receipt": "r"}
+    )
+    assert unknown.status_code == 404
+    malformed = await http.post("/queues/jobs/messages/nope/ack", json={"receipt": "r"})
+    assert malformed.status_code == 422
+    assert "ULID" in malformed.json()["message"]
+    assert (await http.get("/messages/nope/trace")).status_code == 422
+    assert (await http.get("/messages/01M849NDNF0PBFJDFFA0RAZ9YN/trace")).status_code == 404
+
+
+async def test_nack_with_delay_then_dead_letter_after_max_deliveries(
+    http: httpx.AsyncClient,
+) -> None:
+    await make_queue(http, visibility_timeout_s=30, max_deliveries=2)
+    message_id = await publish(http, {"video": 7})
+    (first,) = await receive(http, consumer="c")
+    nacked = await http.post(
+        f"/queues/jobs/messages/{message_id}/nack",
+        json={"receipt": first["receipt"], "delay_s": 0.3},
+    )
+    assert nacked.status_code == 204
+    assert await counts(http) == {"ready": 0, "delayed": 1, "in_flight": 0, "dead_lettered": 0}
+    assert await receive(http) == []
+    await asyncio.sleep(0.35)
+    (second,) = await receive(http, consumer="c")
+    assert second["attempt"] == 2
+    await http.post(f"/queues/jobs/messages/{message_id}/nack", json={"receipt": second["receipt"]})
+    assert await counts(http) == {"ready": 0, "delayed": 0, "in_flight": 0, "dead_lettered": 1}
+    page = (await http.get("/queues/jobs/dead-letters")).json()
+    assert page["total"] == 1
+    (letter,) = page["dead_letters"]
+    assert letter["id"] == message_id
+    assert letter["body"] == {"video": 7}
+    assert letter["attempts"] == 2
+    assert letter["reason"] == "nacked on delivery 2 of 2"
+
+
+async def test_expired_leases_dead_letter_then_redrive_with_full_trace(
+    http: httpx.AsyncClient,
+) -> None:
+    await make_queue(http, visibility_timeout_s=0.2, max_deliveries=2)
+    message_id = await publish(http, "poison")
+    for attempt in (1, 2):
+        (got,) = await receive(http, consumer=f"c{attempt}")
+        assert got["attempt"] == attempt
+        await asyncio.sleep(0.25)
+    assert await receive(http) == []
+    letters = (await http.get("/queues/jobs/dead-letters")).json()["dead_letters"]
+    assert [(d["id"], d["reason"]) for d in letters] == [
+        (message_id, "lease expired on delivery 2 of 2")
+    ]
+    redriven = await http.post("/queues/jobs/dead-letters/redrive", json={})
+    assert redriven.json() == {"redriven": 1}
+    (again,) = await receive(http, consumer="c3")
+    assert again["attempt"] == 1, "a redriven message gets a fresh set of deliveries"
+    assert await ack(http, again) == 204
+    trace = await events(http, message_id)
+    assert [(e["event"], e.get("consumer"), e.get("attempt")) for e in trace] == [
+        ("published", None, None),
+        ("delivered", "c1", 1),
+        ("expired", "c1", 1),
+        ("delivered", "c2", 2),
+        ("expired", "c2", 2),
+        ("dead-lettered", None, None),
+        ("redriven", None, None),
+        ("delivered", "c3", 1),
+        ("acked", "c3", 1),
+    ]
+    times = [e["at"] for e in trace]
+    assert times == sorted(times)
+
+
+async def test_redrive_a_limited_number(http: httpx.AsyncClient) -> None:
+    await make_queue(http, visibility_timeout_s=30, max_deliveries=1)
+    for n in range(3):
+        await publish(http, n)
+    for got in await receive(http, max=3):
+        await http.post(f"/queues/jobs/messages/{got['id']}/nack", json={"receipt": got["receipt"]})
+    assert (await counts(http))["dead_lettered"] == 3
+    page = (await http.get("/queues/jobs/dead-letters", params={"limit": 2})).json()
+    assert (len(page["dead_letters"]), page["total"], page["next_offset"]) == (2, 3, 2)
+    assert (await http.post("/queues/jobs/dead-letters/redrive", json={"max": 2})).json() == {
+        "redriven": 2
+    }
+    assert (await counts(http))["ready"] == 2
+    assert (await counts(http))["dead_lettered"] == 1
+
+
+async def test_delayed_message_becomes_visible_after_its_delay(http: httpx.AsyncClient) -> None:
+    await make_queue(http)
+    message_id = await publish(http, "later", delay_s=0.4)
+    assert (await counts(http))["delayed"] == 1
+    assert await receive(http) == []
+    started = time.monotonic()
+    (got,) = await receive(http, wait_s=3)
+    assert got["id"] == message_id
+    assert time.monotonic() - started < 2
+
+
+async def test_long_polling_returns_as_soon_as_a_message_arrives(http: httpx.AsyncClient) -> None:
+    await make_queue(http)
+
+    async def publish_later() -> None:
+        await asyncio.sleep(0.3)
+        await publish(http, "hello")
+
+    started = time.monotonic()
+    publisher = asyncio.create_task(publish_later())
+    got = await receive(http, wait_s=5)
+    await publisher
+    assert [m["body"] for m in got] == ["hello"]
+    assert time.monotonic() - started < 2
+    started = time.monotonic()
+    assert await receive(http, wait_s=0.3) == []
+    assert time.monotonic() - started >= 0.3
+
+
+async def test_extend_keeps_the_lease(http: httpx.AsyncClient) -> None:
+    await make_queue(http, visibility_timeout_s=0.3)
+    message_id = await publish(http, "long job")
+    (got,) = await receive(http)
+    extended = await http.post(
+        f"/queues/jobs/messages/{message_id}/extend",
+        json={"receipt": got["receipt"], "visibility_timeout_s": 5},
+    )
+    assert extended.status_code == 200
+    await asyncio.sleep(0.4)
+    assert await receive(http) == [], "the extended lease still holds"
+    assert await ack(http, got) == 204
+
+
+async def test_concurrent_retries_with_one_dedupe_id_publish_once(
+    http: httpx.AsyncClient,
+) -> None:
+    await make_queue(http)
+    answers = await asyncio.gather(
+        *(
+            http.post("/queues/jobs/messages", json={"body": "pay", "dedupe_id": "order-1"})
+            for _ in range(30)
+        )
+    )
+    statuses = Counter(a.status_code for a in answers)
+    assert statuses == {201: 1, 200: 29}
+    assert len({a.json()["id"] for a in answers}) == 1
+    assert all(a.json()["duplicate"] for a in answers if a.status_code == 200)
+    assert (await counts(http))["ready"] == 1
+
+
+async def test_dedupe_window_ends(quiet_settings: Settings) -> None:
+    settings = quiet_settings.model_copy(
+        update={"messaging": quiet_settings.messaging.model_copy(update={"dedupe_window_s": 1})}
+    )
+    async with running_app(settings) as (http, _state):
+        await make_queue(http)
+        first = await publish(http, "a", dedupe_id="k")
+        await asyncio.sleep(1.1)
+        second = await publish(http, "a", dedupe_id="k")
+        assert first != second
+        assert (await counts(http))["ready"] == 2
+
+
+async def test_a_resent_publish_script_enqueues_once(broker: Broker) -> None:
+    queue = broker.queue("jobs")
+    await queue.create(QueueCreate())
+    args = [
+        "publish",
+        "jobs",
+        keys.trace_prefix(queue.slot),
+        "60",
+        queue.prefix,
+        "1000",
+        "01M849NDNF0PBFJDFFA0RAZ9YN",
+        '"x"',
+        "0",
+        "0",
+        "",
+    ]
+    for _ in range(2):  # as redis-py does after a reply lost to a timeout or failover
+        await QUEUE_SCRIPT(broker.store, keys=keys.queue_keys("jobs"), args=args, what="test")
+    assert (await queue.counts()).ready == 1
+
+
+async def test_a_resent_receive_answers_the_same_leases(broker: Broker) -> None:
+    queue = broker.queue("jobs")
+    await queue.create(QueueCreate())
+    await queue.publish_many([MessagePublish(body=n) for n in range(3)])
+    args = ["receive", "jobs", keys.trace_prefix(queue.slot), "60", queue.prefix]
+    args += ["c", "2", "nonce-1", "100"]
+    first = await QUEUE_SCRIPT(broker.store, keys=keys.queue_keys("jobs"), args=args, what="t")
+    again = await QUEUE_SCRIPT(broker.store, keys=keys.queue_keys("jobs"), args=args, what="t")
+    assert again == first
+    assert len(first[1]) == 2
+    assert (await queue.counts()).ready == 1, "the re-send leased nothing more"
+
+
+async def test_concurrent_consumers_never_share_a_lease(broker: Broker) -> None:
+    queue = broker.queue("jobs")
+    await queue.create(QueueCreate(visibility_timeout_s=30))
+    published = await queue.publish_many([MessagePublish(body=n) for n in range(300)])
+    received: Counter[str] = Counter()
+
+    async def consume(name: str) -> None:
+        while True:
+            got = await queue.receive(consumer=name, limit=7)
+            if not got:
+                return
+            for delivery in got:
+                received[delivery.id] += 1
+            statuses = await queue.ack_many([(d.id, d.receipt) for d in got])
+            assert set(statuses) == {1}
+
+    await asyncio.gather(*(consume(f"c{i}") for i in range(8)))
+    assert set(received) == {p.id for p in published}
+    assert set(received.values()) == {1}, "no message went to two consumers"
+
+
+async def test_a_consumer_killed_mid_lease_only_delays_its_messages(broker: Broker) -> None:
+    queue = broker.queue("jobs")
+    await queue.create(QueueCreate(visibility_timeout_s=0.5))
+    published = {p.id for p in await queue.publish_many([MessagePublish(body=n) for n in range(5)])}
+    holding = asyncio.Event()
+
+    async def doomed() -> None:
+        await queue.receive(consumer="doomed", limit=5)
+        holding.set()
+        await asyncio.sleep(60)  # working on them... until killed
+
+    task = asyncio.create_task(doomed())
+    await holding.wait()
+    task.cancel()
+    assert await queue.receive(consumer="survivor", limit=5) == [], "its leases still hold"
+    got = await queue.receive(consumer="survivor", limit=5, wait_s=3)
+    assert {d.id for d in got} == published
+    assert {d.attempt for d in got} == {2}
+    with pytest.raises(WrongReceipt):
+        await queue.ack(got[0].id, "stale.1")
+
+
+async def test_queues_spread_over_the_shards(redis: RedisCluster) -> None:
+    shards = {shard_of(redis, keys.queue_keys(f"queue-{n}")[0]) for n in range(12)}
+    assert len(shards) == 3
+    for n in range(12):
+        assert len({shard_of(redis, key) for key in keys.queue_keys(f"queue-{n}")}) == 1
+
+
+async def test_python_api_rejects_bad_names(broker: Broker) -> None:
+    with pytest.raises(ValueError, match="queue names"):
+        broker.queue("{bad}")
+    assert isinstance(broker.queue("good.name:1"), Queue)
+
+
+async def test_trace_outlives_the_message_for_its_retention(
+    http: httpx.AsyncClient, redis: RedisCluster
+) -> None:
+    await make_queue(http)
+    message_id = await publish(http, 1)
+    (got,) = await receive(http)
+    await ack(http, got)
+    ttl = await redis.ttl(keys.trace_key(message_id))
+    assert 0 < ttl <= 86400
+
+
+async def test_counts_show_expired_leases_as_ready(http: httpx.AsyncClient) -> None:
+    await make_queue(http, **FAST)
+    await publish(http, 1)
+    await receive(http)
+    await eventually(
+        lambda: _ready_again(http), within_s=3, what="the expired lease to count as ready"
+    )
+
+
+async def _ready_again(http: httpx.AsyncClient) -> bool:
+    return (await counts(http)) == {"ready": 1, "delayed": 0, "in_flight": 0, "dead_lettered": 0}

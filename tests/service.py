@@ -1,0 +1,102 @@
+"""The service started the README's way (``python -m app serve``) in a subprocess, for tests
+that kill and restart it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.local_cluster import ClusterSpec, LocalCluster, port_free
+from tests.conftest import PROJECT_ROOT
+
+HOST = "127.0.0.1"
+NODES = 6
+
+
+def free_base_port() -> int:
+    """Find NODES consecutive ports whose cluster bus ports are free too."""
+    for base in range(21000 + os.getpid() % 5000, 55000 - NODES, NODES):
+        ports = range(base, base + NODES)
+        if all(port_free(HOST, p) and port_free(HOST, p + 10000) for p in ports):
+            return base
+    raise RuntimeError("no free ports")
+
+
+def free_port() -> int:
+    for port in range(47000 + os.getpid() % 1000, 60000):
+        if port_free(HOST, port):
+            return port
+    raise RuntimeError("no free port")
+
+
+class Service:
+    """The service started the README's way, on its embedded cluster, in a subprocess."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.base_port = free_base_port()
+        self.http_port = free_port()
+        self.url = f"http://{HOST}:{self.http_port}"
+        self.env = {
+            key: value
+            for key, value in os.environ.items()
+            if key != "REDIS_URL" and not key.startswith("APP_")
+        }
+        self.env |= {
+            "APP_EMBEDDED__BASE_PORT": str(self.base_port),
+            "APP_EMBEDDED__DATA_DIR": str(data_dir),
+            "APP_WORKERS__CLAIM_MIN_IDLE_MS": "2000",
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, *extra: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "app", "serve", "--port", str(self.http_port), *extra],
+            cwd=PROJECT_ROOT,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, "the service exited at start"
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise AssertionError("service not ready in 60 s")
+
+    def signal(self, signum: int) -> int:
+        assert self.process is not None
+        self.process.send_signal(signum)
+        return self.process.wait(timeout=60)
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://{HOST}:{self.base_port}"
+
+    def cluster(self) -> LocalCluster:
+        return LocalCluster(ClusterSpec(data_dir=self.data_dir, base_port=self.base_port))
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    running = Service(tmp_path / "redis")
+    yield running
+    if running.process is not None and running.process.poll() is None:
+        running.signal(signal.SIGKILL)
+    # Whatever a test left behind (nodes outlive a kill -9 of the service): adopt and stop it.
+    if any(not port_free(HOST, running.base_port + i) for i in range(NODES)):
+        leftover = running.cluster()
+        leftover.start()
+        leftover.stop()

@@ -1,0 +1,129 @@
+"""A reusable loop that consumes a queue of the messaging module, one lease at a time.
+
+Each leased message goes to the handler; a handler that returns acknowledges it, one that
+raises gives it back (``nack`` with ``retry_delay_s``) so it is delivered again, up to the
+queue's ``max_deliveries``, then dead-lettered. A worker that dies mid-message only delays it:
+its lease ends and the message is delivered to another. Handlers must therefore be safe to run
+again for the same message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from app.errors import AppError
+from app.messaging.queues import Queue
+from app.messaging.schemas import Delivery
+from app.redis import describe
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[Delivery], Awaitable[object]]
+# How long one receive waits for a message: bounds how long stop() takes to be noticed.
+RECEIVE_WAIT_S = 1.0
+
+
+@dataclass
+class QueueWorkerStats:
+    handled: int = 0
+    failed: int = 0
+    errors: int = 0
+
+
+class QueueWorker:
+    """Consume ``queue`` as ``consumer`` until ``stop()``, handling ``batch`` leases per receive."""
+
+    def __init__(
+        self,
+        *,
+        queue: Queue,
+        consumer: str,
+        handle: Handler,
+        prepare: Callable[[], Awaitable[object]],
+        batch: int = 10,
+        retry_delay_s: float = 1.0,
+        error_backoff_s: float = 0.5,
+    ) -> None:
+        self.queue = queue
+        self.consumer = consumer
+        self.handle = handle
+        self.prepare = prepare
+        self.batch = batch
+        self.retry_delay_s = retry_delay_s
+        self.error_backoff_s = error_backoff_s
+        self.stats = QueueWorkerStats()
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        """Ask the loop to finish the messages it holds and return."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Run until stopped: prepare the queue, then lease, handle and settle messages."""
+        logger.info("queue worker starting: queue=%s consumer=%s", self.queue.name, self.consumer)
+        prepared = False
+        while not self._stopping.is_set():
+            try:
+                if not prepared:
+                    await self.prepare()
+                    prepared = True
+                leased = await self.queue.receive(
+                    consumer=self.consumer, limit=self.batch, wait_s=RECEIVE_WAIT_S
+                )
+                for delivery in leased:
+                    await self._handle(delivery)
+            except Exception as exc:
+                # A lost queue (flushed Redis) is prepared again; anything else is logged.
+                prepared = False
+                self.stats.errors += 1
+                logger.error(
+                    "queue worker error, backing off: queue=%s consumer=%s error=%s",
+                    self.queue.name,
+                    self.consumer,
+                    describe(exc),
+                    exc_info=not isinstance(exc, AppError),
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), self.error_backoff_s)
+        logger.info(
+            "queue worker stopped: queue=%s consumer=%s handled=%d",
+            self.queue.name,
+            self.consumer,
+            self.stats.handled,
+        )
+
+    async def _handle(self, delivery: Delivery) -> None:
+        try:
+            await self.handle(delivery)
+        except Exception as exc:
+            self.stats.failed += 1
+            logger.warning(
+                "message failed, giving it back: queue=%s id=%s attempt=%d error=%s",
+                self.queue.name,
+                delivery.id,
+                delivery.attempt,
+                describe(exc),
+            )
+            await self._settle(
+                self.queue.nack(delivery.id, delivery.receipt, delay_s=self.retry_delay_s), delivery
+            )
+            return
+        await self._settle(self.queue.ack(delivery.id, delivery.receipt), delivery)
+        self.stats.handled += 1
+
+    async def _settle(self, step: Awaitable[None], delivery: Delivery) -> None:
+        try:
+            await step
+        except AppError as exc:
+            # The lease ended first (the handler outlived the visibility timeout): the message
+            # is, or will be, delivered again; the handler's effect must bear a second run.
+            logger.warning(
+                "could not settle message: queue=%s id=%s error=%s",
+                self.queue.name,
+                delivery.id,
+                exc.message,
+            )
