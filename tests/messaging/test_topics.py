@@ -1,0 +1,203 @@
+"""Topics: fan-out to consumer groups over a stream, with the queues' delivery rules per group."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+from redis.asyncio.cluster import RedisCluster
+
+from app.lifespan import AppState
+from app.local_cluster import LocalCluster
+from app.messaging.broker import Broker
+from app.messaging.schemas import TopicCreate, TopicPublish
+from tests.conftest import data_keys, make_settings, running_app
+
+STREAM = "{topic:news}:stream"
+
+
+@pytest.fixture
+async def app(cluster: LocalCluster) -> AsyncIterator[tuple[httpx.AsyncClient, AppState]]:
+    async with running_app(make_settings(cluster.url, enabled=False)) as running:
+        yield running
+
+
+@pytest.fixture
+def http(app: tuple[httpx.AsyncClient, AppState]) -> httpx.AsyncClient:
+    return app[0]
+
+
+@pytest.fixture
+def broker(app: tuple[httpx.AsyncClient, AppState]) -> Broker:
+    return app[1]["broker"]
+
+
+async def setup_topic(http: httpx.AsyncClient, *groups: str, **rules: Any) -> None:
+    assert (await http.put("/topics/news", json=rules)).status_code == 201
+    for group in groups:
+        assert (await http.put(f"/topics/news/groups/{group}")).status_code == 201
+
+
+async def publish(http: httpx.AsyncClient, body: Any) -> str:
+    answer = await http.post("/topics/news/messages", json={"body": body})
+    assert answer.status_code == 201, answer.text
+    message_id: str = answer.json()["id"]
+    return message_id
+
+
+async def receive(http: httpx.AsyncClient, group: str, **asked: Any) -> list[dict[str, Any]]:
+    answer = await http.post(f"/topics/news/groups/{group}/receive", json=asked)
+    assert answer.status_code == 200, answer.text
+    messages: list[dict[str, Any]] = answer.json()["messages"]
+    return messages
+
+
+async def settle(
+    http: httpx.AsyncClient, group: str, message: dict[str, Any], step: str = "ack", **extra: Any
+) -> httpx.Response:
+    return await http.post(
+        f"/topics/news/groups/{group}/messages/{message['id']}/{step}",
+        json={"receipt": message["receipt"], **extra},
+    )
+
+
+async def test_every_group_gets_every_message(http: httpx.AsyncClient) -> None:
+    await setup_topic(http, "billing", "search")
+    ids = [await publish(http, {"n": n}) for n in range(4)]
+    for group in ("billing", "search"):
+        got = await receive(http, group, max=10, consumer=f"{group}-1")
+        assert [m["id"] for m in got] == ids
+        assert [m["body"] for m in got] == [{"n": n} for n in range(4)]
+        assert [(await settle(http, group, m)).status_code for m in got] == [204] * 4
+
+
+async def test_consumers_of_one_group_split_the_messages(broker: Broker) -> None:
+    topic = broker.topic("news")
+    await topic.create(TopicCreate())
+    await topic.create_group("workers")
+    published = await topic.publish_many([TopicPublish(body=n) for n in range(200)])
+    received: Counter[str] = Counter()
+
+    async def consume(name: str) -> None:
+        while got := await topic.receive("workers", consumer=name, limit=9):
+            received.update(d.id for d in got)
+            assert set(await topic.ack_many("workers", [(d.id, d.receipt) for d in got])) == {1}
+
+    await asyncio.gather(*(consume(f"c{i}") for i in range(5)))
+    assert set(received) == {p.id for p in published}
+    assert set(received.values()) == {1}
+
+
+async def test_unknown_topic_and_group_are_404(
+    http: httpx.AsyncClient, redis: RedisCluster
+) -> None:
+    assert (await http.post("/topics/news/messages", json={"body": 1})).status_code == 404
+    assert (await http.put("/topics/news/groups/g")).status_code == 404
+    assert (await http.get("/topics/news")).status_code == 404
+    assert await data_keys(redis) == set()
+    await setup_topic(http)
+    missing = await http.post("/topics/news/groups/nope/receive", json={})
+    assert missing.status_code == 404
+    assert "Group nope not found on topic news" in missing.json()["message"]
+    assert (await http.put("/topics/news/groups/g")).status_code == 201
+    assert (await http.put("/topics/news/groups/g")).status_code == 200
+
+
+async def test_lease_expiry_redelivers_within_the_group_only(http: httpx.AsyncClient) -> None:
+    await setup_topic(http, "a", "b", visibility_timeout_s=0.3, max_deliveries=5)
+    message_id = await publish(http, "x")
+    (first,) = await receive(http, "a", consumer="a1")
+    (in_b,) = await receive(http, "b", consumer="b1")
+    assert (await settle(http, "b", in_b)).status_code == 204
+    assert await receive(http, "a", consumer="a2") == [], "the lease holds"
+    await asyncio.sleep(0.35)
+    (second,) = await receive(http, "a", consumer="a2")
+    assert (second["id"], second["attempt"]) == (message_id, 2)
+    stale = await settle(http, "a", first)
+    assert stale.status_code == 409
+    assert (await settle(http, "a", second)).status_code == 204
+    assert (await settle(http, "a", second)).status_code == 204, "a repeated ack is the same"
+    assert await receive(http, "b") == [], "group b acknowledged it and is not affected"
+
+
+async def test_dead_letter_per_group_after_max_deliveries(http: httpx.AsyncClient) -> None:
+    await setup_topic(http, "a", "b", visibility_timeout_s=0.2, max_deliveries=2)
+    message_id = await publish(http, {"bad": True})
+    for _ in range(2):
+        assert len(await receive(http, "a", consumer="a1")) == 1
+        await asyncio.sleep(0.25)
+    assert await receive(http, "a") == []
+    page = (await http.get("/topics/news/groups/a/dead-letters")).json()
+    assert page["total"] == 1
+    (letter,) = page["dead_letters"]
+    assert (letter["id"], letter["body"], letter["attempts"]) == (message_id, {"bad": True}, 2)
+    assert letter["reason"] == "lease expired on delivery 2 of 2"
+    (in_b,) = await receive(http, "b")
+    assert in_b["attempt"] == 1, "another group's deliveries are its own"
+    info = (await http.get("/topics/news")).json()
+    assert {g["name"]: g["dead_lettered"] for g in info["groups"]} == {"a": 1, "b": 0}
+
+
+async def test_nack_redelivers_and_its_delay_is_bounded(http: httpx.AsyncClient) -> None:
+    await setup_topic(http, "a", visibility_timeout_s=5, max_deliveries=3)
+    await publish(http, 1)
+    (got,) = await receive(http, "a")
+    too_long = await settle(http, "a", got, "nack", delay_s=6)
+    assert too_long.status_code == 422
+    assert "visibility timeout" in too_long.json()["message"]
+    assert await receive(http, "a") == [], "the refused nack changed nothing"
+    assert (await settle(http, "a", got, "nack", delay_s=0.2)).status_code == 204
+    assert (await settle(http, "a", got)).status_code == 409, "a nacked lease is over"
+    assert await receive(http, "a") == []
+    await asyncio.sleep(0.25)
+    (again,) = await receive(http, "a")
+    assert again["attempt"] == 2
+    trace = (await http.get(f"/messages/{got['id']}/trace")).json()["events"]
+    assert [e["event"] for e in trace] == ["published", "delivered", "nacked", "delivered"]
+
+
+async def test_trimming_keeps_every_entry_a_group_has_not_acknowledged(
+    http: httpx.AsyncClient, broker: Broker, redis: RedisCluster
+) -> None:
+    await setup_topic(http, "fast", "slow")
+    topic = broker.topic("news")
+    await topic.publish_many([TopicPublish(body=n) for n in range(50)])
+    fast = await topic.receive("fast", consumer="f", limit=50)
+    await topic.ack_many("fast", [(d.id, d.receipt) for d in fast])
+    assert await redis.xlen(STREAM) == 50, "slow has delivered nothing yet"
+    slow = await topic.receive("slow", consumer="s", limit=20)
+    assert await redis.xlen(STREAM) == 50
+    await topic.ack_many("slow", [(d.id, d.receipt) for d in slow[5:]])
+    assert await redis.xlen(STREAM) == 50, "the first five are still pending in slow"
+    await topic.ack_many("slow", [(d.id, d.receipt) for d in slow[:5]])
+    assert await redis.xlen(STREAM) == 30, "acknowledged by both groups: trimmed"
+    rest = await topic.receive("slow", consumer="s", limit=50)
+    assert [d.body for d in rest] == list(range(20, 50)), "nothing unacknowledged was lost"
+    await topic.ack_many("slow", [(d.id, d.receipt) for d in rest])
+    assert await redis.xlen(STREAM) == 0
+
+
+async def test_a_group_can_start_from_the_latest_message(http: httpx.AsyncClient) -> None:
+    await setup_topic(http, "early")
+    await publish(http, "old")
+    late = await http.put("/topics/news/groups/late", json={"start": "latest"})
+    assert late.status_code == 201
+    await publish(http, "new")
+    assert [m["body"] for m in await receive(http, "late")] == ["new"]
+    assert [m["body"] for m in await receive(http, "early")] == ["old", "new"]
+
+
+async def test_topic_dedupe(http: httpx.AsyncClient) -> None:
+    await setup_topic(http, "g")
+    answers = await asyncio.gather(
+        *(
+            http.post("/topics/news/messages", json={"body": 1, "dedupe_id": "evt-9"})
+            for _ in range(10)
+        )
+    )
+    assert Counter(a.status_code for a in answers) == {201: 1, 200: 9}
+    assert len(await receive(http, "g")) == 1
