@@ -23,7 +23,7 @@ from app.messaging.queues import QUEUE_SCRIPT, Queue
 from app.messaging.schemas import MessagePublish, QueueCreate
 from tests.conftest import data_keys, eventually, make_settings, running_app, shard_of
 
-FAST = {"visibility_timeout_s": 0.5, "max_deliveries": 3}
+FAST: dict[str, Any] = {"visibility_timeout_s": 0.5, "max_deliveries": 3}
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ async def test_a_video_is_chunked_by_the_worker_with_a_full_trace(
     assert video["job"]["trace"] == f"/messages/{job_id}/trace"
 
     async def chunked() -> bool:
-        return (await video_status(client, video["id"]))["status"] == "chunked"
+        return bool((await video_status(client, video["id"]))["status"] == "chunked")
 
     await eventually(chunked, within_s=10, what="the chunking worker")
     done = await video_status(client, video["id"])
