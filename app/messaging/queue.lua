@@ -53,10 +53,9 @@ local function load_config()
   return { kind = c[1], visibility = tonumber(c[2]), max = tonumber(c[3]) }
 end
 
--- Make a message receivable. A redelivery goes to the head of a fifo queue (it was first in
--- line before); a priority queue orders by priority, then by the publish sequence it keeps.
-local function make_ready(cfg, id, front)
-  local key = msg_key(id)
+-- Put a message in line. A redelivery goes to the head of a fifo queue (it was first in line
+-- before); a priority queue orders by priority, then by the publish sequence the message keeps.
+local function push_ready(cfg, id, front, priority, order)
   if cfg.kind == 'fifo' then
     if front then
       redis.call('LPUSH', ready_key, id)
@@ -64,9 +63,15 @@ local function make_ready(cfg, id, front)
       redis.call('RPUSH', ready_key, id)
     end
   else
-    local m = redis.call('HMGET', key, 'priority', 'order')
-    redis.call('ZADD', ready_key, -tonumber(m[1]), m[2] .. ':' .. id)
+    redis.call('ZADD', ready_key, -tonumber(priority), order .. ':' .. id)
   end
+end
+
+-- Make a message that was leased, delayed or dead receivable again.
+local function make_ready(cfg, id, front)
+  local key = msg_key(id)
+  local m = redis.call('HMGET', key, 'priority', 'order')
+  push_ready(cfg, id, front, m[1], m[2])
   redis.call('HSET', key, 'state', 'ready')
   redis.call('HDEL', key, 'receipt', 'consumer', 'lease_until', 'visible_at')
 end
@@ -173,6 +178,10 @@ if op == 'publish' then
     end
   end
   local out = {}
+  -- The publish sequence orders a priority queue's messages within a priority; one counter
+  -- update per call, not per message.
+  local seq = tonumber(redis.call('HGET', config_key, 'seq') or '0')
+  local first_seq = seq
   for i = 7, #ARGV, 5 do
     local id, body, priority, delay, dedupe = ARGV[i], ARGV[i + 1], ARGV[i + 2],
       tonumber(ARGV[i + 3]), ARGV[i + 4]
@@ -190,23 +199,26 @@ if op == 'publish' then
       -- A re-sent call (redis-py after a lost reply): this message is already published.
       out[#out + 1] = { id, 0 }
     else
-      local seq = redis.call('HINCRBY', config_key, 'seq', 1)
-      redis.call('HSET', msg_key(id), 'body', body, 'priority', priority,
-        'order', string.format('%016d', seq), 'attempts', 0, 'published_at', ms(NOW),
-        'dedupe_id', dedupe)
+      seq = seq + 1
+      local order = string.format('%016d', seq)
       local fields = { priority = tonumber(priority) }
       if delay > 0 then
         fields.delay_ms = delay
+        redis.call('HSET', msg_key(id), 'body', body, 'priority', priority, 'order', order,
+          'attempts', 0, 'published_at', ms(NOW), 'dedupe_id', dedupe, 'state', 'delayed',
+          'visible_at', ms(NOW + delay))
+        redis.call('ZADD', delayed_key, NOW + delay, id)
+      else
+        redis.call('HSET', msg_key(id), 'body', body, 'priority', priority, 'order', order,
+          'attempts', 0, 'published_at', ms(NOW), 'dedupe_id', dedupe, 'state', 'ready')
+        push_ready(cfg, id, false, priority, order)
       end
       trace(id, 'published', fields)
-      if delay > 0 then
-        redis.call('ZADD', delayed_key, NOW + delay, id)
-        redis.call('HSET', msg_key(id), 'state', 'delayed', 'visible_at', ms(NOW + delay))
-      else
-        make_ready(cfg, id, false)
-      end
       out[#out + 1] = { id, 1 }
     end
+  end
+  if seq ~= first_seq then
+    redis.call('HSET', config_key, 'seq', seq)
   end
   return { 1, out }
 end
@@ -237,12 +249,12 @@ if op == 'receive' then
   local lease_until = NOW + cfg.visibility
   for _, id in ipairs(pop_ready(cfg, max)) do
     local key = msg_key(id)
-    local m = redis.call('HMGET', key, 'body', 'priority', 'published_at')
+    local m = redis.call('HMGET', key, 'body', 'priority', 'published_at', 'attempts')
     if m[1] then
-      local attempt = redis.call('HINCRBY', key, 'attempts', 1)
+      local attempt = tonumber(m[4]) + 1
       local receipt = nonce .. '.' .. attempt
-      redis.call('HSET', key, 'state', 'inflight', 'receipt', receipt, 'consumer', consumer,
-        'lease_until', ms(lease_until))
+      redis.call('HSET', key, 'state', 'inflight', 'attempts', attempt, 'receipt', receipt,
+        'consumer', consumer, 'lease_until', ms(lease_until))
       redis.call('ZADD', inflight_key, lease_until, id)
       trace(id, 'delivered', { consumer = consumer, attempt = attempt })
       out[#out + 1] = leased(id, m, attempt, receipt, lease_until)

@@ -1,0 +1,298 @@
+"""Benchmark: messages per second through the messaging module's Python API, against a ceiling.
+
+Run: ``python bench/messaging.py [--seconds 5] [--batch 100] [--tasks 8] [--body-bytes 100]``.
+It starts a local 3-shard Redis Cluster (1 replica each, append-only file with
+``appendfsync always``, as the embedded default runs) on free loopback ports, then, in one run
+and one process, for each kind of channel:
+
+- publishes for ``--seconds`` through the API in batches (``publish_many``) from ``--tasks``
+  concurrent tasks, then drains the backlog with ``receive`` + ``ack_many`` (same batch size);
+- does the same with the bare Redis commands the channel is built on, through the same client,
+  with the same batching and concurrency: the ceiling (RPUSH/LPOP for a fifo queue,
+  ZADD/ZPOPMIN for a priority queue, XADD pipelined + XREADGROUP/XACK for a topic);
+- publishes and consumes one message per call through the API, for contrast.
+
+``--appendfsync everysec`` measures the same with the AOF flushed once a second (MemoryDB's
+durability comes from its transaction log, not from local fsyncs).
+
+``redis-benchmark`` (the C client, pipelined) is run as well when it is installed, as the
+server-side reference. Only ever targets 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from redis.asyncio.cluster import RedisCluster  # noqa: E402
+
+from app.config import MessagingSettings, RedisSettings  # noqa: E402
+from app.local_cluster import ClusterSpec, LocalCluster, port_free  # noqa: E402
+from app.messaging.broker import Broker  # noqa: E402
+from app.messaging.schemas import MessagePublish, QueueCreate, TopicCreate, TopicPublish  # noqa: E402
+from app.redis import RedisStore, connect  # noqa: E402
+
+HOST = "127.0.0.1"
+
+
+def free_base_port() -> int:
+    for base in range(23000, 50000, 6):
+        if all(port_free(HOST, p) and port_free(HOST, p + 10000) for p in range(base, base + 6)):
+            return base
+    raise RuntimeError("no free ports")
+
+
+async def for_seconds(seconds: float, tasks: int, step: Callable[[], Awaitable[int]]) -> float:
+    """Run ``step`` in ``tasks`` concurrent loops for ``seconds``; return items per second."""
+    done = 0
+    deadline = time.perf_counter() + seconds
+
+    async def loop() -> None:
+        nonlocal done
+        while time.perf_counter() < deadline:
+            # Not ``done += await step()``: that reads ``done`` before the await, and the
+            # other loops' additions made meanwhile would be lost.
+            got = await step()
+            done += got
+
+    started = time.perf_counter()
+    await asyncio.gather(*(loop() for _ in range(tasks)))
+    return done / (time.perf_counter() - started)
+
+
+async def until_drained(tasks: int, step: Callable[[], Awaitable[int]]) -> float:
+    """Run ``step`` in ``tasks`` loops until it returns 0 everywhere; return items per second."""
+    done = 0
+
+    async def loop() -> None:
+        nonlocal done
+        while (got := await step()) > 0:
+            done += got
+
+    started = time.perf_counter()
+    await asyncio.gather(*(loop() for _ in range(tasks)))
+    return done / (time.perf_counter() - started)
+
+
+class Bench:
+    def __init__(self, store: RedisStore, args: argparse.Namespace) -> None:
+        self.store = store
+        self.broker = Broker(store=store, settings=MessagingSettings())
+        self.args = args
+        self.body = {"payload": "x" * args.body_bytes}
+        self.rows: list[tuple[str, str, float, float]] = []
+
+    def record(self, channel: str, how: str, published: float, consumed: float) -> None:
+        self.rows.append((channel, how, published, consumed))
+        print(f"  {channel:<9} {how:<34} {published:>10,.0f} {consumed:>10,.0f}", flush=True)
+
+    async def queue(self, kind: str, batch: int, label: str) -> None:
+        name = f"bench-{kind}-{batch}"
+        queue = self.broker.queue(name)
+        await queue.create(QueueCreate(kind=kind, visibility_timeout_s=300))  # type: ignore[arg-type]
+        priority = 5 if kind == "priority" else 0
+        messages = [MessagePublish(body=self.body, priority=priority)] * batch
+
+        async def publish() -> int:
+            return len(await queue.publish_many(messages))
+
+        async def consume() -> int:
+            got = await queue.receive(consumer="bench", limit=batch)
+            if got:
+                await queue.ack_many([(d.id, d.receipt) for d in got])
+            return len(got)
+
+        seconds = self.args.seconds if batch > 1 else self.args.seconds / 2
+        published = await for_seconds(seconds, self.args.tasks, publish)
+        consumed = await until_drained(self.args.tasks, consume)
+        self.record(f"{kind} queue", label, published, consumed)
+
+    async def raw_list(self, batch: int) -> None:
+        key = "{bench-raw}:list"
+        value = MessagePublish(body=self.body).model_dump_json()
+        values = [value] * batch
+        client = self.store.client
+
+        async def push() -> int:
+            await client.rpush(key, *values)
+            return batch
+
+        async def pop() -> int:
+            got = await client.lpop(key, batch)
+            return len(got or [])
+
+        published = await for_seconds(self.args.seconds, self.args.tasks, push)
+        consumed = await until_drained(self.args.tasks, pop)
+        self.record("fifo queue", f"ceiling: RPUSH/LPOP x{batch}", published, consumed)
+
+    async def raw_zset(self, batch: int) -> None:
+        key = "{bench-raw}:zset"
+        value = MessagePublish(body=self.body).model_dump_json()
+        client = self.store.client
+        counter = 0
+
+        async def push() -> int:
+            nonlocal counter
+            members = {}
+            for _ in range(batch):
+                counter += 1
+                members[f"{counter:016d}:{value}"] = -5
+            await client.zadd(key, members)
+            return batch
+
+        async def pop() -> int:
+            got = await client.zpopmin(key, batch)
+            return len(got)
+
+        published = await for_seconds(self.args.seconds, self.args.tasks, push)
+        consumed = await until_drained(self.args.tasks, pop)
+        self.record("priority queue", f"ceiling: ZADD/ZPOPMIN x{batch}", published, consumed)
+
+    async def topic(self, batch: int, label: str) -> None:
+        topic = self.broker.topic(f"bench-topic-{batch}")
+        await topic.create(TopicCreate(visibility_timeout_s=300))
+        await topic.create_group("g")
+        messages = [TopicPublish(body=self.body)] * batch
+
+        async def publish() -> int:
+            return len(await topic.publish_many(messages))
+
+        async def consume() -> int:
+            got = await topic.receive("g", consumer="bench", limit=batch)
+            if got:
+                await topic.ack_many("g", [(d.id, d.receipt) for d in got])
+            return len(got)
+
+        seconds = self.args.seconds if batch > 1 else self.args.seconds / 2
+        published = await for_seconds(seconds, self.args.tasks, publish)
+        consumed = await until_drained(self.args.tasks, consume)
+        self.record("topic", label, published, consumed)
+
+    async def raw_stream(self, batch: int) -> None:
+        key = "{bench-raw}:stream"
+        client = self.store.client
+        await client.xgroup_create(key, "g", id="0", mkstream=True)
+        value = MessagePublish(body=self.body).model_dump_json()
+
+        async def push() -> int:
+            pipe = client.pipeline(transaction=False)
+            for _ in range(batch):
+                pipe.xadd(key, {"body": value})
+            await pipe.execute()
+            return batch
+
+        async def pop() -> int:
+            reply = await client.xreadgroup("g", "bench", {key: ">"}, count=batch)
+            ids = [entry[0] for _stream, entries in reply or () for entry in entries]
+            if ids:
+                await client.xack(key, "g", *ids)
+            return len(ids)
+
+        published = await for_seconds(self.args.seconds, self.args.tasks, push)
+        consumed = await until_drained(self.args.tasks, pop)
+        self.record("topic", f"ceiling: XADD/XREADGROUP+XACK x{batch}", published, consumed)
+
+
+def redis_benchmark(port: int, batch: int) -> list[str]:
+    binary = shutil.which("redis-benchmark")
+    if binary is None:
+        return ["redis-benchmark not installed: skipped"]
+    result = subprocess.run(
+        [
+            binary,
+            "-h",
+            HOST,
+            "-p",
+            str(port),
+            "--cluster",
+            "-t",
+            "lpush,lpop",
+            "-n",
+            "500000",
+            "-P",
+            str(batch),
+            "-c",
+            "8",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    return [
+        line.strip()
+        for line in result.stdout.replace("\r", "\n").splitlines()
+        if "per second" in line
+    ]
+
+
+async def run(args: argparse.Namespace, cluster: LocalCluster) -> None:
+    store = await connect(RedisSettings(max_connections=64), cluster.url)
+    client = store.client
+    assert isinstance(client, RedisCluster)
+    for node in client.get_nodes():
+        await client.execute_command(
+            "CONFIG", "SET", "appendfsync", args.appendfsync, target_nodes=node
+        )
+        await client.execute_command(
+            "CONFIG", "SET", "auto-aof-rewrite-percentage", "0", target_nodes=node
+        )
+    bench = Bench(store, args)
+    batch = args.batch
+    print(
+        f"messages/s, {args.tasks} concurrent tasks, bodies of {args.body_bytes} bytes, "
+        f"appendfsync {args.appendfsync}"
+    )
+    print(f"  {'channel':<9} {'how':<34} {'published':>10} {'consumed':>10}")
+    try:
+        await bench.queue("fifo", batch, f"API, batches of {batch}")
+        await bench.raw_list(batch)
+        await bench.queue("fifo", 1, "API, one message per call")
+        await bench.queue("priority", batch, f"API, batches of {batch}")
+        await bench.raw_zset(batch)
+        await bench.topic(batch, f"API, batches of {batch}")
+        await bench.raw_stream(batch)
+        await bench.topic(1, "API, one message per call")
+    finally:
+        await store.aclose()
+    print("ratios (API batched / ceiling), published and consumed:")
+    rows = {(channel, how): (p, c) for channel, how, p, c in bench.rows}
+    for channel in ("fifo queue", "priority queue", "topic"):
+        api = rows[(channel, f"API, batches of {batch}")]
+        ceiling = next(v for (ch, how), v in rows.items() if ch == channel and "ceiling" in how)
+        print(f"  {channel:<14} {api[0] / ceiling[0]:.2f}  {api[1] / ceiling[1]:.2f}")
+    print(f"redis-benchmark --cluster -P {batch} -c 8 (C client, the server's reference):")
+    for line in redis_benchmark(cluster.ports[0], batch):
+        print(f"  {line}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--tasks", type=int, default=8)
+    parser.add_argument("--body-bytes", type=int, default=100)
+    parser.add_argument("--appendfsync", choices=["always", "everysec"], default="always")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-messaging-") as data_dir:
+        cluster = LocalCluster(ClusterSpec(data_dir=Path(data_dir), base_port=free_base_port()))
+        cluster.start()
+        try:
+            asyncio.run(run(args, cluster))
+        finally:
+            cluster.stop()
+
+
+if __name__ == "__main__":
+    main()
