@@ -30,6 +30,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -192,8 +193,8 @@ class Bench:
             return batch
 
         async def pop() -> int:
-            reply = await client.xreadgroup("g", "bench", {key: ">"}, count=batch)
-            ids = [entry[0] for _stream, entries in reply or () for entry in entries]
+            reply: Any = await client.xreadgroup("g", "bench", {key: ">"}, count=batch)
+            ids = [str(entry[0]) for _stream, entries in reply or () for entry in entries]
             if ids:
                 await client.xack(key, "g", *ids)
             return len(ids)
