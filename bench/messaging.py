@@ -100,7 +100,7 @@ class Bench:
     async def queue(self, kind: str, batch: int, label: str) -> None:
         name = f"bench-{kind}-{batch}"
         queue = self.broker.queue(name)
-        await queue.create(QueueCreate(kind=kind, visibility_timeout_s=300))  # type: ignore[arg-type]
+        await queue.create(QueueCreate(kind=kind, visibility_timeout_s=300))
         priority = 5 if kind == "priority" else 0
         messages = [MessagePublish(body=self.body, priority=priority)] * batch
 

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from app.errors import AppError
+from app.messaging.exceptions import QueueNotFound
 from app.messaging.queues import Queue
 from app.messaging.schemas import Delivery
 from app.redis import describe
@@ -43,7 +44,6 @@ class QueueWorker:
         queue: Queue,
         consumer: str,
         handle: Handler,
-        prepare: Callable[[], Awaitable[object]],
         batch: int = 10,
         retry_delay_s: float = 1.0,
         error_backoff_s: float = 0.5,
@@ -51,7 +51,6 @@ class QueueWorker:
         self.queue = queue
         self.consumer = consumer
         self.handle = handle
-        self.prepare = prepare
         self.batch = batch
         self.retry_delay_s = retry_delay_s
         self.error_backoff_s = error_backoff_s
@@ -63,22 +62,20 @@ class QueueWorker:
         self._stopping.set()
 
     async def run(self) -> None:
-        """Run until stopped: prepare the queue, then lease, handle and settle messages."""
+        """Run until stopped: lease, handle and settle messages."""
         logger.info("queue worker starting: queue=%s consumer=%s", self.queue.name, self.consumer)
-        prepared = False
         while not self._stopping.is_set():
             try:
-                if not prepared:
-                    await self.prepare()
-                    prepared = True
                 leased = await self.queue.receive(
                     consumer=self.consumer, limit=self.batch, wait_s=RECEIVE_WAIT_S
                 )
                 for delivery in leased:
                     await self._handle(delivery)
+            except QueueNotFound:
+                # Not created yet (its producers create it on first use): nothing to do.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), RECEIVE_WAIT_S)
             except Exception as exc:
-                # A lost queue (flushed Redis) is prepared again; anything else is logged.
-                prepared = False
                 self.stats.errors += 1
                 logger.error(
                     "queue worker error, backing off: queue=%s consumer=%s error=%s",

@@ -23,5 +23,4 @@ def chunking_worker(*, broker: Broker, settings: VideoSettings, consumer: str) -
         queue=broker.queue(keys.CHUNKING_QUEUE),
         consumer=consumer,
         handle=functools.partial(_chunk, broker, settings),
-        prepare=functools.partial(service.ensure_chunking_queue, broker),
     )

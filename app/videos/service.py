@@ -82,7 +82,8 @@ async def create_video(
     try:
         published = await broker.queue(keys.CHUNKING_QUEUE).publish(message)
     except QueueNotFound:
-        # A Redis that lost its data (flushed, restarted without persistence) lost the queue.
+        # The first video (or a Redis that lost its data): the queue is created on first use,
+        # so an idle service writes nothing.
         published = await (await ensure_chunking_queue(broker)).publish(message)
     await _move(broker.store, video_id, "queued", _description(job, published.id), {})
     return await read_video(store=broker.store, video_id=video_id)
