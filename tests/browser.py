@@ -112,7 +112,9 @@ async def open_page() -> AsyncIterator[Page]:
     """Start a headless Chromium with a fresh profile and yield its page; stop it after."""
     binary = chromium_binary()
     assert binary, "chromium is not installed (scripts/bootstrap --test installs it)"
-    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
+    # Chromium's helper processes can still write to the profile while it is removed
+    # ("Directory not empty"): a leftover temporary directory is no test failure.
+    with tempfile.TemporaryDirectory(prefix="chromium-", ignore_cleanup_errors=True) as profile:
         process = await asyncio.create_subprocess_exec(
             binary,
             *CHROMIUM_FLAGS,
