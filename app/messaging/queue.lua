@@ -24,13 +24,13 @@ local function msg_key(id)
   return prefix .. 'msg:' .. id
 end
 
+-- A trace lives as long as its message, then ``retention`` seconds from its ack (the only step
+-- that removes a message), so it needs one EXPIRE, not one per event.
 local function trace(id, event, fields)
   fields.event = event
   fields.at = NOW
   fields.queue = queue
-  local key = trace_prefix .. id
-  redis.call('RPUSH', key, cjson.encode(fields))
-  redis.call('EXPIRE', key, retention)
+  redis.call('RPUSH', trace_prefix .. id, cjson.encode(fields))
 end
 
 -- Whether one of the last events of the trace is ``event`` carrying this receipt: the step
@@ -294,6 +294,7 @@ if op == 'ack' then
       redis.call('ZREM', inflight_key, id)
       redis.call('DEL', msg_key(id))
       trace(id, 'acked', { consumer = m[3], attempt = tonumber(m[4]), r = receipt })
+      redis.call('EXPIRE', trace_prefix .. id, retention)
       status = 1
     end
     out[#out + 1] = status

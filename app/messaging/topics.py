@@ -170,7 +170,7 @@ class Topic:
             remaining = deadline - loop.time()
             if leased or remaining <= 0:
                 return [
-                    Delivery(
+                    Delivery.model_construct(
                         id=message_id,
                         body=json.loads(body),
                         attempt=int(attempt),

@@ -523,6 +523,7 @@ async def test_trace_outlives_the_message_for_its_retention(
     await make_queue(http)
     message_id = await publish(http, 1)
     (got,) = await receive(http)
+    assert await redis.ttl(keys.trace_key(message_id)) == -1, "kept while the message lives"
     await ack(http, got)
     ttl = await redis.ttl(keys.trace_key(message_id))
     assert 0 < ttl <= 86400
