@@ -5,6 +5,11 @@ raises gives it back (``nack`` with ``retry_delay_s``) so it is delivered again,
 queue's ``max_deliveries``, then dead-lettered. A worker that dies mid-message only delays it:
 its lease ends and the message is delivered to another. Handlers must therefore be safe to run
 again for the same message.
+
+While a handler runs, the worker extends the message's lease every ``extend_every_s`` to
+``lease_s`` from then, so a slow handler keeps its message, and it leases one message at a time
+by default (``batch``): messages leased together but handled one after another would see their
+leases run out while they wait, and be handled twice.
 """
 
 from __future__ import annotations
@@ -44,7 +49,9 @@ class QueueWorker:
         queue: Queue,
         consumer: str,
         handle: Handler,
-        batch: int = 10,
+        batch: int = 1,
+        lease_s: float = 30.0,
+        extend_every_s: float = 10.0,
         retry_delay_s: float = 1.0,
         error_backoff_s: float = 0.5,
     ) -> None:
@@ -52,6 +59,8 @@ class QueueWorker:
         self.consumer = consumer
         self.handle = handle
         self.batch = batch
+        self.lease_s = lease_s
+        self.extend_every_s = extend_every_s
         self.retry_delay_s = retry_delay_s
         self.error_backoff_s = error_backoff_s
         self.stats = QueueWorkerStats()
@@ -94,6 +103,9 @@ class QueueWorker:
         )
 
     async def _handle(self, delivery: Delivery) -> None:
+        keeper = asyncio.create_task(
+            self._keep_lease(delivery), name=f"keep-lease:{self.queue.name}:{delivery.id}"
+        )
         try:
             await self.handle(delivery)
         except Exception as exc:
@@ -105,12 +117,43 @@ class QueueWorker:
                 delivery.attempt,
                 describe(exc),
             )
-            await self._settle(
-                self.queue.nack(delivery.id, delivery.receipt, delay_s=self.retry_delay_s), delivery
-            )
+            failed = True
+        else:
+            failed = False
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+        if failed:
+            retry = self.queue.nack(delivery.id, delivery.receipt, delay_s=self.retry_delay_s)
+            await self._settle(retry, delivery)
             return
         await self._settle(self.queue.ack(delivery.id, delivery.receipt), delivery)
         self.stats.handled += 1
+
+    async def _keep_lease(self, delivery: Delivery) -> None:
+        """Extend the lease while the handler runs; stop when it is lost."""
+        while True:
+            await asyncio.sleep(self.extend_every_s)
+            try:
+                await self.queue.extend(
+                    delivery.id, delivery.receipt, visibility_timeout_s=self.lease_s
+                )
+            except AppError as exc:
+                logger.warning(
+                    "lease lost while handling: queue=%s id=%s error=%s",
+                    self.queue.name,
+                    delivery.id,
+                    exc.message,
+                )
+                return
+            except Exception as exc:
+                logger.warning(
+                    "could not extend lease, trying again: queue=%s id=%s error=%s",
+                    self.queue.name,
+                    delivery.id,
+                    describe(exc),
+                )
 
     async def _settle(self, step: Awaitable[None], delivery: Delivery) -> None:
         try:

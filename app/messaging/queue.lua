@@ -33,10 +33,10 @@ local function trace(id, event, fields)
   redis.call('RPUSH', trace_prefix .. id, cjson.encode(fields))
 end
 
--- Whether one of the last events of the trace is ``event`` carrying this receipt: the step
--- already ran, and this call is a re-send of it.
+-- Whether the trace holds ``event`` carrying this receipt: the step already ran, and this call
+-- is a re-send of it. (A trace is short: a few events per delivery, at most 100 deliveries.)
 local function already(id, event, receipt)
-  for _, raw in ipairs(redis.call('LRANGE', trace_prefix .. id, -3, -1)) do
+  for _, raw in ipairs(redis.call('LRANGE', trace_prefix .. id, 0, -1)) do
     local seen = cjson.decode(raw)
     if seen.event == event and seen.r == receipt then
       return true
@@ -193,11 +193,11 @@ if op == 'publish' then
         redis.call('SET', marker, id, 'PX', window)
       end
     end
-    if first then
+    if first and first ~= id then
       out[#out + 1] = { first, 0 }
     elseif redis.call('EXISTS', trace_prefix .. id) == 1 then
-      -- A re-sent call (redis-py after a lost reply): this message is already published.
-      out[#out + 1] = { id, 0 }
+      -- A re-sent call (redis-py after a lost reply): this call published the message.
+      out[#out + 1] = { id, 1 }
     else
       seq = seq + 1
       local order = string.format('%016d', seq)
@@ -238,7 +238,7 @@ if op == 'receive' then
     for _, id in ipairs(cjson.decode(previous)) do
       local m = redis.call('HMGET', msg_key(id), 'body', 'priority', 'published_at', 'attempts',
         'receipt', 'lease_until')
-      if m[5] == nonce .. '.' .. m[4] then
+      if m[5] and string.sub(m[5], 1, #nonce + 1) == nonce .. '.' then
         out[#out + 1] = leased(id, m, tonumber(m[4]), m[5], tonumber(m[6]))
       end
     end
@@ -252,7 +252,8 @@ if op == 'receive' then
     local m = redis.call('HMGET', key, 'body', 'priority', 'published_at', 'attempts')
     if m[1] then
       local attempt = tonumber(m[4]) + 1
-      local receipt = nonce .. '.' .. attempt
+      -- Unguessable (the nonce is random per call) and different for every message.
+      local receipt = nonce .. '.' .. (#ids + 1)
       redis.call('HSET', key, 'state', 'inflight', 'attempts', attempt, 'receipt', receipt,
         'consumer', consumer, 'lease_until', ms(lease_until))
       redis.call('ZADD', inflight_key, lease_until, id)
@@ -339,11 +340,10 @@ if op == 'stats' then
 end
 
 if op == 'dead_letters' then
-  -- ARGV[6..8]: housekeeping limit, offset, count.
+  -- ARGV[6..8]: housekeeping limit, first and last index.
   housekeep(cfg, tonumber(ARGV[6]))
-  local start = tonumber(ARGV[7])
   local out = {}
-  for _, id in ipairs(redis.call('LRANGE', dead_key, start, start + tonumber(ARGV[8]) - 1)) do
+  for _, id in ipairs(redis.call('LRANGE', dead_key, ARGV[7], ARGV[8])) do
     local m = redis.call('HMGET', msg_key(id), 'body', 'priority', 'published_at', 'attempts',
       'reason', 'dead_at')
     out[#out + 1] = { id, m[1], m[2], m[3], m[4], m[5], m[6] }
@@ -352,7 +352,13 @@ if op == 'dead_letters' then
 end
 
 if op == 'redrive' then
-  -- ARGV[6]: how many at most. Redriven messages start over with a full set of deliveries.
+  -- ARGV[6..7]: how many at most, this call's nonce. Redriven messages start over with a full
+  -- set of deliveries. A re-sent call answers the first one's count and moves nothing more.
+  local marker = prefix .. 'redrive:' .. ARGV[7]
+  local previous = redis.call('GET', marker)
+  if previous then
+    return { 1, tonumber(previous) }
+  end
   local ids = redis.call('LPOP', dead_key, tonumber(ARGV[6])) or {}
   for _, id in ipairs(ids) do
     redis.call('HSET', msg_key(id), 'attempts', 0)
@@ -360,6 +366,7 @@ if op == 'redrive' then
     trace(id, 'redriven', {})
     make_ready(cfg, id, false)
   end
+  redis.call('SET', marker, #ids, 'PX', 600000)
   return { 1, #ids }
 end
 

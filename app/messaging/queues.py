@@ -249,7 +249,7 @@ class Queue:
             "dead_letters",
             str(self.broker.settings.housekeeping_batch),
             str(offset),
-            str(limit),
+            str(offset + limit - 1),
             what="read dead letters",
         )
         return [
@@ -270,7 +270,9 @@ class Queue:
         moved = 0
         while limit is None or moved < limit:
             batch = REDRIVE_BATCH if limit is None else min(REDRIVE_BATCH, limit - moved)
-            _, count = await self._run("redrive", str(batch), what="redrive dead letters")
+            _, count = await self._run(
+                "redrive", str(batch), secrets.token_urlsafe(12), what="redrive dead letters"
+            )
             moved += int(count)
             if int(count) < batch:
                 break

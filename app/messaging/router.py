@@ -35,7 +35,7 @@ from app.schemas import Message
 
 NameParam = Annotated[str, Path(pattern=NAME_PATTERN, description="[A-Za-z0-9_.:-]{1,100}")]
 MessageIdParam = Annotated[MessageId, Path(description="The id publishing answered (a ULID)")]
-Offset = Annotated[int, Query(ge=0, description="Dead letters to skip")]
+Offset = Annotated[int, Query(ge=0, le=10**9, description="Dead letters to skip")]
 Limit = Annotated[int, Query(ge=1, le=1000, description="Dead letters per page")]
 MISSING: dict[int | str, dict[str, Any]] = {404: {"model": Message}}
 SETTLE: dict[int | str, dict[str, Any]] = {

@@ -1,10 +1,12 @@
 """Topics: fan-out over a Redis stream, where every consumer group gets every message.
 
 A topic is one stream; each subscriber is a consumer group on it, and within a group each
-message is leased to one consumer at a time, under the same rules as a queue: a receipt per
-delivery, acknowledgement, a visibility timeout after which the message is delivered again
-(XPENDING ... IDLE, then XCLAIM), ``nack`` with a delay, and a per-group dead-letter list after
-``max_deliveries``. Every step is one run of ``topic.lua`` on the topic's slot.
+message is leased to one consumer at a time, under the same rules as a queue: a random receipt
+per delivery, acknowledgement, a visibility timeout after which the message is delivered again,
+``nack`` with a delay, and a per-group dead-letter list after ``max_deliveries``. The leases are
+kept by the script (a hash and a sorted set per group); the stream's pending list holds each
+entry from its first delivery until the group is done with it, which is what trimming reads.
+Every step is one run of ``topic.lua`` on the topic's slot.
 
 Trimming: each acknowledgement trims the stream to the oldest entry that some group still has
 pending or has not yet been delivered, so no entry a group has not acknowledged is dropped. A
@@ -17,11 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from app.errors import AppError
 from app.messaging import keys
 from app.messaging.exceptions import GroupNotFound, TopicNotFound
 from app.messaging.queues import NOT_FOUND, raise_for_status
@@ -43,19 +45,9 @@ if TYPE_CHECKING:
     from app.messaging.broker import Broker
 
 TOPIC_SCRIPT = LuaScript.load(Path(__file__).with_name("topic.lua"))
-GROUP_NOT_FOUND, DELAY_TOO_LONG = -5, -6
+GROUP_NOT_FOUND = -5
 PUBLISH_BATCH = 500
 GROUP_START = {"earliest": "0", "latest": "$"}
-
-
-class DelayTooLong(AppError):
-    status_code = 422
-
-    def __init__(self, visibility_ms: int) -> None:
-        super().__init__(
-            "Invalid body field 'delay_s': a topic message's delay may be at most the topic's "
-            f"visibility timeout ({visibility_ms / 1000:g} s)"
-        )
 
 
 class Topic:
@@ -165,7 +157,12 @@ class Topic:
         poll_s = self.broker.settings.poll_interval_ms / 1000
         while True:
             _, leased = await self._run(
-                "receive", group, consumer, str(limit), what="receive from topic"
+                "receive",
+                group,
+                consumer,
+                str(limit),
+                secrets.token_urlsafe(12),
+                what="receive from topic",
             )
             remaining = deadline - loop.time()
             if leased or remaining <= 0:
@@ -205,8 +202,6 @@ class Topic:
             str(round(delay_s * 1000)),
             what="give back a topic message",
         )
-        if reply[0] == DELAY_TOO_LONG:
-            raise DelayTooLong(int(reply[1]))
         raise_for_status(int(reply[1]), message_id)
         self.broker.notify(self.prefix)
 
@@ -215,7 +210,11 @@ class Topic:
     ) -> tuple[list[DeadLetter], int]:
         """Return a page of the group's dead letters, oldest first, and how many there are."""
         _, rows, total = await self._run(
-            "dead_letters", group, str(offset), str(limit), what="read topic dead letters"
+            "dead_letters",
+            group,
+            str(offset),
+            str(offset + limit - 1),
+            what="read topic dead letters",
         )
         letters = []
         for row in rows:

@@ -540,3 +540,71 @@ async def test_counts_show_expired_leases_as_ready(http: httpx.AsyncClient) -> N
 
 async def _ready_again(http: httpx.AsyncClient) -> bool:
     return (await counts(http)) == {"ready": 1, "delayed": 0, "in_flight": 0, "dead_lettered": 0}
+
+
+async def test_a_receipt_settles_only_its_own_message(http: httpx.AsyncClient) -> None:
+    await make_queue(http)
+    for n in range(2):
+        await publish(http, n)
+    first, second = await receive(http, max=2)
+    assert first["receipt"] != second["receipt"]
+    swapped = await http.post(
+        f"/queues/jobs/messages/{second['id']}/ack", json={"receipt": first["receipt"]}
+    )
+    assert swapped.status_code == 409
+    assert [await ack(http, first), await ack(http, second)] == [204, 204]
+
+
+async def test_a_resent_publish_is_not_reported_as_a_duplicate(broker: Broker) -> None:
+    queue = broker.queue("jobs")
+    await queue.create(QueueCreate())
+    head = ["publish", "jobs", keys.trace_prefix(queue.slot), "60", queue.prefix, "1000"]
+    message = ["01M849NDNF0PBFJDFFA0RAZ9YN", '"x"', "0", "0", "order-7"]
+    replies = [
+        await QUEUE_SCRIPT(
+            broker.store, keys=keys.queue_keys("jobs"), args=head + message, what="test"
+        )
+        for _ in range(2)
+    ]
+    assert replies[0] == replies[1] == [1, [["01M849NDNF0PBFJDFFA0RAZ9YN", 1]]]
+
+
+async def test_a_resent_redrive_moves_nothing_more(broker: Broker) -> None:
+    queue = broker.queue("jobs")
+    await queue.create(QueueCreate(max_deliveries=1))
+    await queue.publish_many([MessagePublish(body=n) for n in range(2)])
+    for delivery in await queue.receive(consumer="c", limit=2):
+        await queue.nack(delivery.id, delivery.receipt)
+    args = ["redrive", "jobs", keys.trace_prefix(queue.slot), "60", queue.prefix, "1", "n-1"]
+    for _ in range(2):
+        reply = await QUEUE_SCRIPT(broker.store, keys=keys.queue_keys("jobs"), args=args, what="t")
+        assert reply == [1, 1]
+    counts = await queue.counts()
+    assert (counts.ready, counts.dead_lettered) == (1, 1)
+
+
+async def test_a_late_resent_nack_is_answered_as_the_first(http: httpx.AsyncClient) -> None:
+    await make_queue(http)
+    message_id = await publish(http, 1)
+    (got,) = await receive(http)
+    nack = {"receipt": got["receipt"]}
+    assert (
+        await http.post(f"/queues/jobs/messages/{message_id}/nack", json=nack)
+    ).status_code == 204
+    (again,) = await receive(http)
+    for _ in range(3):
+        await http.post(
+            f"/queues/jobs/messages/{message_id}/extend",
+            json={"receipt": again["receipt"], "visibility_timeout_s": 30},
+        )
+    assert (
+        await http.post(f"/queues/jobs/messages/{message_id}/nack", json=nack)
+    ).status_code == 204
+    assert (await counts(http))["in_flight"] == 1, "the repeat changed nothing"
+
+
+async def test_dead_letter_offsets_are_bounded(http: httpx.AsyncClient) -> None:
+    await make_queue(http)
+    answer = await http.get("/queues/jobs/dead-letters", params={"offset": 10**17})
+    assert answer.status_code == 422
+    assert "offset" in answer.json()["message"]

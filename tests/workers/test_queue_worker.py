@@ -1,0 +1,78 @@
+"""The reusable queue worker: one run per message, leases kept while handling, retries."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import AsyncIterator
+
+import pytest
+
+from app.config import MessagingSettings
+from app.local_cluster import LocalCluster
+from app.messaging.broker import Broker
+from app.messaging.schemas import Delivery, MessagePublish, QueueCreate
+from app.redis import connect
+from tests.conftest import eventually, make_settings
+from workers.queue_worker import QueueWorker
+
+
+@pytest.fixture
+async def broker(cluster: LocalCluster) -> AsyncIterator[Broker]:
+    settings = make_settings(cluster.url)
+    store = await connect(settings.redis, cluster.url)
+    yield Broker(store=store, settings=MessagingSettings())
+    await store.aclose()
+
+
+async def test_slow_handlers_keep_their_leases_and_run_once(broker: Broker) -> None:
+    queue = broker.queue("work")
+    await queue.create(QueueCreate(visibility_timeout_s=0.5))
+    await queue.publish_many([MessagePublish(body=n) for n in range(4)])
+    running: set[int] = set()
+    runs: Counter[int] = Counter()
+
+    async def slow(delivery: Delivery) -> None:
+        assert delivery.body not in running, "two workers run one message at once"
+        running.add(delivery.body)
+        runs[delivery.body] += 1
+        await asyncio.sleep(1.0)  # twice the visibility timeout
+        running.discard(delivery.body)
+
+    workers = [
+        QueueWorker(queue=queue, consumer=f"w{i}", handle=slow, lease_s=0.5, extend_every_s=0.2)
+        for i in range(2)
+    ]
+    tasks = [asyncio.create_task(worker.run()) for worker in workers]
+
+    async def all_done() -> bool:
+        return sum(worker.stats.handled for worker in workers) == 4
+
+    await eventually(all_done, within_s=15, what="four messages handled")
+    for worker in workers:
+        worker.stop()
+    await asyncio.gather(*tasks)
+    assert runs == {0: 1, 1: 1, 2: 1, 3: 1}
+    assert (await queue.counts()).in_flight == 0
+
+
+async def test_a_failing_handler_is_retried_then_dead_lettered(broker: Broker) -> None:
+    queue = broker.queue("work")
+    await queue.create(QueueCreate(max_deliveries=2))
+    await queue.publish(MessagePublish(body="poison"))
+
+    async def fail(delivery: Delivery) -> None:
+        raise ValueError("cannot handle " + str(delivery.body))
+
+    worker = QueueWorker(queue=queue, consumer="w", handle=fail, retry_delay_s=0.05)
+    task = asyncio.create_task(worker.run())
+
+    async def dead() -> bool:
+        return (await queue.counts()).dead_lettered == 1
+
+    await eventually(dead, within_s=10, what="the message to be dead-lettered")
+    worker.stop()
+    await task
+    assert worker.stats.failed == 2
+    (letter,), _ = await queue.dead_letters()
+    assert letter.reason == "nacked on delivery 2 of 2"
