@@ -261,3 +261,20 @@ async def test_topic_dedupe(http: httpx.AsyncClient) -> None:
     )
     assert Counter(a.status_code for a in answers) == {201: 1, 200: 9}
     assert len(await receive(http, "g")) == 1
+
+
+async def test_a_trace_is_kept_until_every_group_is_done(
+    broker: Broker, redis: RedisCluster
+) -> None:
+    topic = broker.topic("news")
+    await topic.create(TopicCreate())
+    for group in ("a", "b"):
+        await topic.create_group(group)
+    published = await topic.publish(TopicPublish(body=1))
+    trace = keys.trace_key(published.id)
+    (in_a,) = await topic.receive("a", consumer="c")
+    await topic.ack("a", in_a.id, in_a.receipt)
+    assert await redis.ttl(trace) == -1, "b has not received it yet"
+    (in_b,) = await topic.receive("b", consumer="c")
+    await topic.ack("b", in_b.id, in_b.receipt)
+    assert 0 < await redis.ttl(trace) <= 86400
