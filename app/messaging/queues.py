@@ -27,7 +27,6 @@ by its receipt in the trace; ``dedupe_id`` makes a producer's own retry publish 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 from collections.abc import Sequence
@@ -36,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.errors import AppError
 from app.messaging import keys
+from app.messaging.channel import NOT_FOUND, Channel, body_text, milliseconds
 from app.messaging.exceptions import (
     MessageNotFound,
     QueueKindConflict,
@@ -52,17 +52,14 @@ from app.messaging.schemas import (
     QueuePublic,
     from_ms,
 )
-from app.records.ids import new_ulid
 from app.scripting import LuaScript
 
 if TYPE_CHECKING:
     from app.messaging.broker import Broker
 
 QUEUE_SCRIPT = LuaScript.load(Path(__file__).with_name("queue.lua"))
-NOT_FOUND, WRONG_RECEIPT, CONFLICT, PRIORITY_ON_FIFO = -1, -2, -3, -4
+WRONG_RECEIPT, CONFLICT, PRIORITY_ON_FIFO = -2, -3, -4
 ACKED, ALREADY_ACKED = 1, 0
-# Messages per publish script: bounds one script's run time and argument list.
-PUBLISH_BATCH = 500
 REDRIVE_BATCH = 500
 
 
@@ -75,43 +72,34 @@ class PriorityOnFifoQueue(AppError):
         )
 
 
-def _ms(seconds: float) -> str:
-    return str(round(seconds * 1000))
-
-
-class Queue:
+class Queue(Channel):
     """A handle on one queue; cheap to make (``broker.queue(name)``)."""
 
-    def __init__(self, *, broker: Broker, name: str) -> None:
-        self.broker = broker
-        self.name = name
-        self.prefix = keys.queue_prefix(name)
-        self.slot = keys.slot_of(self.prefix)
-        self._keys = keys.queue_keys(name)
-        self._head = [
-            self.name,
-            keys.trace_prefix(self.slot),
-            str(broker.settings.trace_retention_s),
-            self.prefix,
-        ]
+    script = QUEUE_SCRIPT
 
-    async def _run(self, step: str, *args: str, what: str) -> list[Any]:
-        reply: list[Any] = await QUEUE_SCRIPT(
-            self.broker.store, keys=self._keys, args=[step, *self._head, *args], what=what
+    def __init__(self, *, broker: Broker, name: str) -> None:
+        super().__init__(
+            broker=broker,
+            name=name,
+            prefix=keys.queue_prefix(name),
+            script_keys=keys.queue_keys(name),
         )
+
+    def check(self, reply: list[Any], args: tuple[str, ...]) -> None:
         if reply[0] == NOT_FOUND:
             raise QueueNotFound(self.name)
-        return reply
+        if reply[0] == PRIORITY_ON_FIFO:
+            raise PriorityOnFifoQueue(self.name)
 
     async def create(self, settings: QueueCreate) -> bool:
         """Create the queue, or change its timeout and deliveries; return whether it is new.
 
         Raise QueueKindConflict when it exists with another kind.
         """
-        status, kind = await self._run(
+        status, kind = await self.run(
             "create",
             settings.kind,
-            _ms(settings.visibility_timeout_s),
+            milliseconds(settings.visibility_timeout_s),
             str(settings.max_deliveries),
             what="create queue",
         )
@@ -121,7 +109,7 @@ class Queue:
 
     async def info(self) -> QueuePublic:
         """Return the queue's settings and counts; raise QueueNotFound."""
-        _, kind, visibility_ms, max_deliveries, created_at, counts = await self._run(
+        _, kind, visibility_ms, max_deliveries, created_at, counts = await self.run(
             "config", str(self.broker.settings.housekeeping_batch), what="read queue"
         )
         return QueuePublic(
@@ -144,43 +132,24 @@ class Queue:
         ``dedupe_id`` was seen within the window is not enqueued: its answer names the first
         message, with ``duplicate`` set.
         """
-        published: list[Published] = []
-        window = str(self.broker.settings.dedupe_window_s * 1000)
-        for start in range(0, len(messages), PUBLISH_BATCH):
-            args = [window]
-            for message in messages[start : start + PUBLISH_BATCH]:
-                args += [
-                    new_ulid(slot=self.slot),
-                    json.dumps(message.body, ensure_ascii=False, separators=(",", ":")),
-                    str(message.priority),
-                    _ms(message.delay_s),
-                    message.dedupe_id or "",
-                ]
-            reply = await self._run("publish", *args, what="publish messages")
-            if reply[0] == PRIORITY_ON_FIFO:
-                raise PriorityOnFifoQueue(self.name)
-            results = reply[1]
-            published += [
-                Published(id=message_id, duplicate=not enqueued) for message_id, enqueued in results
+        rows = [
+            [
+                body_text(message.body),
+                str(message.priority),
+                milliseconds(message.delay_s),
+                message.dedupe_id or "",
             ]
-        self.broker.notify(self.prefix)
-        return published
+            for message in messages
+        ]
+        return await self.publish_rows(rows, what="publish messages")
 
     async def receive(self, *, consumer: str, limit: int = 10, wait_s: float = 0) -> list[Delivery]:
         """Lease up to ``limit`` messages to ``consumer``, waiting up to ``wait_s`` for one."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait_s
-        poll_s = self.broker.settings.poll_interval_ms / 1000
-        while True:
-            delivered = await self._receive_once(consumer, limit)
-            remaining = deadline - loop.time()
-            if delivered or remaining <= 0:
-                return delivered
-            await self.broker.wait(self.prefix, min(poll_s, remaining))
+        return await self.poll(lambda: self._receive_once(consumer, limit), wait_s)
 
     async def _receive_once(self, consumer: str, count: int) -> list[Delivery]:
         nonce = secrets.token_urlsafe(12)
-        _, leased = await self._run(
+        _, leased = await self.run(
             "receive",
             consumer,
             str(count),
@@ -215,28 +184,28 @@ class Queue:
         if not settled:
             return []
         args = [part for pair in settled for part in pair]
-        _, statuses = await self._run("ack", *args, what="acknowledge messages")
+        _, statuses = await self.run("ack", *args, what="acknowledge messages")
         return [int(status) for status in statuses]
 
     async def nack(self, message_id: str, receipt: str, *, delay_s: float = 0) -> None:
         """Give a leased message back: visible again after ``delay_s`` (or dead-lettered)."""
-        _, status = await self._run(
-            "nack", message_id, receipt, _ms(delay_s), what="give back a message"
+        _, status = await self.run(
+            "nack", message_id, receipt, milliseconds(delay_s), what="give back a message"
         )
         raise_for_status(int(status), message_id)
         self.broker.notify(self.prefix)
 
     async def extend(self, message_id: str, receipt: str, *, visibility_timeout_s: float) -> Any:
         """Extend a lease to ``visibility_timeout_s`` from now; return when it now ends."""
-        reply = await self._run(
-            "extend", message_id, receipt, _ms(visibility_timeout_s), what="extend a lease"
+        reply = await self.run(
+            "extend", message_id, receipt, milliseconds(visibility_timeout_s), what="extend a lease"
         )
         raise_for_status(int(reply[1]), message_id)
         return from_ms(reply[2])
 
     async def counts(self) -> QueueCounts:
         """Return how many messages are ready, delayed, in flight and dead-lettered."""
-        _, counts = await self._run(
+        _, counts = await self.run(
             "stats", str(self.broker.settings.housekeeping_batch), what="count messages"
         )
         return _counts(counts)
@@ -245,7 +214,7 @@ class Queue:
         self, *, offset: int = 0, limit: int = 100
     ) -> tuple[list[DeadLetter], int]:
         """Return a page of dead letters, oldest first, and how many there are."""
-        _, rows, total = await self._run(
+        _, rows, total = await self.run(
             "dead_letters",
             str(self.broker.settings.housekeeping_batch),
             str(offset),
@@ -270,7 +239,7 @@ class Queue:
         moved = 0
         while limit is None or moved < limit:
             batch = REDRIVE_BATCH if limit is None else min(REDRIVE_BATCH, limit - moved)
-            _, count = await self._run(
+            _, count = await self.run(
                 "redrive", str(batch), secrets.token_urlsafe(12), what="redrive dead letters"
             )
             moved += int(count)

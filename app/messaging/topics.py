@@ -17,7 +17,6 @@ the price of that guarantee.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 from collections.abc import Sequence
@@ -25,8 +24,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from app.messaging import keys
+from app.messaging.channel import NOT_FOUND, Channel, body_text, milliseconds
 from app.messaging.exceptions import GroupNotFound, TopicNotFound
-from app.messaging.queues import NOT_FOUND, raise_for_status
+from app.messaging.queues import raise_for_status
 from app.messaging.schemas import (
     DeadLetter,
     Delivery,
@@ -38,7 +38,6 @@ from app.messaging.schemas import (
     check_name,
     from_ms,
 )
-from app.records.ids import new_ulid
 from app.scripting import LuaScript
 
 if TYPE_CHECKING:
@@ -46,41 +45,33 @@ if TYPE_CHECKING:
 
 TOPIC_SCRIPT = LuaScript.load(Path(__file__).with_name("topic.lua"))
 GROUP_NOT_FOUND = -5
-PUBLISH_BATCH = 500
 GROUP_START = {"earliest": "0", "latest": "$"}
 
 
-class Topic:
+class Topic(Channel):
     """A handle on one topic; cheap to make (``broker.topic(name)``)."""
 
-    def __init__(self, *, broker: Broker, name: str) -> None:
-        self.broker = broker
-        self.name = name
-        self.prefix = keys.topic_prefix(name)
-        self.slot = keys.slot_of(self.prefix)
-        self._keys = keys.topic_keys(name)
-        self._head = [
-            self.name,
-            keys.trace_prefix(self.slot),
-            str(broker.settings.trace_retention_s),
-            self.prefix,
-        ]
+    script = TOPIC_SCRIPT
 
-    async def _run(self, step: str, *args: str, what: str) -> list[Any]:
-        reply: list[Any] = await TOPIC_SCRIPT(
-            self.broker.store, keys=self._keys, args=[step, *self._head, *args], what=what
+    def __init__(self, *, broker: Broker, name: str) -> None:
+        super().__init__(
+            broker=broker,
+            name=name,
+            prefix=keys.topic_prefix(name),
+            script_keys=keys.topic_keys(name),
         )
+
+    def check(self, reply: list[Any], args: tuple[str, ...]) -> None:
         if reply[0] == NOT_FOUND:
             raise TopicNotFound(self.name)
         if reply[0] == GROUP_NOT_FOUND:
             raise GroupNotFound(self.name, args[0])
-        return reply
 
     async def create(self, settings: TopicCreate) -> bool:
         """Create the topic, or change its rules; return whether it is new."""
-        (status,) = await self._run(
+        (status,) = await self.run(
             "create",
-            str(round(settings.visibility_timeout_s * 1000)),
+            milliseconds(settings.visibility_timeout_s),
             str(settings.max_deliveries),
             what="create topic",
         )
@@ -88,7 +79,7 @@ class Topic:
 
     async def info(self) -> TopicPublic:
         """Return the topic's rules, length and groups; raise TopicNotFound."""
-        _, visibility_ms, max_deliveries, created_at, length, groups = await self._run(
+        _, visibility_ms, max_deliveries, created_at, length, groups = await self.run(
             "config", what="read topic"
         )
         return TopicPublic(
@@ -112,7 +103,7 @@ class Topic:
         self, group: str, *, start: Literal["earliest", "latest"] = "earliest"
     ) -> bool:
         """Subscribe a new consumer group; return whether it is new (raise TopicNotFound)."""
-        _, created = await self._run(
+        _, created = await self.run(
             "create_group",
             check_name(group, what="group"),
             GROUP_START[start],
@@ -122,22 +113,8 @@ class Topic:
 
     async def publish_many(self, messages: Sequence[TopicPublish]) -> list[Published]:
         """Append messages to the topic, in order; answer their ids (see Queue.publish_many)."""
-        published: list[Published] = []
-        window = str(self.broker.settings.dedupe_window_s * 1000)
-        for start in range(0, len(messages), PUBLISH_BATCH):
-            args = [window]
-            for message in messages[start : start + PUBLISH_BATCH]:
-                args += [
-                    new_ulid(slot=self.slot),
-                    json.dumps(message.body, ensure_ascii=False, separators=(",", ":")),
-                    message.dedupe_id or "",
-                ]
-            _, results = await self._run("publish", *args, what="publish to topic")
-            published += [
-                Published(id=message_id, duplicate=not appended) for message_id, appended in results
-            ]
-        self.broker.notify(self.prefix)
-        return published
+        rows = [[body_text(message.body), message.dedupe_id or ""] for message in messages]
+        return await self.publish_rows(rows, what="publish to topic")
 
     async def publish(self, message: TopicPublish) -> Published:
         """Append one message to the topic."""
@@ -152,39 +129,36 @@ class Topic:
         wait_s: float = 0,
     ) -> list[Delivery]:
         """Lease up to ``limit`` of the group's messages to ``consumer``; wait up to ``wait_s``."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + wait_s
-        poll_s = self.broker.settings.poll_interval_ms / 1000
-        while True:
-            _, leased = await self._run(
-                "receive",
-                group,
-                consumer,
-                str(limit),
-                secrets.token_urlsafe(12),
-                what="receive from topic",
+        return await self.poll(lambda: self._receive_once(group, consumer, limit), wait_s)
+
+    async def _receive_once(self, group: str, consumer: str, limit: int) -> list[Delivery]:
+        _, leased = await self.run(
+            "receive",
+            group,
+            consumer,
+            str(limit),
+            secrets.token_urlsafe(12),
+            what="receive from topic",
+        )
+        return [
+            # Built without validation: every field comes from the script, in its type.
+            Delivery.model_construct(
+                id=message_id,
+                body=json.loads(body),
+                attempt=int(attempt),
+                receipt=receipt,
+                published_at=from_ms(published_at),
+                lease_expires_at=from_ms(lease_until),
             )
-            remaining = deadline - loop.time()
-            if leased or remaining <= 0:
-                return [
-                    Delivery.model_construct(
-                        id=message_id,
-                        body=json.loads(body),
-                        attempt=int(attempt),
-                        receipt=receipt,
-                        published_at=from_ms(published_at),
-                        lease_expires_at=from_ms(lease_until),
-                    )
-                    for message_id, body, attempt, receipt, published_at, lease_until in leased
-                ]
-            await self.broker.wait(self.prefix, min(poll_s, remaining))
+            for message_id, body, attempt, receipt, published_at, lease_until in leased
+        ]
 
     async def ack_many(self, group: str, settled: Sequence[tuple[str, str]]) -> list[int]:
         """Acknowledge (id, receipt) pairs for ``group``; answer a status per pair."""
         if not settled:
             return []
         args = [part for pair in settled for part in pair]
-        _, statuses = await self._run("ack", group, *args, what="acknowledge topic messages")
+        _, statuses = await self.run("ack", group, *args, what="acknowledge topic messages")
         return [int(status) for status in statuses]
 
     async def ack(self, group: str, message_id: str, receipt: str) -> None:
@@ -194,12 +168,12 @@ class Topic:
 
     async def nack(self, group: str, message_id: str, receipt: str, *, delay_s: float = 0) -> None:
         """Give a message back to ``group``: delivered again after ``delay_s``."""
-        reply = await self._run(
+        reply = await self.run(
             "nack",
             group,
             message_id,
             receipt,
-            str(round(delay_s * 1000)),
+            milliseconds(delay_s),
             what="give back a topic message",
         )
         raise_for_status(int(reply[1]), message_id)
@@ -209,7 +183,7 @@ class Topic:
         self, group: str, *, offset: int = 0, limit: int = 100
     ) -> tuple[list[DeadLetter], int]:
         """Return a page of the group's dead letters, oldest first, and how many there are."""
-        _, rows, total = await self._run(
+        _, rows, total = await self.run(
             "dead_letters",
             group,
             str(offset),
