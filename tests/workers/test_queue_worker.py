@@ -27,7 +27,7 @@ async def broker(cluster: LocalCluster) -> AsyncIterator[Broker]:
 
 async def test_slow_handlers_keep_their_leases_and_run_once(broker: Broker) -> None:
     queue = broker.queue("work")
-    await queue.create(QueueCreate(visibility_timeout_s=0.5))
+    await queue.create(QueueCreate(visibility_timeout_s=1.0))
     await queue.publish_many([MessagePublish(body=n) for n in range(4)])
     running: set[int] = set()
     runs: Counter[int] = Counter()
@@ -36,11 +36,11 @@ async def test_slow_handlers_keep_their_leases_and_run_once(broker: Broker) -> N
         assert delivery.body not in running, "two workers run one message at once"
         running.add(delivery.body)
         runs[delivery.body] += 1
-        await asyncio.sleep(1.0)  # twice the visibility timeout
+        await asyncio.sleep(2.5)  # longer than the visibility timeout
         running.discard(delivery.body)
 
     workers = [
-        QueueWorker(queue=queue, consumer=f"w{i}", handle=slow, lease_s=0.5, extend_every_s=0.2)
+        QueueWorker(queue=queue, consumer=f"w{i}", handle=slow, lease_s=1.0, extend_every_s=0.25)
         for i in range(2)
     ]
     tasks = [asyncio.create_task(worker.run()) for worker in workers]
@@ -48,7 +48,7 @@ async def test_slow_handlers_keep_their_leases_and_run_once(broker: Broker) -> N
     async def all_done() -> bool:
         return sum(worker.stats.handled for worker in workers) == 4
 
-    await eventually(all_done, within_s=15, what="four messages handled")
+    await eventually(all_done, within_s=30, what="four messages handled")
     for worker in workers:
         worker.stop()
     await asyncio.gather(*tasks)
