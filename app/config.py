@@ -117,6 +117,12 @@ class VideoSettings(Section):
     chunk_duration_s: PositiveInt = 10
 
 
+class TripSettings(Section):
+    # The map is cut into square cells of this many degrees; a trip belongs to the cell of its
+    # pickup, a driver to the cell they register in, and each cell's keys share one hash slot.
+    region_size_deg: Annotated[float, Field(ge=0.01, le=90)] = 1.0
+
+
 # The development default of sessions.secret_key: known to everyone, so refused in production.
 DEVELOPMENT_SECRET = "development-only-secret-do-not-use-in-production"  # noqa: S105
 MIN_SECRET_LENGTH = 32
@@ -147,6 +153,7 @@ class Settings(BaseSettings):
     sessions: SessionSettings = SessionSettings()
     messaging: MessagingSettings = MessagingSettings()
     videos: VideoSettings = VideoSettings()
+    trips: TripSettings = TripSettings()
 
     @model_validator(mode="after")
     def _blocking_reads_fit_the_socket_timeout(self) -> Settings:

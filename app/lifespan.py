@@ -14,6 +14,7 @@ from app.messaging.broker import Broker
 from app.redis import RedisStore, connect
 from app.runtime import tune_garbage_collector
 from app.sessions.service import SessionConfig
+from app.trips.service import TripsConfig, server_has_json
 from workers.pool import WorkerPool
 
 logger = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ class AppState(TypedDict):
     workers: WorkerPool | None
     sessions: SessionConfig
     broker: Broker
+    trips: TripsConfig
 
 
 def make_lifespan(
@@ -59,7 +61,14 @@ def make_lifespan(
                 )
             tune_garbage_collector()
             sessions = SessionConfig.from_settings(active.sessions)
-            yield AppState(store=store, workers=workers, sessions=sessions, broker=broker)
+            trips = TripsConfig(
+                region_size_deg=active.trips.region_size_deg,
+                native_json=await server_has_json(store),
+            )
+            logger.info("trip documents: native_json=%s", trips.native_json)
+            yield AppState(
+                store=store, workers=workers, sessions=sessions, broker=broker, trips=trips
+            )
             logger.info("shutting down: draining workers, closing redis")
 
     return lifespan

@@ -15,6 +15,7 @@ from app.profiles.router import router as profiles_router
 from app.reporting.router import router as reporting_router
 from app.sessions.middleware import SessionCookies
 from app.sessions.router import router as sessions_router
+from app.trips.router import drivers_router, trips_router
 from app.users.router import router as users_router
 from app.videos.router import router as videos_router
 
@@ -44,6 +45,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(topics_router)
     app.include_router(messages_router)
     app.include_router(videos_router)
+    app.include_router(trips_router)
+    app.include_router(drivers_router)
     return app
 
 

@@ -1,0 +1,55 @@
+"""Errors of trips and drivers."""
+
+from app.errors import AppError, Conflict, NotFound
+
+
+class TripNotFound(NotFound):
+    def __init__(self, trip_id: str) -> None:
+        super().__init__(f"Trip not found: {trip_id}")
+
+
+class DriverNotFound(NotFound):
+    def __init__(self, driver_id: str) -> None:
+        super().__init__(f"Driver not found: {driver_id}")
+
+
+class TripTaken(Conflict):
+    def __init__(self, trip_id: str, status: str) -> None:
+        super().__init__(f"Trip {trip_id} is {status}: only a requested trip can be assigned")
+
+
+class DriverBusy(Conflict):
+    def __init__(self, driver_id: str, trip_id: str) -> None:
+        super().__init__(f"Driver {driver_id} is busy with trip {trip_id}")
+
+
+class OutsideRegion(Conflict):
+    def __init__(self, driver_region: str, trip_region: str) -> None:
+        super().__init__(
+            f"The driver works in region {driver_region} and the trip starts in region "
+            f"{trip_region}: a driver takes trips of their own region"
+        )
+
+
+class BadMove(Conflict):
+    def __init__(self, current: str, wanted: str) -> None:
+        hint = " (assign a driver with POST /trips/{id}/assign)" if wanted == "assigned" else ""
+        super().__init__(f"A trip cannot move from {current} to {wanted}{hint}")
+
+
+class PathNotFound(NotFound):
+    def __init__(self, path: str) -> None:
+        super().__init__(
+            f"No value at {path} in the trip document (to add a member, its parent must exist; "
+            "array indexes must be in range)"
+        )
+
+
+class ManagedPath(AppError):
+    status_code = 422
+
+    def __init__(self, path: str, field: str) -> None:
+        super().__init__(
+            f"Invalid body field 'path': {path} is under '{field}', which the trip API manages "
+            "(status changes go through PATCH /trips/{id} and POST /trips/{id}/assign)"
+        )
