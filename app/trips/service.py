@@ -64,14 +64,14 @@ class TripsConfig:
 
 async def server_has_json(store: RedisStore) -> bool:
     """Return whether the server has native JSON commands (MemoryDB, Redis Stack)."""
+    probe = "trips:json-probe"
     try:
-        info = await store.run(
-            lambda r: r.execute_command("COMMAND", "INFO", "JSON.SET"), what="probe JSON"
-        )
-    except rexc.ResponseError:
-        return False
-    entries = info.values() if isinstance(info, dict) else info
-    return any(entry for entry in entries or ())
+        await store.call(probe, "JSON.GET", probe, what="probe JSON commands")
+    except rexc.ResponseError as exc:
+        if "unknown command" in str(exc).lower():
+            return False
+        raise
+    return True
 
 
 def _now() -> tuple[str, int]:
