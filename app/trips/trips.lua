@@ -176,7 +176,13 @@ end
 
 local function doc_set(key, tokens, value)
   if native then
-    return redis.call('JSON.SET', key, native_path(tokens), value) ~= false
+    -- Nil when the parent does not exist; an error for an index out of range: both mean
+    -- "no such place", as in the text version.
+    local reply = redis.pcall('JSON.SET', key, native_path(tokens), value)
+    if type(reply) == 'table' and reply.err then
+      return false
+    end
+    return reply ~= false
   end
   local edited = splice(redis.call('GET', key), tokens, value)
   if not edited then
