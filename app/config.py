@@ -122,6 +122,16 @@ class TripSettings(Section):
     # pickup, a driver to the cell they register in, and each cell's keys share one hash slot.
     region_size_deg: Annotated[float, Field(ge=0.01, le=90)] = 1.0
 
+    @field_validator("region_size_deg")
+    @classmethod
+    def _divides_the_globe(cls, value: float) -> float:
+        # Longitude cells must tile -180..180 exactly, so the cells on both sides of the
+        # antimeridian are whole and a search across it finds the right ones.
+        cells = 180 / value
+        if abs(cells - round(cells)) > 1e-9:
+            raise ValueError("must divide 180 degrees into a whole number of cells")
+        return value
+
 
 # The development default of sessions.secret_key: known to everyone, so refused in production.
 DEVELOPMENT_SECRET = "development-only-secret-do-not-use-in-production"  # noqa: S105

@@ -21,6 +21,7 @@ Scalar = str | int | float | bool | None
 MAX_FIELDS = 256
 MAX_FIELD_NAME_LENGTH = 256
 MAX_VALUE_LENGTH = 65536
+MAX_JSON_DEPTH = 64
 
 V = TypeVar("V")
 
@@ -48,12 +49,34 @@ def check_text(text: str) -> str:
     return text
 
 
+def nesting_depth(value: object) -> int:
+    """Return how deeply arrays and objects nest in a JSON value (a scalar is 0)."""
+    depth = 0
+    level: list[object] = [value]
+    while level:
+        inner: list[object] = []
+        for item in level:
+            if isinstance(item, dict):
+                inner.extend(item.values())
+            elif isinstance(item, list):
+                inner.extend(item)
+        if not inner and not any(isinstance(item, dict | list) for item in level):
+            break
+        depth += 1
+        level = inner
+    return depth
+
+
 def dump_json(value: object) -> str:
     """Return ``value`` as compact JSON text that can be stored; raise ValueError naming why not.
 
     Unescaped (``ensure_ascii=False``), so a lone surrogate anywhere in the value shows in the
-    text check instead of being stored as an escape that fails every later read.
+    text check instead of being stored as an escape that fails every later read. Values nest at
+    most MAX_JSON_DEPTH deep: deeper ones could be stored but not answered (the response
+    encoder stops at about 250 levels), nor stored in MemoryDB's JSON (128).
     """
+    if nesting_depth(value) > MAX_JSON_DEPTH:
+        raise ValueError(f"values nest at most {MAX_JSON_DEPTH} arrays or objects deep")
     try:
         encoded = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
     except ValueError:

@@ -53,3 +53,10 @@ class ManagedPath(AppError):
             f"Invalid body field 'path': {path} is under '{field}', which the trip API manages "
             "(status changes go through PATCH /trips/{id} and POST /trips/{id}/assign)"
         )
+
+
+class DocumentRefused(AppError):
+    status_code = 422
+
+    def __init__(self, why: str) -> None:
+        super().__init__(f"The trip document cannot take this change: {why}")

@@ -30,9 +30,17 @@ from app.slots import crc_slot, slot_tag
 REGISTRY = "trips:regions"
 
 
+def wrap_longitude(lon: float) -> float:
+    """Return a longitude in -180 (included) to 180 (excluded): 180 is -180, as for Redis's
+    geo search, which does not find a point stored at exactly 180 from across the meridian."""
+    if -180.0 <= lon < 180.0:
+        return lon  # as given: arithmetic would change its last digits
+    return (lon + 180.0) % 360.0 - 180.0
+
+
 def region_of(lat: float, lon: float, size_deg: float) -> str:
     """Return the name of the region (grid cell) holding a point."""
-    return f"{math.floor(lat / size_deg)}:{math.floor(lon / size_deg)}"
+    return f"{math.floor(lat / size_deg)}:{math.floor(wrap_longitude(lon) / size_deg)}"
 
 
 def region_slot(region: str) -> int:

@@ -15,9 +15,9 @@ from app.trips.schemas import (
     DocValue,
     DriverCreate,
     DriverPublic,
+    GeoPoint,
     Id,
     PendingTrips,
-    Point,
     TripAssign,
     TripCreate,
     TripMove,
@@ -44,13 +44,14 @@ async def get_trips_config(request: Request) -> TripsConfig:
 TripsDep = Annotated[TripsConfig, Depends(get_trips_config)]
 
 
-def _point(text: str) -> Point:
+def _point(text: str) -> GeoPoint:
     try:
         lat, lon = (float(part) for part in text.split(","))
-        return Point(lat=lat, lon=lon)
+        return GeoPoint(lat=lat, lon=lon)
     except ValueError:
         raise BadQuery(
-            "Invalid query parameter 'near': give lat,lon in degrees, such as near=38.72,-9.14"
+            "Invalid query parameter 'near': give lat,lon in degrees (latitude within "
+            "±85.05112878), such as near=38.72,-9.14"
         ) from None
 
 

@@ -26,16 +26,26 @@ def check_value(value: Any) -> Any:
     return value
 
 
+# Redis's geo index holds latitudes up to this (the Web Mercator limit).
+MAX_GEO_LATITUDE = 85.05112878
+
+
 class Point(Schema):
     lat: Annotated[float, Field(ge=-90, le=90)]
     lon: Annotated[float, Field(ge=-180, le=180)]
+
+
+class GeoPoint(Point):
+    """A point the geo index can hold: latitudes within ±85.05112878 degrees."""
+
+    lat: Annotated[float, Field(ge=-MAX_GEO_LATITUDE, le=MAX_GEO_LATITUDE)]
 
 
 class TripCreate(Schema):
     """A ride request: who asks, where from, where to."""
 
     requester: Text
-    pickup: Point
+    pickup: GeoPoint
     dropoff: Point
 
 
@@ -71,7 +81,7 @@ class PendingTrips(Schema):
     trips: list[dict[str, Any]]
 
 
-_SEGMENT = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]|\[\"((?:[^\"\\]|\\.)*)\"\]")
+_SEGMENT = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d{1,9})\]|\[\"((?:[^\"\\]|\\.)*)\"\]")
 
 
 def parse_path(path: str) -> list[str | int]:
@@ -92,7 +102,10 @@ def parse_path(path: str) -> list[str | int]:
         if index is not None:
             tokens.append(int(index))
         elif quoted is not None:
-            tokens.append(check_text(quoted.replace('\\"', '"').replace("\\\\", "\\")))
+            name = check_text(quoted.replace('\\"', '"').replace("\\\\", "\\"))
+            if any(ord(char) < 32 for char in name) or name.endswith("\\"):
+                raise ValueError("a quoted name may not hold control characters or end in \\")
+            tokens.append(name)
         else:
             tokens.append(name)
         position = match.end()

@@ -25,10 +25,10 @@ from redis import exceptions as rexc
 from app.records.ids import new_ulid, ulid_slot
 from app.redis import RedisStore
 from app.scripting import LuaScript
-from app.slots import slot_tag
 from app.trips import keys
 from app.trips.exceptions import (
     BadMove,
+    DocumentRefused,
     DriverBusy,
     DriverNotFound,
     ManagedPath,
@@ -41,12 +41,21 @@ from app.trips.schemas import DriverCreate, DriverPublic, Point, Status, TripCre
 
 TRIPS_SCRIPT = LuaScript.load(Path(__file__).with_name("trips.lua"))
 NOT_FOUND, DRIVER_NOT_FOUND, TRIP_TAKEN, DRIVER_BUSY, BAD_MOVE, PATH_NOT_FOUND = range(-1, -7, -1)
+OUTSIDE_REGION, DRIVER_CHANGED, DOC_REFUSED = -7, -8, -9
+# A trip document's size limit (plain Redis: each edit rewrites the whole text on the server).
+MAX_DOCUMENT_BYTES = 1024 * 1024
+# Reads in flight at once for a listing: below the client's per-node connection pool.
+MAX_CONCURRENT_READS = 32
 # Members of the trip document that only the trip API changes.
 MANAGED = frozenset(
     {"id", "requester", "pickup", "dropoff", "region", "status", "driver", "created_at"}
     | {f"{status}_at" for status in ("assigned", "in_progress", "completed", "cancelled")}
 )
-KM_PER_DEGREE = 111.32
+# Redis's geo commands use this earth radius; the region search must not cover less than they do.
+EARTH_RADIUS_KM = 6372.797560856
+KM_PER_DEGREE = math.pi * EARTH_RADIUS_KM / 180
+# Cells are chosen with this much room around the circle.
+SEARCH_MARGIN = 1.01
 MAX_REGIONS_PER_SEARCH = 400
 
 
@@ -114,8 +123,9 @@ async def create_trip(
             created_at,
             str(created_ms),
             repr(trip.pickup.lat),
-            repr(trip.pickup.lon),
+            repr(keys.wrap_longitude(trip.pickup.lon)),
             json.dumps(document, ensure_ascii=False, separators=(",", ":")),
+            region,
         ],
         what="create trip",
     )
@@ -170,24 +180,39 @@ async def assign_trip(
         raise TripTaken(trip_id, reply[1])
     if reply[0] == DRIVER_BUSY:
         raise DriverBusy(driver_id, reply[1])
+    if reply[0] == OUTSIDE_REGION:
+        raise OutsideRegion(reply[1], reply[2])
     return _document(reply[1])
 
 
 async def move_trip(
     *, store: RedisStore, config: TripsConfig, trip_id: str, status: Status
 ) -> dict[str, Any]:
-    """Move a trip along requested → assigned → in_progress → completed, or to cancelled."""
-    if status in ("requested", "assigned"):
-        current = (await read_trip(store=store, config=config, trip_id=trip_id))["status"]
-        raise BadMove(current, status)
+    """Move a trip along requested → assigned → in_progress → completed, or to cancelled.
+
+    A move to the status the trip already has changes nothing and answers the trip, so a
+    repeated request is safe.
+    """
     slot = ulid_slot(trip_id)
-    now, _ = _now()
-    reply = await TRIPS_SCRIPT(
-        store,
-        keys=[keys.trip_key(trip_id), keys.trip_doc_key(trip_id), *_region_keys(slot)],
-        args=["move", config.flag, trip_id, status, now, slot_tag(slot)],
-        what="change trip status",
-    )
+    trip_key = keys.trip_key(trip_id)
+    while True:
+        current, driver_id = await store.call(
+            trip_key, "HMGET", trip_key, "status", "driver", what="read trip status"
+        )
+        if current is None:
+            raise TripNotFound(trip_id)
+        if status in ("requested", "assigned") and current != status:
+            raise BadMove(current, status)
+        now, _ = _now()
+        driver_keys = [keys.driver_key(driver_id)] if driver_id else []
+        reply = await TRIPS_SCRIPT(
+            store,
+            keys=[trip_key, keys.trip_doc_key(trip_id), *_region_keys(slot), *driver_keys],
+            args=["move", config.flag, trip_id, status, now, driver_id or ""],
+            what="change trip status",
+        )
+        if reply[0] != DRIVER_CHANGED:
+            break
     if reply[0] == NOT_FOUND:
         raise TripNotFound(trip_id)
     if reply[0] == BAD_MOVE:
@@ -219,7 +244,7 @@ async def write_path(
     reply = await TRIPS_SCRIPT(
         store,
         keys=[keys.trip_doc_key(trip_id)],
-        args=["doc_set", config.flag, json.dumps(tokens), text],
+        args=["doc_set", config.flag, json.dumps(tokens), text, str(MAX_DOCUMENT_BYTES)],
         what="write trip document path",
     )
     _check_doc(reply, trip_id, path)
@@ -231,6 +256,8 @@ def _check_doc(reply: list[Any], trip_id: str, path: str) -> None:
         raise TripNotFound(trip_id)
     if reply[0] == PATH_NOT_FOUND:
         raise PathNotFound(path)
+    if reply[0] == DOC_REFUSED:
+        raise DocumentRefused(reply[1])
 
 
 async def create_driver(
@@ -283,21 +310,35 @@ async def _regions(store: RedisStore) -> list[int]:
 async def _documents(
     store: RedisStore, config: TripsConfig, trip_ids: list[str]
 ) -> list[dict[str, Any]]:
-    found = await asyncio.gather(
-        *(_document_or_none(store, config, trip_id) for trip_id in trip_ids)
-    )
-    # The indexes change in the same step as the status; the check keeps a listing that raced
-    # an assignment from showing a trip that was taken meanwhile.
-    return [doc for doc in found if doc is not None and doc["status"] == "requested"]
+    """Return the documents of these trips that are still requested, in the order given.
 
+    One script call per slot reads all of that slot's documents, with a bounded number of calls
+    in flight. The indexes change in the same step as the status; the check keeps a listing
+    that raced an assignment from showing a trip taken meanwhile.
+    """
+    by_slot: dict[int, list[str]] = {}
+    for trip_id in trip_ids:
+        by_slot.setdefault(ulid_slot(trip_id), []).append(trip_id)
+    gate = asyncio.Semaphore(MAX_CONCURRENT_READS)
 
-async def _document_or_none(
-    store: RedisStore, config: TripsConfig, trip_id: str
-) -> dict[str, Any] | None:
-    try:
-        return await read_trip(store=store, config=config, trip_id=trip_id)
-    except TripNotFound:
-        return None
+    async def read_slot(ids: list[str]) -> dict[str, dict[str, Any]]:
+        async with gate:
+            texts = await TRIPS_SCRIPT(
+                store,
+                keys=[keys.trip_doc_key(trip_id) for trip_id in ids],
+                args=["docs", config.flag],
+                what="read trips",
+            )
+        return {trip_id: _document(text) for trip_id, text in zip(ids, texts, strict=True) if text}
+
+    found: dict[str, dict[str, Any]] = {}
+    for part in await asyncio.gather(*(read_slot(ids) for ids in by_slot.values())):
+        found.update(part)
+    return [
+        found[trip_id]
+        for trip_id in trip_ids
+        if trip_id in found and found[trip_id]["status"] == "requested"
+    ]
 
 
 async def oldest_pending(
@@ -305,11 +346,14 @@ async def oldest_pending(
 ) -> list[dict[str, Any]]:
     """Return up to ``limit`` waiting requests across every region, oldest first."""
 
+    gate = asyncio.Semaphore(MAX_CONCURRENT_READS)
+
     async def oldest_in(slot: int) -> list[tuple[float, str]]:
         key = keys.pending_key(slot)
-        found: list[tuple[str, float]] = await store.call(
-            key, "ZRANGE", key, 0, limit - 1, "WITHSCORES", what="read pending trips"
-        )
+        async with gate:
+            found: list[tuple[str, float]] = await store.call(
+                key, "ZRANGE", key, 0, limit - 1, "WITHSCORES", what="read pending trips"
+            )
         return [(float(score), trip_id) for trip_id, score in _pairs(found)]
 
     per_region = await asyncio.gather(*(oldest_in(slot) for slot in await _regions(store)))
@@ -325,23 +369,28 @@ def _pairs(reply: Any) -> list[tuple[str, float]]:
 
 
 def regions_near(point: Point, radius_km: float, size_deg: float) -> list[str]:
-    """Return the regions a circle around ``point`` touches."""
-    lat_span = radius_km / KM_PER_DEGREE
-    lon_span = min(
-        180.0, radius_km / (KM_PER_DEGREE * max(math.cos(math.radians(point.lat)), 0.01))
-    )
-    lat_cells = range(
-        math.floor(max(-90.0, point.lat - lat_span) / size_deg),
-        math.floor(min(90.0, point.lat + lat_span) / size_deg) + 1,
-    )
-    lon_cells = range(
-        math.floor((point.lon - lon_span) / size_deg),
-        math.floor((point.lon + lon_span) / size_deg) + 1,
-    )
+    """Return the regions a circle around ``point`` touches (with a small margin)."""
+    angle = min(math.pi, radius_km * SEARCH_MARGIN / EARTH_RADIUS_KM)
+    lat_span = math.degrees(angle)
+    south, north = max(-90.0, point.lat - lat_span), min(90.0, point.lat + lat_span)
+    # The widest longitude span of the circle is at its edge nearest the pole.
+    edge = math.radians(max(abs(south), abs(north)))
+    if north >= 90 or south <= -90 or math.sin(angle) >= math.cos(edge):
+        lon_span = 180.0
+    else:
+        lon_span = math.degrees(math.asin(math.sin(angle) / math.cos(edge)))
+    lat_cells = range(math.floor(south / size_deg), math.floor(north / size_deg) + 1)
+    if lon_span >= 180:
+        lon_cells = range(math.floor(-180 / size_deg), math.floor(180 / size_deg))
+    else:
+        lon_cells = range(
+            math.floor((point.lon - lon_span) / size_deg),
+            math.floor((point.lon + lon_span) / size_deg) + 1,
+        )
     cells = len(lat_cells) * len(lon_cells)
     if cells > MAX_REGIONS_PER_SEARCH:
         raise ValueError(f"the search touches {cells} regions; search a smaller radius")
-    return [f"{lat}:{_wrap(lon, size_deg)}" for lat in lat_cells for lon in lon_cells]
+    return sorted({f"{lat}:{_wrap(lon, size_deg)}" for lat in lat_cells for lon in lon_cells})
 
 
 def _wrap(cell: int, size_deg: float) -> int:
@@ -365,7 +414,7 @@ async def nearest_pending(
             "GEOSEARCH",
             key,
             "FROMLONLAT",
-            repr(near.lon),
+            repr(keys.wrap_longitude(near.lon)),
             repr(near.lat),
             "BYRADIUS",
             repr(radius_km),

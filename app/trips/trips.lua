@@ -5,8 +5,9 @@
 -- the trip names.
 local op, native = ARGV[1], ARGV[2] == '1'
 
-local NOT_FOUND, DRIVER_NOT_FOUND, TRIP_TAKEN, DRIVER_BUSY, BAD_MOVE, PATH_NOT_FOUND =
-  -1, -2, -3, -4, -5, -6
+local NOT_FOUND, DRIVER_NOT_FOUND, TRIP_TAKEN, DRIVER_BUSY, BAD_MOVE, PATH_NOT_FOUND = -1, -2, -3,
+  -4, -5, -6
+local OUTSIDE_REGION, DRIVER_CHANGED, DOC_REFUSED = -7, -8, -9
 
 -- JSON text, edited without decoding it: find the text of the value at a path and splice, so
 -- everything else in the document (number spelling, empty arrays, key order) stays as it was.
@@ -138,21 +139,41 @@ local function splice(s, tokens, value)
     .. string.sub(s, close)
 end
 
+-- A JSONPath for JSON.GET/JSON.SET: names quoted with only " and \ escaped (the path grammar
+-- knows no other escapes; the schemas refuse control characters and a trailing backslash).
 local function native_path(tokens)
   local path = '$'
   for _, token in ipairs(tokens) do
     if type(token) == 'number' then
-      path = path .. '[' .. token .. ']'
+      path = path .. '[' .. string.format('%d', token) .. ']'
     else
-      path = path .. '[' .. cjson.encode(token) .. ']'
+      path = path .. '["' .. string.gsub(token, '(["\\])', '\\%1') .. '"]'
     end
   end
   return path
 end
 
+-- Map a JSON command's error: a path that does not exist is PATH_NOT_FOUND, a limit of the
+-- server (document size, nesting) DOC_REFUSED with its message; anything else is raised.
+local function json_error(reply)
+  local text = reply.err
+  if string.find(text, 'NONEXISTENT', 1, true) or string.find(text, 'OUTOFBOUNDARIES', 1, true)
+      or string.find(string.lower(text), 'index', 1, true) then
+    return { PATH_NOT_FOUND }
+  end
+  if string.find(string.lower(text), 'limit', 1, true) or
+      string.find(string.lower(text), 'too', 1, true) then
+    return { DOC_REFUSED, text }
+  end
+  return redis.error_reply(text)
+end
+
 local function doc_get(key, tokens)
   if native then
-    local found = redis.call('JSON.GET', key, native_path(tokens))
+    local found = redis.pcall('JSON.GET', key, native_path(tokens))
+    if type(found) == 'table' and found.err then
+      return nil, json_error(found)
+    end
     if not found then
       return nil
     end
@@ -174,22 +195,28 @@ local function doc_get(key, tokens)
   return string.sub(text, start, stop - 1)
 end
 
-local function doc_set(key, tokens, value)
+-- Returns nil when the value was set, else the reply to give: PATH_NOT_FOUND (like JSON.SET,
+-- the parent must exist and an index be in range) or the server's refusal.
+local function doc_set(key, tokens, value, max_bytes)
   if native then
-    -- Nil when the parent does not exist; an error for an index out of range: both mean
-    -- "no such place", as in the text version.
     local reply = redis.pcall('JSON.SET', key, native_path(tokens), value)
     if type(reply) == 'table' and reply.err then
-      return false
+      return json_error(reply)
     end
-    return reply ~= false
+    if not reply then
+      return { PATH_NOT_FOUND }
+    end
+    return nil
   end
   local edited = splice(redis.call('GET', key), tokens, value)
   if not edited then
-    return false
+    return { PATH_NOT_FOUND }
+  end
+  if max_bytes and #edited > max_bytes then
+    return { DOC_REFUSED, 'the trip document would exceed ' .. max_bytes .. ' bytes' }
   end
   redis.call('SET', key, edited)
-  return true
+  return nil
 end
 
 local function doc_text(key)
@@ -203,19 +230,21 @@ if op == 'create' then
   -- KEYS: trip, doc, pending, pending geo. ARGV[3..]: id, requester, created_at (ISO),
   -- created_at (ms), pickup lat, pickup lon, the document.
   local trip_key, doc_key, pending_key, geo_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-  local id, requester, created_at, created_ms, lat, lon, doc =
-    ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
+  local id, requester, created_at, created_ms, lat, lon, doc, region =
+    ARGV[3], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
   if redis.call('EXISTS', trip_key) == 0 then
-    -- Not yet there (a re-sent call finds its trip and changes nothing).
+    -- Not yet there (a re-sent call finds its trip and changes nothing). The geo index first:
+    -- it is the one command that can refuse the input (a latitude beyond 85.05 degrees), and
+    -- it must do so before anything is written.
+    redis.call('GEOADD', geo_key, lon, lat, id)
     redis.call('HSET', trip_key, 'created_at', created_at, 'requester', requester,
-      'location', lat .. ',' .. lon, 'status', 'requested')
+      'location', lat .. ',' .. lon, 'status', 'requested', 'region', region)
     if native then
       redis.call('JSON.SET', doc_key, '$', doc)
     else
       redis.call('SET', doc_key, doc)
     end
     redis.call('ZADD', pending_key, created_ms, id)
-    redis.call('GEOADD', geo_key, lon, lat, id)
   end
   return { 1, doc_text(doc_key) }
 end
@@ -225,15 +254,19 @@ if op == 'assign' then
   local trip_key, doc_key, pending_key, geo_key, driver_key =
     KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
   local trip_id, driver_id, now = ARGV[3], ARGV[4], ARGV[5]
-  local trip = redis.call('HMGET', trip_key, 'status', 'driver')
+  local trip = redis.call('HMGET', trip_key, 'status', 'driver', 'region')
   if not trip[1] then
     return { NOT_FOUND }
   end
-  local driver = redis.call('HMGET', driver_key, 'status', 'trip', 'name', 'car')
+  local driver = redis.call('HMGET', driver_key, 'status', 'trip', 'name', 'car', 'region')
   if not driver[1] then
     return { DRIVER_NOT_FOUND }
   end
-  if trip[2] == driver_id and driver[2] == trip_id then
+  if trip[3] ~= driver[5] then
+    -- Two regions can share a slot; the rule is the region, not the slot.
+    return { OUTSIDE_REGION, driver[5], trip[3] }
+  end
+  if trip[1] == 'assigned' and trip[2] == driver_id and driver[2] == trip_id then
     -- Already done by this same request (re-sent) or an identical one: the same answer.
     return { 1, doc_text(doc_key) }
   end
@@ -256,10 +289,11 @@ if op == 'assign' then
 end
 
 if op == 'move' then
-  -- KEYS: trip, doc, pending, pending geo. ARGV[3..]: trip id, new status, now (ISO), the
-  -- region's tag (to name the driver's key).
-  local trip_key, doc_key, pending_key, geo_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-  local trip_id, status, now, tag = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
+  -- KEYS: trip, doc, pending, pending geo, and the trip's driver when it has one. ARGV[3..]:
+  -- trip id, new status, now (ISO), the driver id the caller read ('' for none).
+  local trip_key, doc_key, pending_key, geo_key, driver_key =
+    KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+  local trip_id, status, now, driver_id = ARGV[3], ARGV[4], ARGV[5], ARGV[6]
   local allowed = {
     requested = { cancelled = true },
     assigned = { in_progress = true, cancelled = true },
@@ -269,8 +303,16 @@ if op == 'move' then
   if not trip[1] then
     return { NOT_FOUND }
   end
+  if trip[1] == status then
+    -- Already there: a repeated request (or a re-send) changes nothing and says so.
+    return { 1, doc_text(doc_key) }
+  end
   if not (allowed[trip[1]] and allowed[trip[1]][status]) then
     return { BAD_MOVE, trip[1] }
+  end
+  if (trip[2] or '') ~= driver_id then
+    -- Assigned since the caller looked: it declares the driver's key and tries again.
+    return { DRIVER_CHANGED }
   end
   local stamp = status .. '_at'
   redis.call('HSET', trip_key, 'status', status, stamp, now)
@@ -280,8 +322,7 @@ if op == 'move' then
     redis.call('ZREM', pending_key, trip_id)
     redis.call('ZREM', geo_key, trip_id)
   end
-  if (status == 'completed' or status == 'cancelled') and trip[2] then
-    local driver_key = tag .. ':driver:' .. trip[2]
+  if (status == 'completed' or status == 'cancelled') and driver_key then
     if redis.call('HGET', driver_key, 'trip') == trip_id then
       redis.call('HSET', driver_key, 'status', 'available')
       redis.call('HDEL', driver_key, 'trip')
@@ -290,12 +331,24 @@ if op == 'move' then
   return { 1, doc_text(doc_key) }
 end
 
+if op == 'docs' then
+  -- KEYS: trip documents of one slot. Answers each one's text (false when missing).
+  local out = {}
+  for i, key in ipairs(KEYS) do
+    out[i] = doc_text(key) or false
+  end
+  return out
+end
+
 if op == 'doc_get' then
   -- KEYS: doc. ARGV[3]: the path's tokens as a JSON array.
   if redis.call('EXISTS', KEYS[1]) == 0 then
     return { NOT_FOUND }
   end
-  local value = doc_get(KEYS[1], cjson.decode(ARGV[3]))
+  local value, failure = doc_get(KEYS[1], cjson.decode(ARGV[3]))
+  if failure then
+    return failure
+  end
   if not value then
     return { PATH_NOT_FOUND }
   end
@@ -303,12 +356,14 @@ if op == 'doc_get' then
 end
 
 if op == 'doc_set' then
-  -- KEYS: doc. ARGV[3..4]: the path's tokens as a JSON array, the new value (JSON text).
+  -- KEYS: doc. ARGV[3..5]: the path's tokens as a JSON array, the new value (JSON text), the
+  -- largest document allowed (bytes).
   if redis.call('EXISTS', KEYS[1]) == 0 then
     return { NOT_FOUND }
   end
-  if not doc_set(KEYS[1], cjson.decode(ARGV[3]), ARGV[4]) then
-    return { PATH_NOT_FOUND }
+  local failure = doc_set(KEYS[1], cjson.decode(ARGV[3]), ARGV[4], tonumber(ARGV[5]))
+  if failure then
+    return failure
   end
   return { 1, ARGV[4] }
 end

@@ -583,3 +583,14 @@ async def test_dead_letter_offsets_are_bounded(http: httpx.AsyncClient) -> None:
     answer = await http.get("/queues/jobs/dead-letters", params={"offset": 10**17})
     assert answer.status_code == 422
     assert "offset" in answer.json()["message"]
+
+
+async def test_a_body_nested_too_deep_is_422(http: httpx.AsyncClient) -> None:
+    await make_queue(http)
+    deep: Any = "bottom"
+    for _ in range(70):
+        deep = [deep]
+    answer = await http.post("/queues/jobs/messages", json={"body": deep})
+    assert answer.status_code == 422
+    assert "nest" in answer.json()["message"]
+    assert (await counts(http))["ready"] == 0

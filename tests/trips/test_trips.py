@@ -16,6 +16,9 @@ from tests.conftest import data_keys, shard_of
 LISBON = {"lat": 38.72, "lon": -9.14}
 AIRPORT = {"lat": 38.77, "lon": -9.13}
 PORTO = {"lat": 41.15, "lon": -8.61}
+DEEP: list[Any] = []
+for _ in range(70):
+    DEEP = [DEEP]
 STATUSES = ["requested", "assigned", "in_progress", "completed", "cancelled"]
 ALLOWED = {
     ("requested", "cancelled"),
@@ -89,7 +92,8 @@ async def test_a_trips_whole_life(client: httpx.AsyncClient, redis: RedisCluster
         "requester": "ana",
         "location": "38.72,-9.14",
         "status": "requested",
-    }, "the seed's hash per trip"
+        "region": "38:-10",
+    }, "the seed's hash per trip, and its region"
     driver = await new_driver(client)
     assert driver["status"] == "available"
     assert [t["id"] for t in (await client.get("/trips/pending")).json()["trips"]] == [trip["id"]]
@@ -158,7 +162,7 @@ async def test_one_driver_many_trips_exactly_one_wins(client: httpx.AsyncClient)
 
 @pytest.mark.parametrize(
     ("start", "target"),
-    [(s, t) for s in STATUSES for t in STATUSES if (s, t) not in ALLOWED],
+    [(s, t) for s in STATUSES for t in STATUSES if s != t and (s, t) not in ALLOWED],
 )
 async def test_every_invalid_move_is_409_and_changes_nothing(
     client: httpx.AsyncClient, redis: RedisCluster, start: str, target: str
@@ -175,13 +179,39 @@ async def test_every_invalid_move_is_409_and_changes_nothing(
     assert (await client.get(f"/drivers/{driver['id']}")).json() == before_driver
 
 
+@pytest.mark.parametrize("status", STATUSES)
+async def test_a_move_to_the_current_status_changes_nothing(
+    client: httpx.AsyncClient, redis: RedisCluster, status: str
+) -> None:
+    trip, driver = await trip_in(client, status)
+    before = (await client.get(f"/trips/{trip['id']}")).json()
+    before_driver = (await client.get(f"/drivers/{driver['id']}")).json()
+    answer = await move(client, trip["id"], status)
+    assert answer.status_code == 200, "a repeated request (or a re-send) is safe"
+    assert answer.json() == before
+    assert (await client.get(f"/drivers/{driver['id']}")).json() == before_driver
+
+
 async def test_only_a_requested_trip_can_be_assigned(client: httpx.AsyncClient) -> None:
     for status in ("assigned", "in_progress", "completed", "cancelled"):
-        trip, _ = await trip_in(client, status)
+        trip, driver = await trip_in(client, status)
         other = await new_driver(client, "Eva")
         answer = await assign(client, trip["id"], other["id"])
         assert answer.status_code == 409
         assert (await client.get(f"/drivers/{other['id']}")).json()["status"] == "available"
+        if status != "assigned":
+            again = await assign(client, trip["id"], driver["id"])
+            assert again.status_code == 409, "its own driver cannot take it again either"
+
+
+async def test_regions_that_share_a_slot_are_still_separate(client: httpx.AsyncClient) -> None:
+    assert keys.region_slot("38:-10") == keys.region_slot("-30:99")
+    trip = await new_trip(client, {"lat": -29.5, "lon": 99.5})
+    driver = await new_driver(client)
+    answer = await assign(client, trip["id"], driver["id"])
+    assert answer.status_code == 409
+    assert "region 38:-10" in answer.json()["message"]
+    assert (await client.get(f"/drivers/{driver['id']}")).json()["status"] == "available"
 
 
 async def test_a_driver_takes_trips_of_their_own_region(client: httpx.AsyncClient) -> None:
@@ -212,6 +242,7 @@ async def test_unknown_and_malformed_ids(client: httpx.AsyncClient) -> None:
     [
         ({"pickup": LISBON, "dropoff": AIRPORT}, "requester"),
         ({"requester": "a", "pickup": {"lat": 91, "lon": 0}, "dropoff": AIRPORT}, "pickup.lat"),
+        ({"requester": "a", "pickup": {"lat": 86, "lon": 10}, "dropoff": AIRPORT}, "pickup.lat"),
         ({"requester": "a", "pickup": LISBON, "dropoff": {"lat": 0, "lon": 181}}, "dropoff.lon"),
         ({"requester": "", "pickup": LISBON, "dropoff": AIRPORT}, "requester"),
     ],
@@ -264,6 +295,7 @@ async def test_pending_near_a_point_nearest_first_across_a_region_border(
     ("params", "named"),
     [
         ({"near": "38.7"}, "near"),
+        ({"near": "86,10"}, "near"),
         ({"near": "north,west"}, "near"),
         ({"radius_km": 5}, "radius_km"),
         ({"near": "38.7,-9.1", "radius_km": 0}, "radius_km"),
@@ -277,6 +309,19 @@ async def test_bad_pending_queries_are_422(
     answer = await client.get("/trips/pending", params=params)
     assert answer.status_code == 422
     assert named in answer.json()["message"]
+
+
+async def test_searches_cover_the_whole_radius_and_wrap_at_180_degrees(
+    client: httpx.AsyncClient,
+) -> None:
+    edge = await new_trip(client, {"lat": 37.9995, "lon": -9.1})
+    found = await client.get("/trips/pending", params={"near": "38.8984,-9.1", "radius_km": 100})
+    assert [t["id"] for t in found.json()["trips"]] == [edge["id"]], "99.98 km away, in range"
+    east = await new_trip(client, {"lat": 10, "lon": 180})
+    west = await new_trip(client, {"lat": 10, "lon": -179.99})
+    across = await client.get("/trips/pending", params={"near": "10,179.995", "radius_km": 5})
+    assert {t["id"] for t in across.json()["trips"]} == {east["id"], west["id"]}
+    assert east["region"] == "10:-180", "longitude 180 is -180"
 
 
 async def test_document_paths_read_and_write(client: httpx.AsyncClient) -> None:
@@ -317,6 +362,9 @@ async def test_document_edits_keep_the_rest_exactly(client: httpx.AsyncClient) -
         ({"path": "notes", "value": 1}, 422, "starts with $"),
         ({"path": "$.a[*]", "value": 1}, 422, "cannot read the path"),
         ({"path": "$.missing.child", "value": 1}, 404, "No value at $.missing.child"),
+        ({"path": "$.deep", "value": DEEP}, 422, "nest"),
+        ({"path": '$["tab\there"]', "value": 1}, 422, "control characters"),
+        ({"path": "$.a[1234567890]", "value": 1}, 422, "cannot read the path"),
     ],
 )
 async def test_bad_document_edits_change_nothing(
@@ -339,6 +387,21 @@ async def test_a_nan_value_is_422(client: httpx.AsyncClient) -> None:
     )
     assert answer.status_code == 422
     assert "finite" in answer.json()["message"]
+
+
+async def test_a_document_has_a_size_limit(client: httpx.AsyncClient) -> None:
+    trip = await new_trip(client)
+    url = f"/trips/{trip['id']}/doc"
+    chunk = "x" * 60_000
+    statuses = [
+        (await client.patch(url, json={"path": f"$.part{n}", "value": chunk})).status_code
+        for n in range(20)
+    ]
+    assert statuses[:17] == [200] * 17
+    assert statuses[-1] == 422
+    refused = await client.patch(url, json={"path": "$.more", "value": chunk})
+    assert "exceed" in refused.json()["message"]
+    assert "more" not in (await client.get(f"/trips/{trip['id']}")).json()
 
 
 async def test_concurrent_path_updates_lose_nothing(client: httpx.AsyncClient) -> None:
