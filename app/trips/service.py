@@ -76,6 +76,9 @@ async def server_has_json(store: RedisStore) -> bool:
     probe = "trips:json-probe"
     try:
         await store.call(probe, "JSON.GET", probe, what="probe JSON commands")
+    except rexc.NoPermissionError:
+        # An ACL user without the JSON commands: documents are kept as text, which it can edit.
+        return False
     except rexc.ResponseError as exc:
         if "unknown command" in str(exc).lower():
             return False
