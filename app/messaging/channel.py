@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -23,11 +22,6 @@ NOT_FOUND = -1
 def milliseconds(seconds: float) -> str:
     """Return a duration in seconds as the whole milliseconds the scripts take."""
     return str(round(seconds * 1000))
-
-
-def body_text(body: Any) -> str:
-    """Return a message body as the compact JSON text that is stored."""
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
 
 
 class Channel:

@@ -67,13 +67,14 @@ local function push_ready(cfg, id, front, priority, order)
   end
 end
 
--- Make a message that was leased, delayed or dead receivable again.
+-- Make a message that was leased, delayed or dead receivable again (its lease, if it had one,
+-- is already cleared: see release).
 local function make_ready(cfg, id, front)
   local key = msg_key(id)
   local m = redis.call('HMGET', key, 'priority', 'order')
   push_ready(cfg, id, front, m[1], m[2])
   redis.call('HSET', key, 'state', 'ready')
-  redis.call('HDEL', key, 'receipt', 'consumer', 'lease_until', 'visible_at')
+  redis.call('HDEL', key, 'visible_at')
 end
 
 local function pop_ready(cfg, count)
@@ -94,7 +95,6 @@ end
 
 local function dead_letter(id, reason)
   redis.call('HSET', msg_key(id), 'state', 'dead', 'reason', reason, 'dead_at', ms(NOW))
-  redis.call('HDEL', msg_key(id), 'receipt', 'consumer', 'lease_until')
   redis.call('RPUSH', dead_key, id)
   trace(id, 'dead-lettered', { reason = reason })
 end
@@ -102,13 +102,14 @@ end
 -- A lease ended without an ack (expired or nacked): deliver again after ``delay`` ms, or
 -- dead-letter the message when it has had all its deliveries.
 local function release(cfg, id, delay, why)
-  local attempts = tonumber(redis.call('HGET', msg_key(id), 'attempts'))
+  local key = msg_key(id)
+  redis.call('HDEL', key, 'receipt', 'consumer', 'lease_until')
+  local attempts = tonumber(redis.call('HGET', key, 'attempts'))
   if attempts >= cfg.max then
     dead_letter(id, why .. ' on delivery ' .. attempts .. ' of ' .. cfg.max)
   elseif delay > 0 then
     redis.call('ZADD', delayed_key, NOW + delay, id)
-    redis.call('HSET', msg_key(id), 'state', 'delayed', 'visible_at', ms(NOW + delay))
-    redis.call('HDEL', msg_key(id), 'receipt', 'consumer', 'lease_until')
+    redis.call('HSET', key, 'state', 'delayed', 'visible_at', ms(NOW + delay))
   else
     make_ready(cfg, id, true)
   end
@@ -202,15 +203,13 @@ if op == 'publish' then
       seq = seq + 1
       local order = string.format('%016d', seq)
       local fields = { priority = tonumber(priority) }
+      redis.call('HSET', msg_key(id), 'body', body, 'priority', priority, 'order', order,
+        'attempts', 0, 'published_at', ms(NOW), 'dedupe_id', dedupe, 'state', 'ready')
       if delay > 0 then
         fields.delay_ms = delay
-        redis.call('HSET', msg_key(id), 'body', body, 'priority', priority, 'order', order,
-          'attempts', 0, 'published_at', ms(NOW), 'dedupe_id', dedupe, 'state', 'delayed',
-          'visible_at', ms(NOW + delay))
+        redis.call('HSET', msg_key(id), 'state', 'delayed', 'visible_at', ms(NOW + delay))
         redis.call('ZADD', delayed_key, NOW + delay, id)
       else
-        redis.call('HSET', msg_key(id), 'body', body, 'priority', priority, 'order', order,
-          'attempts', 0, 'published_at', ms(NOW), 'dedupe_id', dedupe, 'state', 'ready')
         push_ready(cfg, id, false, priority, order)
       end
       trace(id, 'published', fields)
@@ -269,13 +268,14 @@ if op == 'receive' then
 end
 
 -- The message ``id`` as leased under ``receipt``: its hash fields, or a status when the
--- receipt does not hold the message's current lease.
+-- receipt does not hold the message's current lease (0 when ``event``, the step's own trace
+-- event, shows it already ran with this receipt).
 local function check_lease(id, receipt, event)
   local m = redis.call('HMGET', msg_key(id), 'state', 'receipt', 'consumer', 'attempts')
   if m[1] == 'inflight' and m[2] == receipt then
     return m, nil
   end
-  if already(id, event, receipt) then
+  if event and already(id, event, receipt) then
     return nil, 0
   end
   if not m[1] and redis.call('EXISTS', trace_prefix .. id) == 0 then
@@ -323,7 +323,7 @@ end
 if op == 'extend' then
   -- ARGV[6..8]: id, receipt, new visibility timeout from now (ms).
   local id, receipt, visibility = ARGV[6], ARGV[7], tonumber(ARGV[8])
-  local m, status = check_lease(id, receipt, 'never')
+  local m, status = check_lease(id, receipt, nil)
   if not m then
     return { 1, status }
   end

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from app.errors import AppError
 from app.messaging import keys
-from app.messaging.channel import NOT_FOUND, Channel, body_text, milliseconds
+from app.messaging.channel import NOT_FOUND, Channel, milliseconds
 from app.messaging.exceptions import (
     MessageNotFound,
     QueueKindConflict,
@@ -52,6 +52,7 @@ from app.messaging.schemas import (
     QueuePublic,
     from_ms,
 )
+from app.records.codec import compact_json
 from app.scripting import LuaScript
 
 if TYPE_CHECKING:
@@ -59,7 +60,6 @@ if TYPE_CHECKING:
 
 QUEUE_SCRIPT = LuaScript.load(Path(__file__).with_name("queue.lua"))
 WRONG_RECEIPT, CONFLICT, PRIORITY_ON_FIFO = -2, -3, -4
-ACKED, ALREADY_ACKED = 1, 0
 REDRIVE_BATCH = 500
 
 
@@ -134,7 +134,7 @@ class Queue(Channel):
         """
         rows = [
             [
-                body_text(message.body),
+                compact_json(message.body),
                 str(message.priority),
                 milliseconds(message.delay_s),
                 message.dedupe_id or "",
@@ -179,7 +179,8 @@ class Queue(Channel):
     async def ack_many(self, settled: Sequence[tuple[str, str]]) -> list[int]:
         """Acknowledge (id, receipt) pairs in one step; answer a status per pair.
 
-        ACKED, ALREADY_ACKED (a repeat of an ack that took), NOT_FOUND or WRONG_RECEIPT.
+        1 acknowledged, 0 already acknowledged with this receipt (a repeat of an ack that
+        took), NOT_FOUND or WRONG_RECEIPT.
         """
         if not settled:
             return []

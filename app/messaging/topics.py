@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from app.messaging import keys
-from app.messaging.channel import NOT_FOUND, Channel, body_text, milliseconds
+from app.messaging.channel import NOT_FOUND, Channel, milliseconds
 from app.messaging.exceptions import GroupNotFound, TopicNotFound
 from app.messaging.queues import raise_for_status
 from app.messaging.schemas import (
@@ -38,6 +38,7 @@ from app.messaging.schemas import (
     check_name,
     from_ms,
 )
+from app.records.codec import compact_json
 from app.scripting import LuaScript
 
 if TYPE_CHECKING:
@@ -113,7 +114,7 @@ class Topic(Channel):
 
     async def publish_many(self, messages: Sequence[TopicPublish]) -> list[Published]:
         """Append messages to the topic, in order; answer their ids (see Queue.publish_many)."""
-        rows = [[body_text(message.body), message.dedupe_id or ""] for message in messages]
+        rows = [[compact_json(message.body), message.dedupe_id or ""] for message in messages]
         return await self.publish_rows(rows, what="publish to topic")
 
     async def publish(self, message: TopicPublish) -> Published:

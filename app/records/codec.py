@@ -67,6 +67,11 @@ def nesting_depth(value: object) -> int:
     return depth
 
 
+def compact_json(value: object) -> str:
+    """Return ``value`` (already checked, as by ``dump_json``) as the compact JSON text stored."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
 def dump_json(value: object) -> str:
     """Return ``value`` as compact JSON text that can be stored; raise ValueError naming why not.
 

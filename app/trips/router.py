@@ -11,6 +11,7 @@ from app.errors import AppError
 from app.schemas import Message
 from app.trips import service
 from app.trips.schemas import (
+    DocPath,
     DocUpdate,
     DocValue,
     DriverCreate,
@@ -21,7 +22,6 @@ from app.trips.schemas import (
     TripAssign,
     TripCreate,
     TripMove,
-    parse_path,
 )
 from app.trips.service import TripsConfig
 
@@ -53,14 +53,6 @@ def _point(text: str) -> GeoPoint:
             "Invalid query parameter 'near': give lat,lon in degrees (latitude within "
             "±85.05112878), such as near=38.72,-9.14"
         ) from None
-
-
-def _check_path(path: str) -> str:
-    try:
-        parse_path(path)
-    except ValueError as exc:
-        raise BadQuery(f"Invalid query parameter 'path': {exc}") from None
-    return path
 
 
 @trips_router.post("", status_code=status.HTTP_201_CREATED)
@@ -125,12 +117,10 @@ async def read_trip_path(
     trip_id: Id,
     store: RedisDep,
     config: TripsDep,
-    path: Annotated[str, Query(max_length=512, description="such as $.fare.total")],
+    path: Annotated[DocPath, Query(description="such as $.fare.total")],
 ) -> DocValue:
     """Return the value at a JSONPath of the trip document."""
-    value = await service.read_path(
-        store=store, config=config, trip_id=trip_id, path=_check_path(path)
-    )
+    value = await service.read_path(store=store, config=config, trip_id=trip_id, path=path)
     return DocValue(path=path, value=value)
 
 

@@ -121,13 +121,13 @@ def _check_path(path: str) -> str:
     return path
 
 
-Path = Annotated[str, AfterValidator(_check_path)]
+DocPath = Annotated[str, AfterValidator(_check_path)]
 
 
 class DocUpdate(Schema):
     """Set the value at ``path`` in the trip document (any JSON value)."""
 
-    path: Path
+    path: DocPath
     value: Annotated[Any, AfterValidator(check_value)]
 
 

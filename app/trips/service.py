@@ -22,6 +22,7 @@ from typing import Any
 
 from redis import exceptions as rexc
 
+from app.records.codec import compact_json
 from app.records.ids import new_ulid, ulid_slot
 from app.redis import RedisStore
 from app.scripting import LuaScript
@@ -53,7 +54,6 @@ MANAGED = frozenset(
 )
 # Redis's geo commands use this earth radius; the region search must not cover less than they do.
 EARTH_RADIUS_KM = 6372.797560856
-KM_PER_DEGREE = math.pi * EARTH_RADIUS_KM / 180
 # Cells are chosen with this much room around the circle.
 SEARCH_MARGIN = 1.01
 MAX_REGIONS_PER_SEARCH = 400
@@ -127,7 +127,7 @@ async def create_trip(
             str(created_ms),
             repr(trip.pickup.lat),
             repr(keys.wrap_longitude(trip.pickup.lon)),
-            json.dumps(document, ensure_ascii=False, separators=(",", ":")),
+            compact_json(document),
             region,
         ],
         what="create trip",
@@ -243,7 +243,7 @@ async def write_path(
     tokens = parse_path(path)
     if isinstance(tokens[0], str) and tokens[0] in MANAGED:
         raise ManagedPath(path, tokens[0])
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    text = compact_json(value)
     reply = await TRIPS_SCRIPT(
         store,
         keys=[keys.trip_doc_key(trip_id)],
