@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.typing import EncodableT
 
+from app.autopipeline import AutoPipeline
 from app.config import RedisSettings
 from app.errors import ServiceUnavailable
 from app.streams import StreamWriter
@@ -139,13 +140,18 @@ class RedisStore:
     # Appends to streams, coalesced per stream (see app.streams). One per store, so every
     # request of a process shares its batches; closed with the store.
     streams: StreamWriter = field(init=False)
+    # Single-slot commands of concurrent requests, sent to each node as one pipeline (see
+    # app.autopipeline); used by ``call`` in a cluster.
+    pipeline: AutoPipeline = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "streams", StreamWriter(self))
+        object.__setattr__(self, "pipeline", AutoPipeline(timeout_s=self.retry.timeout_s))
 
     async def aclose(self) -> None:
-        """Let accepted appends finish, then close the client."""
+        """Let accepted appends and sent commands finish, then close the client."""
         await self.streams.aclose()
+        await self.pipeline.aclose()
         await self.client.aclose()
 
     async def call(self, key: str, *command: EncodableT, what: str) -> Any:
@@ -154,23 +160,32 @@ class RedisStore:
         In a cluster the command goes straight to the node that serves the key's slot, from the
         client's slot table: redis-py's general path (command parsing to find the keys, routing
         policies, metrics) costs about as much again as the round trip (measured: 65 against
-        118 us of CPU per HGETALL). A MOVED or ASK reply, or a failed node, hands the command
-        to the general path, which follows the redirection and refreshes the slot table (and,
-        after a failure where the command may have run, sends it again, as redis-py's own
-        retries do: the writes here are idempotent, or say why not).
+        118 us of CPU per HGETALL). It travels in that node's automatic pipeline, with the
+        other requests' commands of the same turn of the event loop (app.autopipeline), so it
+        must not be a command that blocks on the server (BLPOP, XREAD BLOCK...): use ``run``
+        for those. A MOVED or ASK reply, or a failed node, hands the command to the general
+        path, which follows the redirection and refreshes the slot table (and, after a failure
+        where the command may have run, sends it again, as redis-py's own retries do: the
+        writes here are idempotent, or say why not).
         """
-        return await self.retry.run(lambda: self._call_once(key, command), what=what)
-
-    async def _call_once(self, key: str, command: tuple[EncodableT, ...]) -> Any:
         client = self.client
         if isinstance(client, RedisCluster):
+            # The common case, kept out of the retry loop's frames and timer: the batch's own
+            # timer (AutoPipeline.timeout_s) bounds the wait.
             try:
                 node = client.get_node_from_key(key)
                 if node is not None:
-                    return await node.execute_command(*command)
-            except (*REDIRECTIONS, *TRANSIENT_ERRORS):
+                    return await self.pipeline.send(node, command)
+            except REDIRECTIONS:
                 pass
-        return await client.execute_command(*command)
+            except RETRY_CANDIDATES as exc:
+                if not _transient(exc):
+                    raise
+        return await self.retry.run(lambda: self._call_general(command), what=what)
+
+    async def _call_general(self, command: tuple[EncodableT, ...]) -> Any:
+        # The client's general path: it follows MOVED and ASK and refreshes the slot table.
+        return await self.client.execute_command(*command)
 
     async def run(self, operation: Callable[[RedisClient], Awaitable[Any]], *, what: str) -> Any:
         """Run ``operation(client)`` under the retry policy.

@@ -1,0 +1,139 @@
+"""Commands of concurrent callers sent to each node as one pipeline (app.autopipeline)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from redis import exceptions as rexc
+from redis.asyncio.cluster import RedisCluster
+
+from app.autopipeline import AutoPipeline, pack_commands
+from app.config import RedisSettings
+from app.local_cluster import LocalCluster
+from app.redis import RedisStore, connect
+
+# A script that keeps its node busy for a while (the server's clock, so no DEBUG command).
+BUSY_SCRIPT = """
+local start = redis.call('TIME')
+local until_us = start[1] * 1000000 + start[2] + tonumber(ARGV[1]) * 1000
+repeat
+  local now = redis.call('TIME')
+until now[1] * 1000000 + now[2] >= until_us
+return 'done'
+"""
+
+
+@pytest.fixture
+async def store(cluster: LocalCluster) -> AsyncIterator[RedisStore]:
+    opened = await connect(RedisSettings(), cluster.url)
+    yield opened
+    await opened.aclose()
+
+
+def cluster_client(store: RedisStore) -> RedisCluster:
+    assert isinstance(store.client, RedisCluster)
+    return store.client
+
+
+async def test_concurrent_calls_share_writes_and_each_gets_its_own_reply(
+    store: RedisStore,
+) -> None:
+    keys = [f"pipelined:{i}" for i in range(300)]  # spread over every shard
+    await asyncio.gather(*(store.call(k, "SET", k, f"value-{k}", what="test") for k in keys))
+    batches_before, commands_before = store.pipeline.batches, store.pipeline.commands
+
+    values = await asyncio.gather(*(store.call(k, "GET", k, what="test") for k in keys))
+
+    assert values == [f"value-{k}" for k in keys]
+    commands = store.pipeline.commands - commands_before
+    batches = store.pipeline.batches - batches_before
+    assert commands == len(keys)
+    # One turn of the loop queued them all: one write per node (3), split at MAX_BATCH.
+    assert batches <= 6
+
+
+async def test_an_error_reply_fails_only_its_own_caller(store: RedisStore) -> None:
+    await store.call("{tag}:text", "SET", "{tag}:text", "plain", what="test")
+    await store.call("{tag}:list", "RPUSH", "{tag}:list", "a", what="test")
+
+    replies = await asyncio.gather(
+        store.call("{tag}:text", "GET", "{tag}:text", what="test"),
+        store.call("{tag}:text", "LPOP", "{tag}:text", what="test"),  # WRONGTYPE
+        store.call("{tag}:list", "LPOP", "{tag}:list", what="test"),
+        return_exceptions=True,
+    )
+
+    assert replies[0] == "plain"
+    assert isinstance(replies[1], rexc.ResponseError)
+    assert "WRONGTYPE" in str(replies[1])
+    assert replies[2] == "a"
+
+
+async def test_replies_keep_redis_py_parsing_and_binary_arguments(store: RedisStore) -> None:
+    key = "{bin}:hash"
+    awkward = "line\r\nbreak $5\r\n*2 ünïcödé"
+    await store.call(key, "HSET", key, "text", awkward, "number", 42, "float", 1.5, what="test")
+    await store.call("{bin}:raw", "SET", "{bin}:raw", b"\x00\xff\r\n", what="test")
+
+    fields = await store.call(key, "HGETALL", key, what="test")  # a dict, as redis-py parses
+
+    assert fields == {"text": awkward, "number": "42", "float": "1.5"}
+    assert await store.call("{bin}:raw", "STRLEN", "{bin}:raw", what="test") == 4
+
+
+def test_arguments_redis_py_refuses_are_refused_before_sending() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        reply = loop.create_future()
+        with pytest.raises(rexc.DataError):
+            pack_commands([(("SET", "k", True), reply)])
+        with pytest.raises(rexc.DataError):
+            pack_commands([(("SET", "k", None), reply)])  # type: ignore[list-item]
+        two_words = pack_commands([(("CLIENT SETNAME", "x"), reply)])
+        assert two_words == b"*3\r\n$6\r\nCLIENT\r\n$7\r\nSETNAME\r\n$1\r\nx\r\n"
+    finally:
+        loop.close()
+
+
+async def test_a_caller_that_stops_waiting_leaves_the_others_their_replies(
+    store: RedisStore,
+) -> None:
+    client = cluster_client(store)
+    await store.call("{busy}:k", "SET", "{busy}:k", "v", what="test")
+    slow = asyncio.ensure_future(
+        store.call("{busy}:k", "EVAL", BUSY_SCRIPT, 1, "{busy}:k", 300, what="test")
+    )
+    after = asyncio.ensure_future(store.call("{busy}:k", "GET", "{busy}:k", what="test"))
+    await asyncio.sleep(0.05)  # both are on the wire, in one batch
+
+    slow.cancel()
+
+    assert await after == "v"
+    with pytest.raises(asyncio.CancelledError):
+        await slow
+    assert await client.get("{busy}:k") == "v"
+
+
+async def test_a_batch_that_times_out_drops_its_connection_and_no_reply_goes_astray(
+    store: RedisStore,
+) -> None:
+    client = cluster_client(store)
+    node = client.get_node_from_key("{late}:k")
+    assert node is not None
+    await client.set("{late}:k", "right")
+    await client.set("{late}:other", "wrong")
+    pipeline = AutoPipeline(timeout_s=0.1)
+
+    slow = pipeline.send(node, ("EVAL", BUSY_SCRIPT, 1, "{late}:other", 400))
+    stuck = pipeline.send(node, ("GET", "{late}:other"))
+    results = await asyncio.gather(slow, stuck, return_exceptions=True)
+
+    assert all(isinstance(r, TimeoutError) for r in results)
+    await asyncio.sleep(0.5)  # the late replies arrive on the dropped connection, if at all
+    # The node's connections are taken in turn, so these reach the timed-out one too: each
+    # answers its own command, never a late reply to an earlier one.
+    for _ in range(10):
+        assert await pipeline.send(node, ("GET", "{late}:k")) == "right"
+    await pipeline.aclose()
