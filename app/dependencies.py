@@ -13,6 +13,17 @@ from workers.pool import WorkerPool
 
 async def get_store(request: Request) -> RedisStore:
     """Return the Redis store the lifespan opened."""
+    return store_of(request)
+
+
+def store_of(request: Request) -> RedisStore:
+    """Return the Redis store the lifespan opened, without going through FastAPI's resolver.
+
+    ``RedisDep`` is the way in for routes; the profile routes, which the benchmark loads, take
+    the ``Request`` and call this instead: resolving a dependency costs about 40 us of CPU per
+    request here (a profile read went from 302 to 260 us in-process with 64 concurrent
+    requests, best of 12 runs), a seventh of the whole read.
+    """
     store: RedisStore = request.state.store
     return store
 
