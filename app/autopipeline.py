@@ -23,9 +23,12 @@ hold up every reply after them, so they never come here (``RedisStore.call`` say
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
+from redis import exceptions as rexc
 from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.connection import Connection
 from redis.exceptions import DataError, ResponseError
 from redis.typing import EncodableT
 
@@ -80,49 +83,93 @@ class AutoPipeline:
     async def _send(self, node: ClusterNode, batch: list[Queued]) -> None:
         self.batches += 1
         self.commands += len(batch)
-        connection = node.acquire_connection()
+        # Encoded one by one, so that a bad argument fails only its own caller; a command
+        # whose caller already gave up is not sent at all.
+        pieces: list[bytes] = []
+        sent: list[Queued] = []
+        for command, reply in batch:
+            if reply.done():
+                continue
+            try:
+                pieces.append(pack_command(command))
+            except (DataError, UnicodeError) as exc:
+                reply.set_exception(exc)
+                continue
+            sent.append((command, reply))
+        if not sent:
+            return
+        connection = None
+        answered = 0
         try:
+            connection = node.acquire_connection()  # MaxConnectionsError reaches every caller
             await node.disconnect_if_needed(connection)
             async with asyncio.timeout(self.timeout_s):
-                await connection.send_packed_command(pack_commands(batch))
-                for command, reply in batch:
+                await connection.send_packed_command(b"".join(pieces))
+                for command, reply in sent:
                     try:
                         result = await node.parse_response(connection, command_name(command))
                     except ResponseError as exc:  # this command's own error reply
-                        if not reply.done():
-                            reply.set_exception(exc)
+                        result = exc
+                    answered += 1
+                    if reply.done():  # its caller stopped waiting
                         continue
-                    if not reply.done():  # else its caller stopped waiting
+                    if isinstance(result, ResponseError):
+                        reply.set_exception(result)
+                    else:
                         reply.set_result(result)
         except Exception as exc:
-            # The connection failed or the replies did not come in time: redis-py has dropped
-            # the connection; every command still without a reply gets the error.
-            for _command, reply in batch:
-                if not reply.done():
-                    reply.set_exception(exc)
+            await self._fail(connection, sent, answered, exc)
         except BaseException:  # cancelled (shutdown): nobody will answer these callers
-            for _command, reply in batch:
+            # (redis-py drops a connection whose write or read is interrupted.)
+            for _command, reply in sent:
                 reply.cancel()
             raise
         finally:
-            node.release(connection)
+            if connection is not None:
+                node.release(connection)
+
+    @staticmethod
+    async def _fail(
+        connection: Connection | None, sent: list[Queued], answered: int, exc: Exception
+    ) -> None:
+        """Hand a failed batch's error to the commands still without a reply.
+
+        The connection may still carry their replies (a reply that did not decode, a parsing
+        callback that raised), so it is dropped: nothing read from it later can be a reply
+        meant for someone else. The command being read gets the error; if the error is the
+        command's own (not the connection's), the ones after it get a connection error, which
+        their callers' retry policy handles as a dropped connection.
+        """
+        if connection is not None:
+            with contextlib.suppress(Exception):  # the pool reconnects it on its next use
+                await connection.disconnect(nowait=True)
+        own_error = not isinstance(exc, (rexc.ConnectionError, rexc.TimeoutError, OSError))
+        for index, (_command, reply) in enumerate(sent[answered:]):
+            if reply.done():
+                continue
+            if index == 0 or not own_error:
+                reply.set_exception(exc)
+            else:
+                reply.set_exception(
+                    rexc.ConnectionError(
+                        f"connection dropped after another command failed: {exc!r}"
+                    )
+                )
 
 
-def pack_commands(batch: list[Queued]) -> bytes:
-    """Encode the batch's commands in the Redis protocol (RESP), as one buffer.
+def pack_command(command: tuple[EncodableT, ...]) -> bytes:
+    """Encode one command in the Redis protocol (RESP).
 
     redis-py's own packer copies its growing buffer once per argument, which made packing the
     largest part of a batch's cost; this builds the pieces and joins them once. Arguments are
     encoded as redis-py encodes them: bytes as they are, text as UTF-8, numbers by ``repr``.
     """
-    pieces: list[bytes] = []
-    for command, _reply in batch:
-        # A name of several words ("CLIENT SETNAME") is several arguments, as in redis-py.
-        words = command_name(command).split()
-        pieces.append(b"*%d\r\n" % (len(words) + len(command) - 1))
-        for arg in (*words, *command[1:]):
-            data = arg.encode() if type(arg) is str else encode(arg)  # text is the common case
-            pieces.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    # A name of several words ("CLIENT SETNAME") is several arguments, as in redis-py.
+    words = command_name(command).split()
+    pieces = [b"*%d\r\n" % (len(words) + len(command) - 1)]
+    for arg in (*words, *command[1:]):
+        data = arg.encode() if type(arg) is str else encode(arg)  # text is the common case
+        pieces.append(b"$%d\r\n%b\r\n" % (len(data), data))
     return b"".join(pieces)
 
 

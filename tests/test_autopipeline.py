@@ -9,7 +9,7 @@ import pytest
 from redis import exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
 
-from app.autopipeline import AutoPipeline, pack_commands
+from app.autopipeline import AutoPipeline, pack_command
 from app.config import RedisSettings
 from app.local_cluster import LocalCluster
 from app.redis import RedisStore, connect
@@ -84,17 +84,63 @@ async def test_replies_keep_redis_py_parsing_and_binary_arguments(store: RedisSt
 
 
 def test_arguments_redis_py_refuses_are_refused_before_sending() -> None:
-    loop = asyncio.new_event_loop()
+    with pytest.raises(rexc.DataError):
+        pack_command(("SET", "k", True))
+    with pytest.raises(rexc.DataError):
+        pack_command(("SET", "k", None))  # type: ignore[arg-type]
+    two_words = pack_command(("CLIENT SETNAME", "x"))
+    assert two_words == b"*3\r\n$6\r\nCLIENT\r\n$7\r\nSETNAME\r\n$1\r\nx\r\n"
+
+
+async def test_a_bad_argument_fails_only_its_own_caller(store: RedisStore) -> None:
+    await store.call("{arg}:k", "SET", "{arg}:k", "v", what="test")
+    batches = store.pipeline.batches
+
+    bad, good = await asyncio.gather(
+        store.call("{arg}:k", "SET", "{arg}:k", None, what="test"),  # type: ignore[arg-type]
+        store.call("{arg}:k", "GET", "{arg}:k", what="test"),
+        return_exceptions=True,
+    )
+
+    assert isinstance(bad, rexc.DataError)
+    assert good == "v"
+    assert store.pipeline.batches == batches + 1  # they were one batch
+
+
+async def test_a_reply_that_does_not_decode_fails_only_its_own_caller(store: RedisStore) -> None:
+    client = cluster_client(store)
+    await client.set("{dec}:binary", b"\xff\xfe")
+    await client.set("{dec}:text", "v")
+
+    replies = await asyncio.gather(
+        store.call("{dec}:binary", "GET", "{dec}:binary", what="test"),
+        store.call("{dec}:text", "GET", "{dec}:text", what="test"),
+        store.call("{dec}:text", "STRLEN", "{dec}:text", what="test"),
+        return_exceptions=True,
+    )
+
+    assert isinstance(replies[0], UnicodeDecodeError)
+    assert replies[1] == "v"  # sent again on another connection
+    assert replies[2] == 1
+    assert await store.call("{dec}:text", "GET", "{dec}:text", what="test") == "v"
+
+
+async def test_a_node_without_a_free_connection_does_not_leave_callers_waiting(
+    cluster: LocalCluster,
+) -> None:
+    store = await connect(RedisSettings(max_connections=1), cluster.url)
     try:
-        reply = loop.create_future()
-        with pytest.raises(rexc.DataError):
-            pack_commands([(("SET", "k", True), reply)])
-        with pytest.raises(rexc.DataError):
-            pack_commands([(("SET", "k", None), reply)])  # type: ignore[list-item]
-        two_words = pack_commands([(("CLIENT SETNAME", "x"), reply)])
-        assert two_words == b"*3\r\n$6\r\nCLIENT\r\n$7\r\nSETNAME\r\n$1\r\nx\r\n"
+        await store.call("{one}:k", "SET", "{one}:k", "v", what="test")
+        slow = asyncio.ensure_future(
+            store.call("{one}:k", "EVAL", BUSY_SCRIPT, 1, "{one}:k", 300, what="test")
+        )
+        await asyncio.sleep(0.05)  # the slow batch holds the node's only connection
+
+        # The next batch finds no connection; the retry policy waits for one.
+        assert await asyncio.wait_for(store.call("{one}:k", "GET", "{one}:k", what="t"), 10) == "v"
+        assert await slow == "done"
     finally:
-        loop.close()
+        await store.aclose()
 
 
 async def test_a_caller_that_stops_waiting_leaves_the_others_their_replies(
@@ -106,7 +152,9 @@ async def test_a_caller_that_stops_waiting_leaves_the_others_their_replies(
         store.call("{busy}:k", "EVAL", BUSY_SCRIPT, 1, "{busy}:k", 300, what="test")
     )
     after = asyncio.ensure_future(store.call("{busy}:k", "GET", "{busy}:k", what="test"))
+    batches = store.pipeline.batches
     await asyncio.sleep(0.05)  # both are on the wire, in one batch
+    assert store.pipeline.batches == batches + 1
 
     slow.cancel()
 
