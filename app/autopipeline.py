@@ -68,7 +68,9 @@ class AutoPipeline:
         return reply
 
     async def aclose(self) -> None:
-        """Wait until every batch sent has its replies (or failed)."""
+        """Send what is queued, then wait until every batch has its replies (or failed)."""
+        for node in list(self._queued):
+            self._dispatch(node)
         while self._in_flight:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
 

@@ -185,3 +185,16 @@ async def test_a_batch_that_times_out_drops_its_connection_and_no_reply_goes_ast
     for _ in range(10):
         assert await pipeline.send(node, ("GET", "{late}:k")) == "right"
     await pipeline.aclose()
+
+
+async def test_closing_sends_what_is_queued_and_waits_for_the_replies(
+    store: RedisStore,
+) -> None:
+    queued = [store.call(f"{{close}}:{i}", "SET", f"{{close}}:{i}", i, what="t") for i in range(5)]
+    pending = asyncio.gather(*queued)
+    await asyncio.sleep(0)  # the calls are queued; their batch has not left yet
+
+    await store.pipeline.aclose()
+
+    assert pending.done()
+    assert await pending == [True] * 5
