@@ -20,9 +20,11 @@ def store_of(request: Request) -> RedisStore:
     """Return the Redis store the lifespan opened, without going through FastAPI's resolver.
 
     ``RedisDep`` is the way in for routes; the profile routes, which the benchmark loads, take
-    the ``Request`` and call this instead: resolving a dependency costs about 40 us of CPU per
-    request here (a profile read went from 302 to 260 us in-process with 64 concurrent
-    requests, best of 12 runs), a seventh of the whole read.
+    the ``Request`` and call this instead. Resolving a nested dependency runs FastAPI's whole
+    parameter machinery once more (path, query, header and cookie parameters, the cache):
+    30 to 40 us of CPU per request in the best in-process runs here (a read went from 302 to
+    260 us, best of 12 rounds; ``bench/profiles_cpu.py``), though single comparisons on this
+    machine vary by a fifth.
     """
     store: RedisStore = request.state.store
     return store
