@@ -53,6 +53,14 @@ end
 """
 
 
+def seed_profiles(url: str) -> None:
+    """Store the profiles user-0 .. user-<USERS - 1> that the read loads ask for."""
+    seed = redis.RedisCluster.from_url(url)
+    for i in range(USERS):
+        seed.hset(f"profile:user-{i}", mapping={"email": f"u{i}@example.com", "username": "U"})
+    seed.close()
+
+
 @dataclass(frozen=True)
 class Result:
     rps: float
@@ -134,10 +142,7 @@ def main() -> None:
         cluster = LocalCluster(ClusterSpec(data_dir=Path(data), die_with_parent=True))
         cluster.start()
         env = {**os.environ, "REDIS_URL": cluster.url}
-        seed = redis.RedisCluster.from_url(cluster.url)
-        for i in range(USERS):
-            seed.hset(f"profile:user-{i}", mapping={"email": f"u{i}@example.com", "username": "U"})
-        seed.close()
+        seed_profiles(cluster.url)
         service_port = free_port()
         ceiling_port = free_port(after=service_port + 1)
         servers = [serve("app.main:app", service_port, args.processes, env)]

@@ -22,7 +22,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import redis
 import uvloop
 from asgi_lifespan import LifespanManager
 from starlette.types import ASGIApp, Message
@@ -31,8 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from app.local_cluster import ClusterSpec, LocalCluster  # noqa: E402
-
-USERS = 1000
+from bench.profiles import USERS, seed_profiles  # noqa: E402
 
 
 async def read(app: ASGIApp, user: str) -> None:
@@ -104,10 +102,7 @@ def main() -> None:
         cluster.start()
         try:
             os.environ["REDIS_URL"] = cluster.url
-            seed = redis.RedisCluster.from_url(cluster.url)
-            for i in range(USERS):
-                seed.hset(f"profile:user-{i}", mapping={"email": f"u{i}@example.com"})
-            seed.close()
+            seed_profiles(cluster.url)
             results = uvloop.run(measure(args.target, args.rounds, args.tasks, args.requests))
         finally:
             cluster.stop()
