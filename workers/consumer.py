@@ -26,9 +26,10 @@ from app.redis import RedisStore, describe
 
 logger = logging.getLogger(__name__)
 
-# Applies the entries with these ids and acknowledges them atomically; returns how many it
-# acknowledged.
-BatchHandler = Callable[[RedisStore, list[str]], Awaitable[int]]
+# One delivered entry: its id and its fields (none for an entry deleted since its delivery).
+StreamEntry = tuple[str, dict[str, str]]
+# Applies these entries and acknowledges them atomically; returns how many it acknowledged.
+BatchHandler = Callable[[RedisStore, list[StreamEntry]], Awaitable[int]]
 
 NEW_ENTRIES = ">"
 OWN_PENDING_FROM_START = "0"
@@ -153,10 +154,10 @@ class StreamConsumer:
                 count=self.spec.settings.batch_size,
                 block=block_ms,
             )
-        ids = entry_ids(reply)
-        if ids:
-            await self._apply(ids)
-        return len(ids)
+        entries = delivered_entries(reply)
+        if entries:
+            await self._apply(entries)
+        return len(entries)
 
     async def _claim_stale_if_due(self) -> None:
         now = time.monotonic()
@@ -183,17 +184,17 @@ class StreamConsumer:
                     self.spec.group,
                     deleted,
                 )
-            ids = [entry[0] for entry in claimed]
-            if ids:
-                self.stats.claimed += len(ids)
+            claimed = [entry for entry in claimed if entry[0] is not None]
+            if claimed:
+                self.stats.claimed += len(claimed)
                 logger.info(
                     "claimed stale entries: stream=%s group=%s consumer=%s count=%d",
                     self.spec.stream,
                     self.spec.group,
                     self.spec.consumer,
-                    len(ids),
+                    len(claimed),
                 )
-                await self._apply(ids)
+                await self._apply(claimed)
             if cursor == CURSOR_DONE:
                 return
 
@@ -202,13 +203,18 @@ class StreamConsumer:
         store's per-call timeout; a call that hangs raises TimeoutError and the loop backs off."""
         return asyncio.timeout(block_ms / 1000 + self.store.retry.timeout_s)
 
-    async def _apply(self, ids: list[str]) -> None:
-        acknowledged = await self.handle(self.store, ids)
+    async def _apply(self, entries: list[StreamEntry]) -> None:
+        acknowledged = await self.handle(self.store, entries)
         self.stats.batches += 1
-        self.stats.delivered += len(ids)
+        self.stats.delivered += len(entries)
         self.stats.acknowledged += acknowledged
 
 
-def entry_ids(reply: Any) -> list[str]:
-    """Return the entry ids of an XREADGROUP reply: ``[[stream, [(id, fields), ...]], ...]``."""
-    return [str(entry[0]) for _stream, entries in reply or () for entry in entries]
+def delivered_entries(reply: Any) -> list[StreamEntry]:
+    """Return the entries of an XREADGROUP reply: ``[[stream, [(id, fields), ...]], ...]``."""
+    return [
+        (entry[0], entry[1] or {})
+        for _stream, entries in reply or ()
+        for entry in entries
+        if entry[0] is not None  # a vanished entry, in replies of old servers
+    ]

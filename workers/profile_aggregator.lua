@@ -2,7 +2,9 @@
 -- KEYS[1] profile:events (the stream), KEYS[2] {profile:events}:read-counts (sorted set),
 -- KEYS[3] {profile:events}:generations (hash: user -> "<generation>:<1 alive|0 deleted>").
 -- All three share the stream's slot: the hash tag is the stream's whole name.
--- ARGV[1] the consumer group, ARGV[2..] the ids of events delivered to the caller.
+-- ARGV[1] the consumer group, then four per event delivered to the caller: its id, user, type and
+-- generation, as delivered ("" for a field the event lacks; an event without a user is only
+-- acknowledged).
 -- Returns how many of the ids this call acknowledged (a re-run acknowledges and applies none).
 --
 -- Each profile's life (create to delete) is a generation, numbered by the create script and
@@ -61,21 +63,11 @@ local function apply(user, kind, given)
 end
 
 local acknowledged = 0
-for i = 2, #ARGV do
+for i = 2, #ARGV, 4 do
   if redis.call('XACK', stream, ARGV[1], ARGV[i]) == 1 then
     acknowledged = acknowledged + 1
-    local found = redis.call('XRANGE', stream, ARGV[i], ARGV[i])
-    if #found == 1 then
-      local fields = found[1][2]
-      local user, kind, generation
-      for j = 1, #fields, 2 do
-        if fields[j] == 'user' then user = fields[j + 1]
-        elseif fields[j] == 'type' then kind = fields[j + 1]
-        elseif fields[j] == 'generation' then generation = fields[j + 1] end
-      end
-      if user ~= nil then
-        apply(user, kind, generation)
-      end
+    if ARGV[i + 1] ~= '' then
+      apply(ARGV[i + 1], ARGV[i + 2], ARGV[i + 3])
     end
   end
 end

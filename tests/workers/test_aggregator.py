@@ -130,16 +130,12 @@ async def test_crash_after_apply_before_the_reply_counts_once(
     await create_group(redis)
     await publish(redis, [("ana", "read")] * 4)
     delivered: Any = await redis.xreadgroup(keys.AGGREGATOR_GROUP, "w-0", {keys.EVENTS_STREAM: ">"})
-    ids = [entry_id for entry_id, _fields in delivered[0][1]]
+    entries = delivered[0][1]
     # The script ran but its reply was lost; redelivery runs the same batch again.
-    assert await apply_events(store, ids) == 4
-    assert await apply_events(store, ids) == 0
-    assert await apply_events(store, ids[:2]) == 0
+    assert await apply_events(store, entries) == 4
+    assert await apply_events(store, entries) == 0
+    assert await apply_events(store, entries[:2]) == 0
     assert await stored_read_counts(redis) == {"ana": 4}
-
-
-def delivered_ids(reply: Any) -> list[str]:
-    return [entry_id for entry_id, _fields in reply[0][1]]
 
 
 async def test_batches_done_out_of_order_count_the_current_generation(
@@ -153,9 +149,9 @@ async def test_batches_done_out_of_order_count_the_current_generation(
     late: Any = await redis.xreadgroup(keys.AGGREGATOR_GROUP, "b", {keys.EVENTS_STREAM: ">"})
 
     # The later batch (re-create, read) is done first; the earlier delete cannot wipe its read.
-    assert await apply_events(store, delivered_ids(late)) == 2
+    assert await apply_events(store, late[0][1]) == 2
     assert await stored_read_counts(redis) == {"ana": 1}
-    assert await apply_events(store, delivered_ids(early)) == 4
+    assert await apply_events(store, early[0][1]) == 4
     assert await stored_read_counts(redis) == {"ana": 1}
     assert await stored_read_counts(redis) == await expected_read_counts(redis)
 
