@@ -1,10 +1,11 @@
 """Benchmark: profile read and create against the ceiling of a FastAPI route without Redis.
 
-Run: ``python bench/profiles.py [--connections 64] [--duration 10] [--processes 1] [--repeat 3]``
-(needs ``wrk``: ``apt-get install -y wrk``). It starts a local 3-shard Redis Cluster on free
-loopback ports, serves the service and the ceiling app the same way (uvicorn, same processes,
-no access log), loads each with wrk and prints requests per second, p50, p99 and the ratio.
-Only ever targets 127.0.0.1.
+Run: ``python bench/profiles.py [--connections 64] [--duration 10] [--processes 1] [--repeat 3]
+[--no-pin]`` (needs ``wrk``: ``apt-get install -y wrk``). It starts a local 3-shard Redis Cluster
+on free loopback ports, serves the service and the ceiling app the same way (uvicorn, same
+processes, no access log, the same CPUs: by default CPUs of their own, with Redis and wrk on the
+others), loads each with wrk and prints requests per second, p50, p99 and the ratio. Only ever
+targets 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -86,11 +87,15 @@ def free_port(after: int = 18000) -> int:
     raise RuntimeError("no free port")
 
 
-def serve(app: str, port: int, processes: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
+def serve(
+    app: str, port: int, processes: int, env: dict[str, str], cpus: set[int] | None = None
+) -> subprocess.Popen[bytes]:
+    """Serve ``app`` with uvicorn, on ``cpus`` only when given (its workers inherit them)."""
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", app, "--host", HOST, "--port", str(port),
          "--workers", str(processes), "--no-access-log", "--log-level", "warning"],
         cwd=ROOT, env=env,
+        preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
     )  # fmt: skip
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -128,15 +133,38 @@ def load(url: str, script: str, connections: int, duration: int) -> Result:
     return Result(rps, p50, p99, "; ".join(problems) or "none")
 
 
+def pin_load_away_from_servers(processes: int) -> set[int]:
+    """Keep this process and what it starts (the Redis nodes, wrk) off the CPUs the servers
+    get, and return those: one per uvicorn process.
+
+    The load generator and the database then never take the served process's CPU, as in a
+    deployment where Redis (MemoryDB, ElastiCache) and the clients run on other machines; both
+    targets get the same CPUs, so the ratio still compares like with like.
+    """
+    available = sorted(os.sched_getaffinity(0))
+    if len(available) <= processes:
+        sys.exit(f"--pin needs more than {processes} CPUs, found {len(available)}: use --no-pin")
+    os.sched_setaffinity(0, available[processes:])
+    return set(available[:processes])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3, help="runs per target; medians shown")
+    parser.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="serve on CPUs of their own, away from Redis and wrk (Linux, needs more CPUs "
+        "than --processes); --no-pin lets them all share every CPU",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk not found: apt-get install -y wrk")
+    server_cpus = pin_load_away_from_servers(args.processes) if args.pin else None
 
     with tempfile.TemporaryDirectory() as data:
         cluster = LocalCluster(ClusterSpec(data_dir=Path(data), die_with_parent=True))
@@ -145,9 +173,11 @@ def main() -> None:
         seed_profiles(cluster.url)
         service_port = free_port()
         ceiling_port = free_port(after=service_port + 1)
-        servers = [serve("app.main:app", service_port, args.processes, env)]
+        servers = [serve("app.main:app", service_port, args.processes, env, server_cpus)]
         try:
-            servers.append(serve("bench.ceiling:app", ceiling_port, args.processes, env))
+            servers.append(
+                serve("bench.ceiling:app", ceiling_port, args.processes, env, server_cpus)
+            )
             rows: list[tuple[str, str, Result]] = []
             for name, script in (
                 ("GET /profile/{user}", READ_SCRIPT),
@@ -170,6 +200,7 @@ def main() -> None:
     print(
         f"\n{args.connections} connections, {args.duration}s each, "
         f"{args.processes} uvicorn process(es), {os.cpu_count()} CPUs, wrk -t1 on this machine, "
+        f"servers {'pinned to CPUs ' + str(sorted(server_cpus)) if server_cpus else 'not pinned'}, "
         f"median of {args.repeat} alternating runs"
     )
     print(f"{'route':22} {'target':8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}  errors")
