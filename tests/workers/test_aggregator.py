@@ -124,6 +124,24 @@ async def test_crash_between_read_and_ack_is_finished_on_restart(
     assert restarted.stats.claimed == 0  # its own pending entries, found by name, not claimed
 
 
+async def test_a_pending_event_deleted_from_the_stream_is_acknowledged_and_not_counted(
+    store: RedisStore, settings: Settings, redis: RedisCluster
+) -> None:
+    await create_group(redis)
+    await publish(redis, [("ana", "read")] * 3)
+    # The worker read the batch and died; meanwhile one of its events was deleted (XDEL,
+    # trimming): its own pending list gives that entry back without fields.
+    delivered: Any = await redis.xreadgroup(keys.AGGREGATOR_GROUP, "w-0", {keys.EVENTS_STREAM: ">"})
+    await redis.xdel(keys.EVENTS_STREAM, delivered[0][1][0][0])
+
+    restarted = consumer(store, settings, "w-0", claim_min_idle_ms=3_600_000)
+    async with Running(restarted):
+        await eventually(lambda: all_events_applied(redis), what="every event acknowledged")
+    assert await stored_read_counts(redis) == {"ana": 2}
+    assert restarted.stats.acknowledged == 3
+    assert restarted.stats.errors == 0
+
+
 async def test_crash_after_apply_before_the_reply_counts_once(
     store: RedisStore, redis: RedisCluster
 ) -> None:
