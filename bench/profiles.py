@@ -138,9 +138,13 @@ def pin_load_away_from_servers(processes: int) -> set[int]:
     get, and return those: one per uvicorn process.
 
     The load generator and the database then never take the served process's CPU, as in a
-    deployment where Redis (MemoryDB, ElastiCache) and the clients run on other machines; both
-    targets get the same CPUs, so the ratio still compares like with like.
+    deployment where Redis (MemoryDB, ElastiCache) and the clients run on other machines. Both
+    targets get the same CPUs, but the ratio is not the one measured with ``--no-pin``: the
+    Redis nodes' CPU no longer competes with the service, and wrk shares its CPU with them
+    during the service's runs only.
     """
+    if not hasattr(os, "sched_setaffinity"):
+        sys.exit("--pin needs Linux (os.sched_setaffinity): use --no-pin")
     available = sorted(os.sched_getaffinity(0))
     if len(available) <= processes:
         sys.exit(f"--pin needs more than {processes} CPUs, found {len(available)}: use --no-pin")

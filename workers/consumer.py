@@ -28,7 +28,8 @@ logger = logging.getLogger(__name__)
 
 # One delivered entry: its id and its fields (none for an entry deleted since its delivery).
 StreamEntry = tuple[str, dict[str, str]]
-# Applies these entries and acknowledges them atomically; returns how many it acknowledged.
+# Applies these entries and acknowledges them atomically (an entry without fields is only
+# acknowledged); returns how many it acknowledged.
 BatchHandler = Callable[[RedisStore, list[StreamEntry]], Awaitable[int]]
 
 NEW_ENTRIES = ">"
@@ -155,9 +156,22 @@ class StreamConsumer:
                 block=block_ms,
             )
         entries = delivered_entries(reply)
+        if vanished := [entry_id for entry_id, fields in entries if not fields]:
+            # Still handed to the handler, which acknowledges them off the pending list.
+            self._report_lost(vanished)
         if entries:
             await self._apply(entries)
         return len(entries)
+
+    def _report_lost(self, ids: list[str]) -> None:
+        # Deleted (trimmed, XDEL) while pending: the entry's data is gone and cannot be applied.
+        self.stats.lost += len(ids)
+        logger.error(
+            "pending entries were deleted before processing: stream=%s group=%s ids=%s",
+            self.spec.stream,
+            self.spec.group,
+            ids,
+        )
 
     async def _claim_stale_if_due(self) -> None:
         now = time.monotonic()
@@ -175,15 +189,8 @@ class StreamConsumer:
                     start_id=cursor,
                     count=self.spec.settings.batch_size,
                 )
-            if deleted:
-                # Trimmed while pending: the entry's data is gone and cannot be applied.
-                self.stats.lost += len(deleted)
-                logger.error(
-                    "pending entries were trimmed before processing: stream=%s group=%s ids=%s",
-                    self.spec.stream,
-                    self.spec.group,
-                    deleted,
-                )
+            if deleted:  # XAUTOCLAIM already took them off the pending list
+                self._report_lost(deleted)
             claimed = [entry for entry in claimed if entry[0] is not None]
             if claimed:
                 self.stats.claimed += len(claimed)
@@ -216,5 +223,5 @@ def delivered_entries(reply: Any) -> list[StreamEntry]:
         (entry[0], entry[1] or {})
         for _stream, entries in reply or ()
         for entry in entries
-        if entry[0] is not None  # a vanished entry, in replies of old servers
+        if entry[0] is not None  # no id: nothing to acknowledge (redis-py's shape for a nil)
     ]

@@ -139,6 +139,7 @@ async def test_a_pending_event_deleted_from_the_stream_is_acknowledged_and_not_c
         await eventually(lambda: all_events_applied(redis), what="every event acknowledged")
     assert await stored_read_counts(redis) == {"ana": 2}
     assert restarted.stats.acknowledged == 3
+    assert restarted.stats.lost == 1
     assert restarted.stats.errors == 0
 
 
