@@ -156,9 +156,6 @@ class StreamConsumer:
                 block=block_ms,
             )
         entries = delivered_entries(reply)
-        if vanished := [entry_id for entry_id, fields in entries if not fields]:
-            # Still handed to the handler, which acknowledges them off the pending list.
-            self._report_lost(vanished)
         if entries:
             await self._apply(entries)
         return len(entries)
@@ -191,7 +188,7 @@ class StreamConsumer:
                 )
             if deleted:  # XAUTOCLAIM already took them off the pending list
                 self._report_lost(deleted)
-            claimed = [entry for entry in claimed if entry[0] is not None]
+            claimed = usable_entries(claimed)
             if claimed:
                 self.stats.claimed += len(claimed)
                 logger.info(
@@ -211,6 +208,9 @@ class StreamConsumer:
         return asyncio.timeout(block_ms / 1000 + self.store.retry.timeout_s)
 
     async def _apply(self, entries: list[StreamEntry]) -> None:
+        if vanished := [entry_id for entry_id, fields in entries if not fields]:
+            # Still handed to the handler, which acknowledges them off the pending list.
+            self._report_lost(vanished)
         acknowledged = await self.handle(self.store, entries)
         self.stats.batches += 1
         self.stats.delivered += len(entries)
@@ -219,9 +219,11 @@ class StreamConsumer:
 
 def delivered_entries(reply: Any) -> list[StreamEntry]:
     """Return the entries of an XREADGROUP reply: ``[[stream, [(id, fields), ...]], ...]``."""
-    return [
-        (entry[0], entry[1] or {})
-        for _stream, entries in reply or ()
-        for entry in entries
-        if entry[0] is not None  # no id: nothing to acknowledge (redis-py's shape for a nil)
-    ]
+    return [entry for _stream, entries in reply or () for entry in usable_entries(entries)]
+
+
+def usable_entries(entries: list[Any]) -> list[StreamEntry]:
+    """Return redis-py's ``(id, fields)`` pairs as entries: an entry deleted since its delivery
+    gets no fields, and one without an id (redis-py's shape for a nil) has nothing to
+    acknowledge and is left out."""
+    return [(entry[0], entry[1] or {}) for entry in entries if entry[0] is not None]
