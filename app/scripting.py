@@ -1,17 +1,113 @@
-"""Server-side Lua scripts, loaded once per server and run with EVALSHA."""
+"""Server-side Lua scripts, loaded once per server and run with EVALSHA, and their typed contract.
+
+A script answers with Redis's reply types: integers, strings, nested lists and nil. ``Reply``
+says exactly that, and nothing past a script's own module sees it: each script has a function
+that runs it and returns a typed value, built with the readers below (``as_int``, ``as_str``,
+``as_list``...), which raise ``ScriptContractError`` when a reply has a shape the code does not
+expect (a script and its caller out of step: a bug, never bad input).
+
+A script that answers with an outcome code declares its codes once, as an ``IntEnum``, and maps
+the codes that are failures to the domain errors they mean in one table per script::
+
+    class CreateOutcome(IntEnum):
+        CREATED = 1
+        KEY_REUSED = -1
+
+    CREATE_ERRORS: OutcomeErrors[CreateOutcome] = {
+        CreateOutcome.KEY_REUSED: lambda subject: IdempotencyKeyReused(),
+    }
+
+    outcome = outcome_of(CreateOutcome, reply)
+    raise_for(outcome, CREATE_ERRORS, subject=customer_id)
+"""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import IntEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
 from redis.exceptions import NoScriptError
 from redis.typing import EncodableT
 
+from app.errors import AppError
+
 if TYPE_CHECKING:
     from app.redis import RedisStore
+
+# What a script can answer, as redis-py decodes it with ``decode_responses=True``: Lua numbers
+# become integers, strings stay text, tables become lists, nil and false become None.
+Reply = int | str | None | list["Reply"]
+
+E = TypeVar("E", bound=IntEnum)
+# The domain error each failing outcome of a script means, made from the request's subject
+# (the id or name it concerns).
+OutcomeErrors = Mapping[E, Callable[[str], AppError]]
+
+
+class ScriptContractError(RuntimeError):
+    """A script answered with a shape its caller does not expect: a bug, not bad input."""
+
+
+def as_int(reply: Reply) -> int:
+    """Return a reply that must be an integer (a numeric string is accepted: Lua may send one)."""
+    if isinstance(reply, int) and not isinstance(reply, bool):
+        return reply
+    if isinstance(reply, str):
+        try:
+            return int(reply)
+        except ValueError:
+            pass
+    raise ScriptContractError(f"expected an integer reply, got {reply!r}")
+
+
+def as_str(reply: Reply) -> str:
+    """Return a reply that must be text."""
+    if isinstance(reply, str):
+        return reply
+    raise ScriptContractError(f"expected a text reply, got {reply!r}")
+
+
+def as_optional_str(reply: Reply) -> str | None:
+    """Return a reply that is text or nil."""
+    return None if reply is None else as_str(reply)
+
+
+def as_list(reply: Reply) -> list[Reply]:
+    """Return a reply that must be a list (an empty Lua table also arrives as a list)."""
+    if isinstance(reply, list):
+        return reply
+    raise ScriptContractError(f"expected a list reply, got {reply!r}")
+
+
+def as_str_list(reply: Reply) -> list[str]:
+    """Return a reply that must be a list of text."""
+    return [as_str(item) for item in as_list(reply)]
+
+
+def as_int_list(reply: Reply) -> list[int]:
+    """Return a reply that must be a list of integers."""
+    return [as_int(item) for item in as_list(reply)]
+
+
+def outcome_of(kind: type[E], reply: Reply) -> E:
+    """Return the outcome code ``reply`` carries as a member of ``kind``."""
+    code = as_int(reply)
+    try:
+        return kind(code)
+    except ValueError:
+        raise ScriptContractError(f"unknown {kind.__name__} code {code}") from None
+
+
+def raise_for(outcome: E, errors: OutcomeErrors[E], *, subject: str = "") -> E:
+    """Raise the domain error ``errors`` maps ``outcome`` to; return a successful outcome."""
+    make = errors.get(outcome)
+    if make is not None:
+        raise make(subject)
+    return outcome
 
 
 @dataclass(frozen=True)
@@ -30,15 +126,16 @@ class LuaScript:
 
     async def __call__(
         self, store: RedisStore, *, keys: list[str], args: list[str], what: str
-    ) -> Any:
+    ) -> Reply:
         """Run the script under the store's retry policy, on the slot of its keys.
 
         A server that lost the script (restart, failover to a replica) gets it again.
         """
         command: tuple[EncodableT, ...] = ("EVALSHA", self.sha, len(keys), *keys, *args)
         try:
-            return await store.call(keys[0], *command, what=what)
+            reply: Reply = await store.call(keys[0], *command, what=what)
         except NoScriptError:
             # SCRIPT LOAD goes to every primary of a cluster, so the retry finds it.
             await store.run(lambda r: r.script_load(self.source), what=f"load script for {what}")
-            return await store.call(keys[0], *command, what=what)
+            reply = await store.call(keys[0], *command, what=what)
+        return reply
