@@ -1,11 +1,11 @@
 """Sending the commands that concurrent requests address to one cluster node as one pipeline.
 
 Under load many requests reach Redis in the same turn of the event loop: each one alone costs
-a socket write, a wake-up for its reply and a pooled connection, on both sides (measured with
-64 concurrent profile reads: about 25 us of the service's CPU for the write alone, and 200 us
-of the Redis nodes' CPU per request, half of it spent on the sockets). ``AutoPipeline``
-collects the single-slot commands issued during one turn of the loop per node and sends them
-at the start of the next turn, as one write on one connection, reading the replies in order.
+a socket write, a wake-up for its reply and a pooled connection, on both sides (in the service
+and on the Redis nodes, where the sockets take much of the CPU; docs/benchmarks.md has the
+figures). ``AutoPipeline`` collects the single-slot commands issued during one turn of the loop
+per node and sends them at the start of the next turn, as one write on one connection, reading
+the replies in order. The redis-py internals it needs for that are in ``app.redis_internals``.
 
 What each caller sees does not change:
 - it gets its own reply, or its own error (a WRONGTYPE, NOSCRIPT or MOVED reply for one
@@ -24,19 +24,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
+import hiredis
 from redis import exceptions as rexc
-from redis.asyncio.cluster import ClusterNode
-from redis.asyncio.connection import Connection
 from redis.exceptions import DataError, ResponseError
 from redis.typing import EncodableT
+
+from app import redis_internals
+from app.redis_internals import ClusterNode, Connection
 
 # Commands per write; a turn with more starts another batch, so one huge turn does not make
 # the first caller wait for thousands of replies.
 MAX_BATCH = 256
 
 Queued = tuple[tuple[EncodableT, ...], "asyncio.Future[Any]"]
+
+# hiredis's stub declares a one-element tuple and no return type; it takes any number of
+# arguments and returns bytes.
+_hiredis_pack = cast(
+    Callable[[tuple[str | int | float | bytes | memoryview, ...]], bytes], hiredis.pack_command
+)
 
 
 class AutoPipeline:
@@ -103,13 +112,15 @@ class AutoPipeline:
         connection = None
         answered = 0
         try:
-            connection = node.acquire_connection()  # MaxConnectionsError reaches every caller
-            await node.disconnect_if_needed(connection)
+            connection = redis_internals.acquire(node)  # MaxConnectionsError reaches every caller
+            await redis_internals.ready(node, connection)
             async with asyncio.timeout(self.timeout_s):
-                await connection.send_packed_command(b"".join(pieces))
+                await redis_internals.send_packed(connection, b"".join(pieces))
                 for command, reply in sent:
                     try:
-                        result = await node.parse_response(connection, command_name(command))
+                        result = await redis_internals.read_reply(
+                            node, connection, command_name(command)
+                        )
                     except ResponseError as exc:  # this command's own error reply
                         result = exc
                     answered += 1
@@ -128,7 +139,7 @@ class AutoPipeline:
             raise
         finally:
             if connection is not None:
-                node.release(connection)
+                redis_internals.release(node, connection)
 
     @staticmethod
     async def _fail(
@@ -144,7 +155,7 @@ class AutoPipeline:
         """
         if connection is not None:
             with contextlib.suppress(Exception):  # the pool reconnects it on its next use
-                await connection.disconnect(nowait=True)
+                await redis_internals.drop(connection)
         own_error = not isinstance(exc, (rexc.ConnectionError, rexc.TimeoutError, OSError))
         for index, (_command, reply) in enumerate(sent[answered:]):
             if reply.done():
@@ -160,35 +171,21 @@ class AutoPipeline:
 
 
 def pack_command(command: tuple[EncodableT, ...]) -> bytes:
-    """Encode one command in the Redis protocol (RESP).
+    """Encode one command in the Redis protocol (RESP) with hiredis, as redis-py does.
 
-    redis-py's own packer copies its growing buffer once per argument, which made packing the
-    largest part of a batch's cost; this builds the pieces and joins them once. Arguments are
-    encoded as redis-py encodes them: bytes as they are, text as UTF-8, numbers by ``repr``.
+    As in redis-py's ``HiredisRespSerializer``: a name of several words ("CLIENT SETNAME") is
+    several arguments, bytearray and memoryview arguments are sent as bytes, and an argument
+    hiredis cannot encode (bool, None...) is a DataError, so it fails only its own command.
     """
-    # A name of several words ("CLIENT SETNAME") is several arguments, as in redis-py.
     words = command_name(command).split()
-    pieces = [b"*%d\r\n" % (len(words) + len(command) - 1)]
-    for arg in (*words, *command[1:]):
-        data = arg.encode() if type(arg) is str else encode(arg)  # text is the common case
-        pieces.append(b"$%d\r\n%b\r\n" % (len(data), data))
-    return b"".join(pieces)
+    args = (bytes(arg) if isinstance(arg, bytearray | memoryview) else arg for arg in command[1:])
+    try:
+        return _hiredis_pack((*words, *args))
+    except TypeError as exc:
+        raise DataError(str(exc)) from exc
 
 
 def command_name(command: tuple[EncodableT, ...]) -> str:
     """Return the command's name, which picks redis-py's parser for its reply."""
     name = command[0]
     return name.decode() if isinstance(name, bytes) else str(name)
-
-
-def encode(arg: EncodableT) -> bytes:
-    """Return one command argument as bytes; refuse what redis-py refuses (bool, None...)."""
-    if isinstance(arg, str):
-        return arg.encode()
-    if isinstance(arg, bytes):
-        return arg
-    if isinstance(arg, (bytearray, memoryview)):
-        return bytes(arg)
-    if isinstance(arg, (int, float)) and not isinstance(arg, bool):
-        return repr(arg).encode()
-    raise DataError(f"Invalid input of type: {type(arg).__name__!r}")

@@ -6,9 +6,10 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
+from app.domain import WorkerHealth
 from app.etags import Precondition, parse_if_match
 from app.redis import RedisStore
-from workers.pool import WorkerPool
+from app.streams import StreamWriter
 
 
 async def get_store(request: Request) -> RedisStore:
@@ -20,14 +21,18 @@ def store_of(request: Request) -> RedisStore:
     """Return the Redis store the lifespan opened, without going through FastAPI's resolver.
 
     ``RedisDep`` is the way in for routes; the profile routes, which the benchmark loads, take
-    the ``Request`` and call this instead. Resolving a nested dependency runs FastAPI's whole
-    parameter machinery once more (path, query, header and cookie parameters, the cache):
-    30 to 40 us of CPU per request in the best in-process runs here (a read went from 302 to
-    260 us, best of 12 rounds; ``bench/profiles_cpu.py``), though single comparisons on this
-    machine vary by a fifth.
+    the ``Request`` and call this instead: resolving a nested dependency runs FastAPI's whole
+    parameter machinery once more (path, query, header and cookie parameters, the cache), a
+    visible share of a read's CPU (docs/benchmarks.md).
     """
     store: RedisStore = request.state.store
     return store
+
+
+def streams_of(request: Request) -> StreamWriter:
+    """Return the stream writer the lifespan built (see ``store_of`` for why not a Depends)."""
+    streams: StreamWriter = request.state.streams
+    return streams
 
 
 async def get_idempotency_key(
@@ -49,10 +54,10 @@ IdempotencyKeyDep = Annotated[str | None, Depends(get_idempotency_key)]
 IfMatchDep = Annotated[Precondition, Depends(get_if_match)]
 
 
-async def get_workers(request: Request) -> WorkerPool | None:
-    """Return this process's stream workers, or None when they run elsewhere."""
-    workers: WorkerPool | None = request.state.workers
+async def get_workers(request: Request) -> WorkerHealth | None:
+    """Return this process's workers, or None when they run elsewhere."""
+    workers: WorkerHealth | None = request.state.workers
     return workers
 
 
-WorkersDep = Annotated[WorkerPool | None, Depends(get_workers)]
+WorkersDep = Annotated[WorkerHealth | None, Depends(get_workers)]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import ssl
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,12 +15,12 @@ from typing import Any, TypeVar
 from redis import exceptions as rexc
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.backoff import EqualJitterBackoff
 from redis.typing import EncodableT
 
 from app.autopipeline import AutoPipeline
 from app.config import RedisSettings
 from app.errors import ServiceUnavailable
-from app.streams import StreamWriter
 
 logger = logging.getLogger(__name__)
 
@@ -50,20 +50,29 @@ RETRY_CANDIDATES: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, AttributeErr
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Bounded retries with exponential backoff and jitter."""
+    """Bounded retries with exponential backoff and jitter.
+
+    redis-py's own ``Retry`` only sets how many times its cluster client re-sends, at once;
+    this loop pauses between attempts (long enough to ride out a failover) and bounds each
+    attempt's time. The pauses are redis-py's equal-jitter backoff: half the exponential
+    ceiling, plus up to as much again at random.
+    """
 
     attempts: int
     base_s: float
     cap_s: float
     # The time one attempt may take. The client has no socket timeout of its own: with one,
-    # redis-py sends every command through a task of its own (asyncio.wait_for), which cost
-    # about 15% of a profile read's CPU here; one timer around the whole attempt is cheaper.
+    # redis-py sends every command through a task of its own (asyncio.wait_for); one timer
+    # around the whole attempt is cheaper (docs/benchmarks.md).
     timeout_s: float = 5.0
+    backoff: EqualJitterBackoff = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "backoff", EqualJitterBackoff(cap=self.cap_s, base=self.base_s))
 
     def delay(self, attempt: int) -> float:
         """Return the pause before retry number ``attempt`` (0-based)."""
-        ceiling: float = min(self.cap_s, self.base_s * 2**attempt)
-        return ceiling * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not security
+        return float(self.backoff.compute(attempt))
 
     async def run(self, operation: Callable[[], Awaitable[T]], *, what: str) -> T:
         """Run ``operation``, retrying transient Redis failures; raise ServiceUnavailable."""
@@ -132,35 +141,30 @@ def _certificate_rejected(exc: BaseException) -> bool:
 
 @dataclass(frozen=True)
 class RedisStore:
-    """The shared client, the retry policy every call goes through, and the stream writer."""
+    """The shared client and the retry policy every call goes through.
+
+    The lifespan builds the client and the automatic pipeline, hands them to the store, and
+    closes them (``open_store`` does the same for tools and tests).
+    """
 
     client: RedisClient
     retry: RetryPolicy
-    is_cluster: bool
-    # Appends to streams, coalesced per stream (see app.streams). One per store, so every
-    # request of a process shares its batches; closed with the store.
-    streams: StreamWriter = field(init=False)
     # Single-slot commands of concurrent requests, sent to each node as one pipeline (see
     # app.autopipeline); used by ``call`` in a cluster.
-    pipeline: AutoPipeline = field(init=False)
+    pipeline: AutoPipeline
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "streams", StreamWriter(self))
-        object.__setattr__(self, "pipeline", AutoPipeline(timeout_s=self.retry.timeout_s))
-
-    async def aclose(self) -> None:
-        """Let accepted appends and sent commands finish, then close the client."""
-        await self.streams.aclose()
-        await self.pipeline.aclose()
-        await self.client.aclose()
+    @property
+    def is_cluster(self) -> bool:
+        """Return whether the client talks to a Redis Cluster."""
+        return isinstance(self.client, RedisCluster)
 
     async def call(self, key: str, *command: EncodableT, what: str) -> Any:
         """Run one command that touches only ``key``'s slot, under the retry policy.
 
         In a cluster the command goes straight to the node that serves the key's slot, from the
         client's slot table: redis-py's general path (command parsing to find the keys, routing
-        policies, metrics) costs about as much again as the round trip (measured: 65 against
-        118 us of CPU per HGETALL). It travels in that node's automatic pipeline, with the
+        policies, metrics) costs about as much CPU again as the round trip (docs/benchmarks.md).
+        It travels in that node's automatic pipeline, with the
         other requests' commands of the same turn of the event loop (app.autopipeline), so it
         must not be a command that blocks on the server (BLPOP, XREAD BLOCK...): use ``run``
         for those. A MOVED or ASK reply, or a failed node, hands the command to the general
@@ -236,7 +240,7 @@ async def server_is_cluster(client: Redis) -> bool:
         return True
 
 
-async def connect(settings: RedisSettings, url: str) -> RedisStore:
+async def connect_client(settings: RedisSettings, url: str) -> RedisClient:
     """Connect to ``url``, detecting a cluster from the server, and check that it answers."""
     options = _client_options(settings, url)
     policy = retry_policy(settings)
@@ -247,7 +251,7 @@ async def connect(settings: RedisSettings, url: str) -> RedisStore:
         await probe.aclose()
         raise
     if not is_cluster:
-        return RedisStore(client=probe, retry=policy, is_cluster=False)
+        return probe
     await probe.aclose()
     cluster = RedisCluster.from_url(
         url,
@@ -262,7 +266,24 @@ async def connect(settings: RedisSettings, url: str) -> RedisStore:
     except BaseException:
         await cluster.aclose()
         raise
-    return RedisStore(client=cluster, retry=policy, is_cluster=True)
+    return cluster
+
+
+@asynccontextmanager
+async def open_store(settings: RedisSettings, url: str) -> AsyncIterator[RedisStore]:
+    """Open a client and its automatic pipeline as a store; close both on exit.
+
+    The lifespan builds the same pieces one by one (it owns each); tools and tests use this.
+    """
+    client = await connect_client(settings, url)
+    pipeline = AutoPipeline(timeout_s=settings.socket_timeout_s)
+    try:
+        yield RedisStore(client=client, retry=retry_policy(settings), pipeline=pipeline)
+    finally:
+        try:
+            await pipeline.aclose()
+        finally:
+            await client.aclose()
 
 
 async def cluster_state(store: RedisStore) -> str:

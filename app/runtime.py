@@ -3,10 +3,9 @@
 CPython's cyclic garbage collector runs a young-generation pass every 700 allocations and, now
 and then, a full pass over every tracked object. A Redis Cluster client holds tens of thousands
 of long-lived objects (the slot table alone maps 16384 slots), so those passes cost a large
-share of each request: measured here, a route doing one HGETALL went from 2,090 to 3,270
-requests/s and a bare FastAPI route from 5,100 to 6,160 with the setting below. Freezing moves
-everything alive after start-up out of the collector's sight; the higher thresholds make passes
-rarer. Reference cycles are still collected, just in larger, less frequent batches.
+share of each request (docs/benchmarks.md). Freezing moves everything alive after start-up out
+of the collector's sight; the higher thresholds make passes rarer. Reference cycles are still
+collected, just in larger, less frequent batches.
 """
 
 from __future__ import annotations

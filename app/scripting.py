@@ -13,12 +13,14 @@ the codes that are failures to the domain errors they mean in one table per scri
         CREATED = 1
         KEY_REUSED = -1
 
-    CREATE_ERRORS: OutcomeErrors[CreateOutcome] = {
-        CreateOutcome.KEY_REUSED: lambda subject: IdempotencyKeyReused(),
+    CREATE_ERRORS: OutcomeErrors[CreateOutcome, [str]] = {
+        CreateOutcome.KEY_REUSED: lambda customer_id: IdempotencyKeyReused(),
     }
 
-    outcome = outcome_of(CreateOutcome, reply)
-    raise_for(outcome, CREATE_ERRORS, subject=customer_id)
+    outcome = raise_for(outcome_of(CreateOutcome, reply), CREATE_ERRORS, customer_id)
+
+An error is made from what the caller passes ``raise_for`` after the table (the id or name the
+request concerns, what the reply named), so each table states what its errors need.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from redis.exceptions import NoScriptError
 from redis.typing import EncodableT
@@ -43,9 +45,9 @@ if TYPE_CHECKING:
 Reply = int | str | None | list["Reply"]
 
 E = TypeVar("E", bound=IntEnum)
-# The domain error each failing outcome of a script means, made from the request's subject
-# (the id or name it concerns).
-OutcomeErrors = Mapping[E, Callable[[str], AppError]]
+P = ParamSpec("P")
+# The domain error each failing outcome of a script means, made from what ``P`` names.
+OutcomeErrors = Mapping[E, Callable[P, AppError]]
 
 
 class ScriptContractError(RuntimeError):
@@ -102,11 +104,12 @@ def outcome_of(kind: type[E], reply: Reply) -> E:
         raise ScriptContractError(f"unknown {kind.__name__} code {code}") from None
 
 
-def raise_for(outcome: E, errors: OutcomeErrors[E], *, subject: str = "") -> E:
-    """Raise the domain error ``errors`` maps ``outcome`` to; return a successful outcome."""
+def raise_for(outcome: E, errors: OutcomeErrors[E, P], /, *args: P.args, **kwargs: P.kwargs) -> E:
+    """Raise the domain error ``errors`` maps ``outcome`` to, made from the other arguments;
+    return a successful outcome."""
     make = errors.get(outcome)
     if make is not None:
-        raise make(subject)
+        raise make(*args, **kwargs)
     return outcome
 
 

@@ -3,7 +3,7 @@
 Redis Cluster puts a key in slot CRC16(k) mod 16384, where k is the key or, when the key holds a
 non-empty ``{...}``, the part between the first ``{`` and the first ``}`` after it (its hash tag).
 Keys that a script or transaction touches together must share a slot; these helpers name such
-keys.
+keys. ``key_slot`` is redis-py's own (``redis.crc``), so it agrees with the client's routing.
 """
 
 from __future__ import annotations
@@ -11,23 +11,21 @@ from __future__ import annotations
 import binascii
 from functools import cache
 
-SLOTS = 16384
+from redis import crc
+
+SLOTS = crc.REDIS_CLUSTER_HASH_SLOTS
 _TAG_ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
 def crc_slot(data: str) -> int:
     """Return the slot of a key whose hashed part is exactly ``data``."""
+    # redis.crc.key_slot would look for a hash tag inside ``data``; this hashes all of it.
     return binascii.crc_hqx(data.encode(), 0) % SLOTS
 
 
 def key_slot(key: str) -> int:
     """Return the hash slot of ``key``, as a cluster computes it."""
-    start = key.find("{")
-    if start >= 0:
-        end = key.find("}", start + 1)
-        if end > start + 1:
-            return crc_slot(key[start + 1 : end])
-    return crc_slot(key)
+    return crc.key_slot(key.encode())
 
 
 def _base36(number: int) -> str:
@@ -41,8 +39,8 @@ def _base36(number: int) -> str:
 
 @cache
 def _slot_tags() -> tuple[str, ...]:
-    # The shortest base-36 strings that hash to each slot (at most 4 characters): found by
-    # trying them in order, about 90,000 CRC16s, a tenth of a second once per process.
+    # The shortest base-36 strings that hash to each slot (at most 4 characters), found by
+    # trying them in order: computed once per process, on first use, rather than stored.
     tags: list[str | None] = [None] * SLOTS
     missing = SLOTS
     number = 0

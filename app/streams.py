@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from app.errors import ServiceUnavailable
-from app.scripting import LuaScript
+from app.scripting import LuaScript, as_str_list
 from app.slots import same_slot_key
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ class StreamWriter:
                 args.extend((name, value))
         self.calls += 1
         marker = same_slot_key(stream, f":append-batch:{uuid.uuid4().hex}")
-        ids: list[str] = await APPEND_MANY(
+        reply = await APPEND_MANY(
             self.store, keys=[stream, marker], args=args, what=f"append to {stream}"
         )
-        return ids
+        return as_str_list(reply)

@@ -39,9 +39,9 @@ from redis.asyncio.cluster import RedisCluster  # noqa: E402
 
 from app.config import MessagingSettings, RedisSettings  # noqa: E402
 from app.local_cluster import ClusterSpec, LocalCluster, port_free  # noqa: E402
-from app.messaging.broker import Broker  # noqa: E402
+from app.messaging import Broker  # noqa: E402
 from app.messaging.schemas import MessagePublish, QueueCreate, TopicCreate, TopicPublish  # noqa: E402
-from app.redis import RedisStore, connect  # noqa: E402
+from app.redis import RedisStore, open_store  # noqa: E402
 
 HOST = "127.0.0.1"
 
@@ -239,7 +239,12 @@ def redis_benchmark(port: int, batch: int) -> list[str]:
 
 
 async def run(args: argparse.Namespace, cluster: LocalCluster) -> None:
-    store = await connect(RedisSettings(max_connections=64), cluster.url)
+    async with open_store(RedisSettings(max_connections=64), cluster.url) as store:
+        await measure(args, store, cluster)
+
+
+async def measure(args: argparse.Namespace, store: RedisStore, cluster: LocalCluster) -> None:
+    """Run every case against ``store`` and print the figures and their ratios."""
     client = store.client
     assert isinstance(client, RedisCluster)
     for node in client.get_nodes():
@@ -256,17 +261,14 @@ async def run(args: argparse.Namespace, cluster: LocalCluster) -> None:
         f"appendfsync {args.appendfsync}"
     )
     print(f"  {'channel':<9} {'how':<34} {'published':>10} {'consumed':>10}")
-    try:
-        await bench.queue("fifo", batch, f"API, batches of {batch}")
-        await bench.raw_list(batch)
-        await bench.queue("fifo", 1, "API, one message per call")
-        await bench.queue("priority", batch, f"API, batches of {batch}")
-        await bench.raw_zset(batch)
-        await bench.topic(batch, f"API, batches of {batch}")
-        await bench.raw_stream(batch)
-        await bench.topic(1, "API, one message per call")
-    finally:
-        await store.aclose()
+    await bench.queue("fifo", batch, f"API, batches of {batch}")
+    await bench.raw_list(batch)
+    await bench.queue("fifo", 1, "API, one message per call")
+    await bench.queue("priority", batch, f"API, batches of {batch}")
+    await bench.raw_zset(batch)
+    await bench.topic(batch, f"API, batches of {batch}")
+    await bench.raw_stream(batch)
+    await bench.topic(1, "API, one message per call")
     print("ratios (API batched / ceiling), published and consumed:")
     rows = {(channel, how): (p, c) for channel, how, p, c in bench.rows}
     for channel in ("fifo queue", "priority queue", "topic"):

@@ -1,11 +1,13 @@
 """Benchmark: profile read and create against the ceiling of a FastAPI route without Redis.
 
 Run: ``python bench/profiles.py [--connections 64] [--duration 10] [--processes 1] [--repeat 3]
-[--no-pin]`` (needs ``wrk``: ``apt-get install -y wrk``). It starts a local 3-shard Redis Cluster
-on free loopback ports, serves the service and the ceiling app the same way (uvicorn, same
-processes, no access log, the same CPUs: by default CPUs of their own, with Redis and wrk on the
-others), loads each with wrk and prints requests per second, p50, p99 and the ratio. Only ever
-targets 127.0.0.1.
+[--no-pin] [--baseline DIR]`` (needs ``wrk``: ``apt-get install -y wrk``). It starts a local
+3-shard Redis Cluster on free loopback ports, serves the service and the ceiling app the same
+way (uvicorn, same processes, no access log, the same CPUs: by default CPUs of their own, with
+Redis and wrk on the others), loads each with wrk and prints requests per second, p50, p99 and
+the ratio. ``--baseline DIR`` also serves the service from another checkout of this project
+(``git worktree add DIR <commit>``), in the same run and the same way, to compare a change with
+what it changes. Only ever targets 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -88,13 +90,19 @@ def free_port(after: int = 18000) -> int:
 
 
 def serve(
-    app: str, port: int, processes: int, env: dict[str, str], cpus: set[int] | None = None
+    app: str,
+    port: int,
+    processes: int,
+    env: dict[str, str],
+    cpus: set[int] | None = None,
+    root: Path = ROOT,
 ) -> subprocess.Popen[bytes]:
-    """Serve ``app`` with uvicorn, on ``cpus`` only when given (its workers inherit them)."""
+    """Serve ``app`` from the checkout ``root`` with uvicorn, on ``cpus`` only when given (its
+    workers inherit them)."""
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", app, "--host", HOST, "--port", str(port),
          "--workers", str(processes), "--no-access-log", "--log-level", "warning"],
-        cwd=ROOT, env=env,
+        cwd=root, env=env,
         preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
     )  # fmt: skip
     deadline = time.monotonic() + 60
@@ -159,6 +167,11 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=1)
     parser.add_argument("--repeat", type=int, default=3, help="runs per target; medians shown")
     parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="another checkout of this project, served as a third target to compare with",
+    )
+    parser.add_argument(
         "--pin",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -177,20 +190,33 @@ def main() -> None:
         seed_profiles(cluster.url)
         service_port = free_port()
         ceiling_port = free_port(after=service_port + 1)
+        targets = {"service": service_port, "ceiling": ceiling_port}
         servers = [serve("app.main:app", service_port, args.processes, env, server_cpus)]
         try:
             servers.append(
                 serve("bench.ceiling:app", ceiling_port, args.processes, env, server_cpus)
             )
+            if args.baseline is not None:
+                targets["baseline"] = free_port(after=ceiling_port + 1)
+                servers.append(
+                    serve(
+                        "app.main:app",
+                        targets["baseline"],
+                        args.processes,
+                        env,
+                        server_cpus,
+                        root=args.baseline.resolve(),
+                    )
+                )
             rows: list[tuple[str, str, Result]] = []
             for name, script in (
                 ("GET /profile/{user}", READ_SCRIPT),
                 ("POST /profile/{user}", CREATE_SCRIPT),
             ):
-                runs: dict[str, list[Result]] = {"service": [], "ceiling": []}
-                # Alternate the two targets so that drift on a shared machine hits both alike.
+                runs: dict[str, list[Result]] = {target: [] for target in targets}
+                # Alternate the targets so that drift on a shared machine hits them alike.
                 for _ in range(args.repeat):
-                    for target, port in (("service", service_port), ("ceiling", ceiling_port)):
+                    for target, port in targets.items():
                         url = f"http://{HOST}:{port}"
                         load(url, script, args.connections, 2)  # warm-up
                         runs[target].append(load(url, script, args.connections, args.duration))
@@ -211,8 +237,10 @@ def main() -> None:
     for name, target, r in rows:
         print(f"{name:22} {target:8} {r.rps:9.0f} {r.p50_ms:8.2f} {r.p99_ms:8.2f}  {r.errors}")
     for name in ("GET /profile/{user}", "POST /profile/{user}"):
-        service_rps, ceiling_rps = (r.rps for n, _t, r in rows if n == name)
-        print(f"{name}: service / ceiling throughput = {service_rps / ceiling_rps:.2f}")
+        rps = {target: r.rps for n, target, r in rows if n == name}
+        print(f"{name}: service / ceiling throughput = {rps['service'] / rps['ceiling']:.2f}")
+        if "baseline" in rps:
+            print(f"{name}: service / baseline throughput = {rps['service'] / rps['baseline']:.2f}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Fixtures: a real Redis Cluster for the whole session, and the app running against it.
 
 The cluster is 3 primaries with 1 replica each, started from local ``redis-server`` processes on
-free loopback ports by the same launcher the embedded default uses. With
+free loopback ports by the same launcher the embedded default uses. It starts with the first
+test that asks for it (directly or through ``settings``, ``client``, ``redis``...), so the tests
+that need none (``tests/unit``) run where there is no ``redis-server``. With
 ``TEST_REDIS_BACKEND=testcontainers`` (and a reachable Docker engine) the same nodes run as
 containers instead (image: ``TEST_REDIS_IMAGE``, default ``redis:7.2``).
 """
@@ -14,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 import pytest
@@ -22,9 +24,10 @@ from asgi_lifespan import LifespanManager
 from redis.asyncio.cluster import RedisCluster
 
 from app.config import Settings
-from app.lifespan import AppState
 from app.local_cluster import ClusterSpec, LocalCluster
-from app.main import create_app
+
+if TYPE_CHECKING:
+    from app.lifespan import AppState
 
 BACKEND_ENV = "TEST_REDIS_BACKEND"
 IMAGE_ENV = "TEST_REDIS_IMAGE"
@@ -60,9 +63,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
 
 
 @pytest.fixture(autouse=True)
-def _empty_cluster(cluster: LocalCluster) -> None:
-    """Give every test an empty cluster, so tests run in any order."""
-    cluster.flushall()
+def _empty_cluster(request: pytest.FixtureRequest) -> None:
+    """Give every test that uses the cluster an empty one, so tests run in any order."""
+    # Asking for ``cluster`` here only when the test does keeps the other tests cluster-free.
+    if "cluster" in request.fixturenames:
+        cluster: LocalCluster = request.getfixturevalue("cluster")
+        cluster.flushall()
 
 
 @pytest.fixture
@@ -73,11 +79,15 @@ def settings(cluster: LocalCluster) -> Settings:
 @asynccontextmanager
 async def running_app(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, AppState]]:
     """Start the app's lifespan (client, workers) and yield an HTTP client and the app state."""
+    # Imported here, not at the top, so that tests/unit, which starts no app, does not import
+    # every domain either.
+    from app.main import create_app
+
     app = create_app(settings)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            yield http, cast(AppState, manager._state)
+            yield http, cast("AppState", manager._state)
 
 
 @pytest.fixture

@@ -1,4 +1,7 @@
-"""Commands of concurrent callers sent to each node as one pipeline (app.autopipeline)."""
+"""Commands of concurrent callers sent to each node as one pipeline (app.autopipeline).
+
+How single commands are packed is in tests/unit/test_packing.py.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +12,10 @@ import pytest
 from redis import exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
 
-from app.autopipeline import AutoPipeline, pack_command
+from app.autopipeline import AutoPipeline
 from app.config import RedisSettings
 from app.local_cluster import LocalCluster
-from app.redis import RedisStore, connect
+from app.redis import RedisStore, open_store
 
 # A script that keeps its node busy for a while (the server's clock, so no DEBUG command).
 BUSY_SCRIPT = """
@@ -27,9 +30,8 @@ return 'done'
 
 @pytest.fixture
 async def store(cluster: LocalCluster) -> AsyncIterator[RedisStore]:
-    opened = await connect(RedisSettings(), cluster.url)
-    yield opened
-    await opened.aclose()
+    async with open_store(RedisSettings(), cluster.url) as opened:
+        yield opened
 
 
 def cluster_client(store: RedisStore) -> RedisCluster:
@@ -83,15 +85,6 @@ async def test_replies_keep_redis_py_parsing_and_binary_arguments(store: RedisSt
     assert await store.call("{bin}:raw", "STRLEN", "{bin}:raw", what="test") == 4
 
 
-def test_arguments_redis_py_refuses_are_refused_before_sending() -> None:
-    with pytest.raises(rexc.DataError):
-        pack_command(("SET", "k", True))
-    with pytest.raises(rexc.DataError):
-        pack_command(("SET", "k", None))  # type: ignore[arg-type]
-    two_words = pack_command(("CLIENT SETNAME", "x"))
-    assert two_words == b"*3\r\n$6\r\nCLIENT\r\n$7\r\nSETNAME\r\n$1\r\nx\r\n"
-
-
 async def test_a_bad_argument_fails_only_its_own_caller(store: RedisStore) -> None:
     await store.call("{arg}:k", "SET", "{arg}:k", "v", what="test")
     batches = store.pipeline.batches
@@ -128,8 +121,7 @@ async def test_a_reply_that_does_not_decode_fails_only_its_own_caller(store: Red
 async def test_a_node_without_a_free_connection_does_not_leave_callers_waiting(
     cluster: LocalCluster,
 ) -> None:
-    store = await connect(RedisSettings(max_connections=1), cluster.url)
-    try:
+    async with open_store(RedisSettings(max_connections=1), cluster.url) as store:
         await store.call("{one}:k", "SET", "{one}:k", "v", what="test")
         slow = asyncio.ensure_future(
             store.call("{one}:k", "EVAL", BUSY_SCRIPT, 1, "{one}:k", 300, what="test")
@@ -139,8 +131,6 @@ async def test_a_node_without_a_free_connection_does_not_leave_callers_waiting(
         # The next batch finds no connection; the retry policy waits for one.
         assert await asyncio.wait_for(store.call("{one}:k", "GET", "{one}:k", what="t"), 10) == "v"
         assert await slow == "done"
-    finally:
-        await store.aclose()
 
 
 async def test_a_caller_that_stops_waiting_leaves_the_others_their_replies(

@@ -30,7 +30,7 @@ from app.local_cluster import (
     free_cluster_ports,
     single_node,
 )
-from app.redis import RetryPolicy, connect
+from app.redis import RetryPolicy, connect_client, open_store
 from tests.conftest import PROJECT_ROOT, eventually, make_settings, running_app
 
 SEED = {"email": "ana@example.com", "username": "Ana"}
@@ -92,11 +92,11 @@ def standalone_redis(tmp_path: Path) -> Iterator[Standalone]:
 
 
 async def detected_as_cluster(url: str) -> bool:
-    store = await connect(RedisSettings(), url)
+    client = await connect_client(RedisSettings(), url)
     try:
-        return store.is_cluster
+        return isinstance(client, RedisCluster)
     finally:
-        await store.aclose()
+        await client.aclose()
 
 
 async def test_plain_redis_is_detected_and_works(standalone_redis: Standalone) -> None:
@@ -145,7 +145,7 @@ async def test_wrong_password_fails_at_once(
     user, _password = acl_user
     with pytest.raises(rexc.AuthenticationError):
         await asyncio.wait_for(
-            connect(RedisSettings(), f"redis://{user}:wrong@127.0.0.1:{cluster.ports[0]}"), 5
+            connect_client(RedisSettings(), f"redis://{user}:wrong@127.0.0.1:{cluster.ports[0]}"), 5
         )
 
 
@@ -215,7 +215,7 @@ async def test_tls_cluster_with_rediss_url(tls_cluster: LocalCluster) -> None:
 
 async def test_tls_with_an_untrusted_ca_is_refused(tls_cluster: LocalCluster) -> None:
     with pytest.raises(rexc.ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
-        await asyncio.wait_for(connect(RedisSettings(), tls_cluster.url), 5)
+        await asyncio.wait_for(connect_client(RedisSettings(), tls_cluster.url), 5)
 
 
 class Flaky:
@@ -337,8 +337,7 @@ async def test_redis_py_closed_connection_bug_is_retried() -> None:
 async def test_single_key_call_follows_moved_from_a_stale_slot_table(
     cluster: LocalCluster,
 ) -> None:
-    store = await connect(RedisSettings(), cluster.url)
-    try:
+    async with open_store(RedisSettings(), cluster.url) as store:
         client = store.client
         assert isinstance(client, RedisCluster)
         await client.hset("profile:ana", mapping=dict(SEED.items()))
@@ -353,8 +352,6 @@ async def test_single_key_call_follows_moved_from_a_stale_slot_table(
         mended = client.get_node_from_key("profile:ana")
         assert mended is not None
         assert mended.name == right.name
-    finally:
-        await store.aclose()
 
 
 async def test_redis_down_is_503_with_retry_after_and_not_ready(

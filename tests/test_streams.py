@@ -12,18 +12,18 @@ from redis.asyncio.cluster import RedisCluster
 
 from app.config import Settings
 from app.errors import ServiceUnavailable
-from app.redis import RedisStore, connect
+from app.redis import open_store
+from app.scripting import as_list
 from app.slots import same_slot_key
 from app.streams import APPEND_MANY, StreamWriter
 
 
 @pytest.fixture
 async def writer(settings: Settings) -> AsyncIterator[StreamWriter]:
-    store: RedisStore = await connect(settings.redis, settings.redis.url)
-    stream_writer = StreamWriter(store)
-    yield stream_writer
-    await stream_writer.aclose()
-    await store.aclose()
+    async with open_store(settings.redis, settings.redis.url) as store:
+        stream_writer = StreamWriter(store)
+        yield stream_writer
+        await stream_writer.aclose()
 
 
 async def test_concurrent_appends_are_stored_in_call_order_with_fewer_calls(
@@ -40,12 +40,9 @@ async def test_concurrent_appends_are_stored_in_call_order_with_fewer_calls(
 
 
 async def test_batches_are_bounded(settings: Settings, redis: RedisCluster) -> None:
-    store = await connect(settings.redis, settings.redis.url)
-    small = StreamWriter(store, max_batch=10)
-    try:
+    async with open_store(settings.redis, settings.redis.url) as store:
+        small = StreamWriter(store, max_batch=10)
         await asyncio.gather(*(small.append("test:stream", {"n": str(i)}) for i in range(95)))
-    finally:
-        await store.aclose()
     assert small.calls == 10
     assert await redis.xlen("test:stream") == 95
 
@@ -75,7 +72,7 @@ async def test_a_batch_sent_twice_is_stored_once(writer: StreamWriter, redis: Re
     first = await APPEND_MANY(writer.store, keys=["test:stream", marker], args=args, what="t")
     again = await APPEND_MANY(writer.store, keys=["test:stream", marker], args=args, what="t")
     assert first == again
-    assert len(first) == 2
+    assert len(as_list(first)) == 2
     assert await redis.xlen("test:stream") == 2
 
 

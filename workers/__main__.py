@@ -8,32 +8,30 @@ import signal
 import sys
 
 from app.config import ConfigError, load_settings
-from app.messaging.broker import Broker
-from app.redis import connect
+from app.lifespan import open_context
+from app.main import DOMAINS
 from workers.pool import WorkerPool
 
 logger = logging.getLogger("workers")
 
 
 async def run() -> None:
-    """Run the workers until SIGINT or SIGTERM, then drain them."""
+    """Run every domain's workers until SIGINT or SIGTERM, then drain them."""
     settings = load_settings()
     if not settings.redis.url:
         raise ConfigError(
             "configuration error: redis.url [env REDIS_URL]: the workers need a Redis to consume"
         )
-    store = await connect(settings.redis, settings.redis.url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    try:
-        broker = Broker(store=store, settings=settings.messaging)
-        async with WorkerPool(broker=broker, settings=settings):
-            await stop.wait()
-            logger.info("stopping workers")
-    finally:
-        await store.aclose()
+    async with (
+        open_context(settings) as context,
+        WorkerPool(context=context, domains=DOMAINS),
+    ):
+        await stop.wait()
+        logger.info("stopping workers")
 
 
 def main() -> None:

@@ -15,36 +15,20 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import ResponseError
 
 from app.config import WorkerSettings
+from app.domain import ConsumerSpec, StreamEntry
 from app.redis import RedisStore, describe
 
 logger = logging.getLogger(__name__)
 
-# One delivered entry: its id and its fields (none for an entry deleted since its delivery).
-StreamEntry = tuple[str, dict[str, str]]
-# Applies these entries and acknowledges them atomically (an entry without fields is only
-# acknowledged); returns how many it acknowledged.
-BatchHandler = Callable[[RedisStore, list[StreamEntry]], Awaitable[int]]
-
 NEW_ENTRIES = ">"
 OWN_PENDING_FROM_START = "0"
 CURSOR_DONE = "0-0"
-
-
-@dataclass(frozen=True)
-class ConsumerSpec:
-    """Which stream and group to consume, as whom, and how."""
-
-    stream: str
-    group: str
-    consumer: str
-    settings: WorkerSettings
 
 
 @dataclass
@@ -60,12 +44,16 @@ class ConsumerStats:
 
 
 class StreamConsumer:
-    """Consume ``spec.stream`` as ``spec.consumer`` of ``spec.group`` until ``stop()``."""
+    """Consume ``spec.stream`` as ``consumer`` of ``spec.group`` until ``stop()``."""
 
-    def __init__(self, *, store: RedisStore, spec: ConsumerSpec, handle: BatchHandler) -> None:
+    def __init__(
+        self, *, store: RedisStore, spec: ConsumerSpec, consumer: str, settings: WorkerSettings
+    ) -> None:
         self.store = store
         self.spec = spec
-        self.handle = handle
+        self.consumer = consumer
+        self.settings = settings
+        self.handle = spec.handle
         self.stats = ConsumerStats()
         self._stopping = asyncio.Event()
         self._next_claim = 0.0
@@ -85,7 +73,7 @@ class StreamConsumer:
             "consumer starting: stream=%s group=%s consumer=%s",
             spec.stream,
             spec.group,
-            spec.consumer,
+            self.consumer,
         )
         while not self.stopping:
             try:
@@ -93,7 +81,7 @@ class StreamConsumer:
                 await self._finish_own_pending()
                 while not self.stopping:
                     await self._claim_stale_if_due()
-                    await self._read(NEW_ENTRIES, block_ms=spec.settings.block_ms)
+                    await self._read(NEW_ENTRIES, block_ms=self.settings.block_ms)
             except ResponseError as exc:
                 if "NOGROUP" not in str(exc):
                     await self._back_off(exc)
@@ -110,7 +98,7 @@ class StreamConsumer:
             "consumer stopped: stream=%s group=%s consumer=%s acknowledged=%d",
             spec.stream,
             spec.group,
-            spec.consumer,
+            self.consumer,
             self.stats.acknowledged,
         )
 
@@ -120,12 +108,12 @@ class StreamConsumer:
             "consumer error, backing off: stream=%s group=%s consumer=%s error=%s",
             self.spec.stream,
             self.spec.group,
-            self.spec.consumer,
+            self.consumer,
             describe(exc),
             exc_info=exc,
         )
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), self.spec.settings.error_backoff_s)
+            await asyncio.wait_for(self._stopping.wait(), self.settings.error_backoff_s)
 
     async def _ensure_group(self) -> None:
         try:
@@ -150,9 +138,9 @@ class StreamConsumer:
         async with self._deadline(block_ms or 0):
             reply = await self.store.client.xreadgroup(
                 self.spec.group,
-                self.spec.consumer,
+                self.consumer,
                 {self.spec.stream: start},
-                count=self.spec.settings.batch_size,
+                count=self.settings.batch_size,
                 block=block_ms,
             )
         entries = delivered_entries(reply)
@@ -174,17 +162,17 @@ class StreamConsumer:
         now = time.monotonic()
         if now < self._next_claim:
             return
-        self._next_claim = now + self.spec.settings.claim_interval_s
+        self._next_claim = now + self.settings.claim_interval_s
         cursor = CURSOR_DONE
         while not self.stopping:
             async with self._deadline():
                 cursor, claimed, deleted = await self.store.client.xautoclaim(
                     self.spec.stream,
                     self.spec.group,
-                    self.spec.consumer,
-                    min_idle_time=self.spec.settings.claim_min_idle_ms,
+                    self.consumer,
+                    min_idle_time=self.settings.claim_min_idle_ms,
                     start_id=cursor,
-                    count=self.spec.settings.batch_size,
+                    count=self.settings.batch_size,
                 )
             if deleted:  # XAUTOCLAIM already took them off the pending list
                 self._report_lost(deleted)
@@ -195,7 +183,7 @@ class StreamConsumer:
                     "claimed stale entries: stream=%s group=%s consumer=%s count=%d",
                     self.spec.stream,
                     self.spec.group,
-                    self.spec.consumer,
+                    self.consumer,
                     len(claimed),
                 )
                 await self._apply(claimed)

@@ -1,4 +1,4 @@
-"""The owner of a process's stream consumers: starts them, reports on them, drains them."""
+"""The owner of a process's workers: builds them from the domains' specs, runs, drains them."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Sequence
 from types import TracebackType
+from typing import Any
 
-from app.config import Settings, WorkerSettings
-from app.messaging.broker import Broker
+from app.config import WorkerSettings
+from app.domain import Context, Domain
 from workers.consumer import StreamConsumer
-from workers.profile_aggregator import aggregator_spec, apply_events
 from workers.queue_worker import QueueWorker
-from workers.video_chunker import chunking_worker
 
 logger = logging.getLogger(__name__)
 
@@ -34,32 +34,40 @@ def consumer_prefix(settings: WorkerSettings) -> str:
 
 
 class WorkerPool:
-    """Run every worker of this process (stream consumers, queue workers) as one owned unit."""
+    """Run every worker the domains declare (stream consumers, queue workers) as one unit."""
 
-    def __init__(self, *, broker: Broker, settings: Settings) -> None:
+    def __init__(self, *, context: Context, domains: Sequence[Domain]) -> None:
+        settings = context.settings
         self.settings = settings.workers
         prefix = consumer_prefix(settings.workers)
         self.consumers = [
             StreamConsumer(
-                store=broker.store,
-                spec=aggregator_spec(
-                    consumer=f"{prefix}-aggregator-{slot}", settings=settings.workers
-                ),
-                handle=apply_events,
+                store=context.store,
+                spec=spec,
+                consumer=f"{prefix}-{spec.name}-{slot}",
+                settings=settings.workers,
             )
-            for slot in range(settings.workers.consumers_per_process)
+            for domain in domains
+            for spec in domain.consumers
+            for slot in range(spec.count(settings))
         ]
-        self.queue_workers: list[QueueWorker] = [
-            chunking_worker(
-                broker=broker, settings=settings.videos, consumer=f"{prefix}-chunker-{slot}"
-            )
-            for slot in range(settings.videos.chunking_workers)
-        ]
+        self.queue_workers: list[QueueWorker[Any]] = []
+        for domain in domains:
+            for worker in domain.queue_workers:
+                for slot in range(worker.count(settings)):
+                    job = worker.job(context)
+                    self.queue_workers.append(
+                        QueueWorker(
+                            queue=job.queue,
+                            consumer=f"{prefix}-{worker.name}-{slot}",
+                            handle=job.handle,
+                        )
+                    )
         self._tasks: list[asyncio.Task[None]] = []
 
     async def __aenter__(self) -> WorkerPool:
         self._tasks = [
-            asyncio.create_task(consumer.run(), name=f"consumer:{consumer.spec.consumer}")
+            asyncio.create_task(consumer.run(), name=f"consumer:{consumer.consumer}")
             for consumer in self.consumers
         ] + [
             asyncio.create_task(worker.run(), name=f"queue-worker:{worker.consumer}")

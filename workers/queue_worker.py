@@ -1,4 +1,4 @@
-"""A reusable loop that consumes a queue of the messaging module, one lease at a time.
+"""A reusable loop that consumes a queue, one lease at a time.
 
 Each leased message goes to the handler; a handler that returns acknowledges it, one that
 raises gives it back (``nack`` with ``retry_delay_s``) so it is delivered again, up to the
@@ -19,16 +19,13 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Generic
 
-from app.errors import AppError
-from app.messaging.exceptions import QueueNotFound
-from app.messaging.queues import Queue
-from app.messaging.schemas import Delivery
+from app.domain import L, LeasedQueue
+from app.errors import AppError, NotFound
 from app.redis import describe
 
 logger = logging.getLogger(__name__)
-
-Handler = Callable[[Delivery], Awaitable[object]]
 # How long one receive waits for a message: bounds how long stop() takes to be noticed.
 RECEIVE_WAIT_S = 1.0
 
@@ -40,15 +37,15 @@ class QueueWorkerStats:
     errors: int = 0
 
 
-class QueueWorker:
+class QueueWorker(Generic[L]):
     """Consume ``queue`` as ``consumer`` until ``stop()``, handling ``batch`` leases per receive."""
 
     def __init__(
         self,
         *,
-        queue: Queue,
+        queue: LeasedQueue[L],
         consumer: str,
-        handle: Handler,
+        handle: Callable[[L], Awaitable[object]],
         batch: int = 1,
         lease_s: float = 30.0,
         extend_every_s: float = 10.0,
@@ -80,8 +77,8 @@ class QueueWorker:
                 )
                 for delivery in leased:
                     await self._handle(delivery)
-            except QueueNotFound:
-                # Not created yet (its producers create it on first use): nothing to do.
+            except NotFound:
+                # The queue is not created yet (its producers create it on first use).
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), RECEIVE_WAIT_S)
             except Exception as exc:
@@ -102,7 +99,7 @@ class QueueWorker:
             self.stats.handled,
         )
 
-    async def _handle(self, delivery: Delivery) -> None:
+    async def _handle(self, delivery: L) -> None:
         keeper = asyncio.create_task(
             self._keep_lease(delivery), name=f"keep-lease:{self.queue.name}:{delivery.id}"
         )
@@ -131,7 +128,7 @@ class QueueWorker:
         await self._settle(self.queue.ack(delivery.id, delivery.receipt), delivery)
         self.stats.handled += 1
 
-    async def _keep_lease(self, delivery: Delivery) -> None:
+    async def _keep_lease(self, delivery: L) -> None:
         """Extend the lease while the handler runs; stop when it is lost."""
         while True:
             await asyncio.sleep(self.extend_every_s)
@@ -155,7 +152,7 @@ class QueueWorker:
                     describe(exc),
                 )
 
-    async def _settle(self, step: Awaitable[None], delivery: Delivery) -> None:
+    async def _settle(self, step: Awaitable[None], delivery: L) -> None:
         try:
             await step
         except AppError as exc:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Response, status
 from pydantic import AfterValidator
@@ -19,10 +19,10 @@ MAX_PAGE = 1000
 
 router = APIRouter(prefix="/customers", tags=["customers"])
 
-NOT_FOUND: dict[int | str, dict[str, Any]] = {
+NOT_FOUND: dict[int | str, dict[str, object]] = {
     404: {"model": Message, "description": "No customer with this id"}
 }
-CHANGED: dict[int | str, dict[str, Any]] = {
+CHANGED: dict[int | str, dict[str, object]] = {
     412: {"model": Message, "description": "If-Match names a version that is not current"}
 }
 

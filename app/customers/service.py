@@ -17,7 +17,9 @@ import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import IntEnum
 from pathlib import Path
+from typing import NamedTuple
 
 from app.customers import keys
 from app.customers.exceptions import (
@@ -31,7 +33,15 @@ from app.records import codec
 from app.records.ids import request_uuid
 from app.records.index import Cursor
 from app.redis import RedisStore
-from app.scripting import LuaScript
+from app.scripting import (
+    LuaScript,
+    OutcomeErrors,
+    as_int,
+    as_list,
+    as_str_list,
+    outcome_of,
+    raise_for,
+)
 
 CREATE_CUSTOMER = LuaScript.load(Path(__file__).with_name("create_customer.lua"))
 READ_CUSTOMERS = LuaScript.load(Path(__file__).with_name("read_customers.lua"))
@@ -41,9 +51,51 @@ DELETE_CUSTOMER = LuaScript.load(Path(__file__).with_name("delete_customer.lua")
 # a lost reply, or by a client with the same Idempotency-Key) is answered as the first was.
 REQUEST_MARKER_TTL_S = 600
 TYPE_PREFIX = "type:"
-NOT_FOUND = 0
-VERSION_MISMATCH = 2
-CREATED, REPEATED, KEY_REUSED, DELETED_SINCE = 1, 0, -1, -2
+
+
+class CreateOutcome(IntEnum):
+    """What ``create_customer.lua`` did."""
+
+    CREATED = 1
+    # This same request created the customer before (a re-send after a lost reply, or a
+    # client's retry with its Idempotency-Key): nothing was written.
+    REPEATED = 0
+    # The id belongs to another request: an Idempotency-Key reused with another body, or after
+    # the request was forgotten.
+    KEY_REUSED = -1
+    # This request's customer has been deleted since.
+    DELETED_SINCE = -2
+
+
+CREATE_ERRORS: OutcomeErrors[CreateOutcome, [str]] = {
+    CreateOutcome.KEY_REUSED: lambda _customer_id: IdempotencyKeyReused(),
+    CreateOutcome.DELETED_SINCE: CreatedCustomerDeleted,
+}
+
+
+class ChangeOutcome(IntEnum):
+    """What ``update_customer.lua`` and ``delete_customer.lua`` did (they share these codes)."""
+
+    NOT_FOUND = 0
+    # Updated or deleted (also by an earlier run of this same request).
+    DONE = 1
+    # The customer's version is not one the precondition accepts: nothing was written.
+    VERSION_MISMATCH = 2
+
+
+class Changed(NamedTuple):
+    """What an update or delete script answered: its outcome and the customer's version."""
+
+    outcome: ChangeOutcome
+    version: int
+
+
+# The error each failing outcome of the update and delete scripts means, made from the
+# customer's id and the version the script found (a mismatch names it: the client's new ETag).
+CHANGE_ERRORS: OutcomeErrors[ChangeOutcome, [str, int]] = {
+    ChangeOutcome.NOT_FOUND: lambda customer_id, _version: CustomerNotFound(customer_id),
+    ChangeOutcome.VERSION_MISMATCH: lambda _customer_id, version: CustomerChanged(version),
+}
 
 
 @dataclass(frozen=True)
@@ -86,12 +138,48 @@ async def _read_slot(store: RedisStore, customer_ids: Sequence[str]) -> list[Cus
     script_keys = [
         key for cid in customer_ids for key in (keys.customer_key(cid), keys.meta_key(cid))
     ]
-    found = await READ_CUSTOMERS(store, keys=script_keys, args=[], what="read customers")
-    return [
-        _decode(cid, flat_fields, flat_meta)
-        for cid, (flat_fields, flat_meta) in zip(customer_ids, found, strict=True)
-        if flat_fields
-    ]
+    found = as_list(await READ_CUSTOMERS(store, keys=script_keys, args=[], what="read customers"))
+    customers = []
+    for cid, pair in zip(customer_ids, found, strict=True):
+        flat_fields, flat_meta = as_list(pair)
+        fields = as_str_list(flat_fields)
+        if fields:
+            customers.append(_decode(cid, fields, as_str_list(flat_meta)))
+    return customers
+
+
+async def _create(
+    store: RedisStore, *, customer_id: str, slot: int, args: list[str]
+) -> CreateOutcome:
+    """Run the create script; raise the error a failing outcome means."""
+    reply = await CREATE_CUSTOMER(
+        store,
+        keys=[
+            keys.customer_key(customer_id),
+            keys.meta_key(customer_id),
+            keys.INDEX.key(slot),
+            keys.created_marker_key(customer_id),
+        ],
+        args=args,
+        what="create customer",
+    )
+    return raise_for(outcome_of(CreateOutcome, reply), CREATE_ERRORS, customer_id)
+
+
+async def _change(
+    script: LuaScript,
+    store: RedisStore,
+    *,
+    customer_id: str,
+    script_keys: list[str],
+    args: list[str],
+    what: str,
+) -> Changed:
+    """Run the update or delete script; raise the error a failing outcome means."""
+    outcome, version = as_list(await script(store, keys=script_keys, args=args, what=what))
+    changed = Changed(outcome_of(ChangeOutcome, outcome), as_int(version))
+    raise_for(changed.outcome, CHANGE_ERRORS, customer_id, changed.version)
+    return changed
 
 
 async def create_customer(
@@ -103,22 +191,13 @@ async def create_customer(
     triples = _triples(fields)
     digest = hashlib.sha256("\0".join(triples).encode()).hexdigest()
     await keys.INDEX.register(store, slot)
-    outcome = await CREATE_CUSTOMER(
+    outcome = await _create(
         store,
-        keys=[
-            keys.customer_key(customer_id),
-            keys.meta_key(customer_id),
-            keys.INDEX.key(slot),
-            keys.created_marker_key(customer_id),
-        ],
+        customer_id=customer_id,
+        slot=slot,
         args=[customer_id, digest, str(REQUEST_MARKER_TTL_S), *triples],
-        what="create customer",
     )
-    if outcome == KEY_REUSED:
-        raise IdempotencyKeyReused
-    if outcome == DELETED_SINCE:
-        raise CreatedCustomerDeleted(customer_id)
-    if outcome == REPEATED:
+    if outcome is CreateOutcome.REPEATED:
         return await read_customer(store=store, customer_id=customer_id)
     return Customer(customer_id, dict(fields), 1)
 
@@ -154,14 +233,15 @@ async def update_customer(
     precondition names other versions.
     """
     marker = keys.request_marker_key(customer_id, request_id or uuid.uuid4().hex)
-    outcome, version = await UPDATE_CUSTOMER(
+    changed = await _change(
+        UPDATE_CUSTOMER,
         store,
-        keys=[keys.customer_key(customer_id), keys.meta_key(customer_id), marker],
+        customer_id=customer_id,
+        script_keys=[keys.customer_key(customer_id), keys.meta_key(customer_id), marker],
         args=[str(REQUEST_MARKER_TTL_S), precondition.script_arg(), *_triples(fields)],
         what="update customer",
     )
-    _check(outcome, customer_id, version)
-    return int(version)
+    return changed.version
 
 
 async def delete_customer(
@@ -173,9 +253,11 @@ async def delete_customer(
 ) -> None:
     """Delete a customer; raise CustomerNotFound or CustomerChanged."""
     slot = keys.customer_slot(customer_id)
-    outcome, version = await DELETE_CUSTOMER(
+    await _change(
+        DELETE_CUSTOMER,
         store,
-        keys=[
+        customer_id=customer_id,
+        script_keys=[
             keys.customer_key(customer_id),
             keys.meta_key(customer_id),
             keys.INDEX.key(slot),
@@ -189,11 +271,3 @@ async def delete_customer(
         ],
         what="delete customer",
     )
-    _check(outcome, customer_id, version)
-
-
-def _check(outcome: int, customer_id: str, version: int) -> None:
-    if outcome == NOT_FOUND:
-        raise CustomerNotFound(customer_id)
-    if outcome == VERSION_MISMATCH:
-        raise CustomerChanged(int(version))

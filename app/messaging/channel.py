@@ -1,22 +1,65 @@
-"""What queues and topics share: their script's common arguments, publishing, long polling."""
+"""What queues and topics share: what they use of the broker, their script's common arguments
+and settling outcomes, publishing, long polling.
+
+A queue or topic handle gets a ``ChannelContext`` (the store, the messaging settings and the
+process's wake-ups), not the broker that made it, so the broker imports its channels and no
+channel imports the broker.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Generic, TypeVar
 
+from app.config import MessagingSettings
 from app.messaging import keys
+from app.messaging.exceptions import MessageNotFound, WrongReceipt
 from app.messaging.schemas import Delivery, Published
 from app.records.ids import new_ulid
-from app.scripting import LuaScript
-
-if TYPE_CHECKING:
-    from app.messaging.broker import Broker
+from app.redis import RedisStore
+from app.scripting import (
+    LuaScript,
+    OutcomeErrors,
+    Reply,
+    ScriptContractError,
+    as_int,
+    as_list,
+    as_str,
+    outcome_of,
+    raise_for,
+)
 
 # Messages per publish step: bounds one script's run time and argument list.
 PUBLISH_BATCH = 500
-NOT_FOUND = -1
+
+E = TypeVar("E", bound=IntEnum)
+# The domain error a failing step outcome means, made from the channel's name and the step's
+# subject (the group a topic step names, the kind a queue already has).
+ChannelErrors = OutcomeErrors[E, [str, str]]
+
+
+class Settlement(IntEnum):
+    """What an ack, nack or extend did to one message (``queue.lua`` and ``topic.lua`` alike)."""
+
+    DONE = 1
+    # The step already ran with this receipt (a re-send, or a client's retry): nothing changed.
+    REPEATED = 0
+    NOT_FOUND = -1
+    WRONG_RECEIPT = -2
+
+
+SETTLE_ERRORS: OutcomeErrors[Settlement, [str]] = {
+    Settlement.NOT_FOUND: MessageNotFound,
+    Settlement.WRONG_RECEIPT: WrongReceipt,
+}
+
+
+def settlements(reply: Reply) -> list[Settlement]:
+    """Return the per-message outcomes a settling step answers."""
+    return [outcome_of(Settlement, status) for status in as_list(reply)]
 
 
 def milliseconds(seconds: float) -> str:
@@ -24,50 +67,105 @@ def milliseconds(seconds: float) -> str:
     return str(round(seconds * 1000))
 
 
-class Channel:
-    """A queue or a topic: every step is one run of ``script`` on the channel's slot."""
+class Wakeups:
+    """In-process wake-ups for long-polling receivers, one signal per queue or topic."""
 
-    script: ClassVar[LuaScript]
+    def __init__(self) -> None:
+        self._signals: dict[str, asyncio.Event] = {}
 
-    def __init__(self, *, broker: Broker, name: str, prefix: str, script_keys: list[str]) -> None:
-        self.broker = broker
+    def notify(self, prefix: str) -> None:
+        """Wake this process's receivers waiting on the queue or topic under ``prefix``."""
+        signal = self._signals.pop(prefix, None)
+        if signal is not None:
+            signal.set()
+
+    async def wait(self, prefix: str, timeout_s: float) -> None:
+        """Wait until ``notify(prefix)`` or ``timeout_s``, whichever comes first."""
+        signal = self._signals.setdefault(prefix, asyncio.Event())
+        try:
+            await asyncio.wait_for(signal.wait(), timeout_s)
+        except TimeoutError:
+            return
+
+
+@dataclass(frozen=True)
+class ChannelContext:
+    """What queues and topics use of their broker: the store, the settings, the wake-ups."""
+
+    store: RedisStore
+    settings: MessagingSettings
+    wakeups: Wakeups = field(default_factory=Wakeups)
+
+
+class Channel(Generic[E]):
+    """A queue or a topic: every step is one run of its script on the channel's slot.
+
+    A step answers its outcome (an ``E``) first, then its values.
+    """
+
+    def __init__(
+        self,
+        *,
+        context: ChannelContext,
+        name: str,
+        prefix: str,
+        script_keys: list[str],
+        script: LuaScript,
+        outcomes: type[E],
+        errors: ChannelErrors[E],
+    ) -> None:
+        self.context = context
         self.name = name
         self.prefix = prefix
         self.slot = keys.slot_of(prefix)
+        self._script = script
         self._keys = script_keys
+        self._outcomes = outcomes
+        self._errors = errors
         self._head = [
             name,
             keys.trace_prefix(self.slot),
-            str(broker.settings.trace_retention_s),
+            str(context.settings.trace_retention_s),
             prefix,
         ]
 
-    def check(self, reply: list[Any], args: tuple[str, ...]) -> None:
-        """Raise the domain error a script's status names."""
-        raise NotImplementedError
-
-    async def run(self, step: str, *args: str, what: str) -> list[Any]:
-        """Run one step of the channel's script; raise what its status names."""
-        reply: list[Any] = await self.script(
-            self.broker.store, keys=self._keys, args=[step, *self._head, *args], what=what
+    async def answer(self, step: str, *args: str, what: str) -> tuple[E, list[Reply]]:
+        """Run one step of the channel's script; return its outcome and the values after it."""
+        reply = as_list(
+            await self._script(
+                self.context.store, keys=self._keys, args=[step, *self._head, *args], what=what
+            )
         )
-        self.check(reply, args)
-        return reply
+        if not reply:
+            raise ScriptContractError(f"{what}: the script answered no outcome")
+        return outcome_of(self._outcomes, reply[0]), reply[1:]
+
+    def check(self, outcome: E, *, subject: str = "") -> E:
+        """Raise the domain error ``outcome`` names; return a successful outcome."""
+        return raise_for(outcome, self._errors, self.name, subject)
+
+    async def run(self, step: str, *args: str, subject: str = "", what: str) -> list[Reply]:
+        """Run one step; raise the domain error its outcome names; return the values after it."""
+        outcome, values = await self.answer(step, *args, what=what)
+        self.check(outcome, subject=subject)
+        return values
 
     async def publish_rows(self, rows: Sequence[list[str]], *, what: str) -> list[Published]:
         """Publish messages given as script arguments (after each one's new id), in batches."""
         published: list[Published] = []
-        window = str(self.broker.settings.dedupe_window_s * 1000)
+        window = str(self.context.settings.dedupe_window_s * 1000)
         for start in range(0, len(rows), PUBLISH_BATCH):
             args = [window]
             for row in rows[start : start + PUBLISH_BATCH]:
                 args += [new_ulid(slot=self.slot), *row]
-            _, results = await self.run("publish", *args, what=what)
-            published += [
-                Published(id=message_id, duplicate=not new) for message_id, new in results
-            ]
-        self.broker.notify(self.prefix)
+            (results,) = await self.run("publish", *args, what=what)
+            published += [_published(result) for result in as_list(results)]
+        self.wake()
         return published
+
+    def wake(self) -> None:
+        """Wake this process's receivers waiting on the channel."""
+        self.context.wakeups.notify(self.prefix)
 
     async def poll(
         self, receive_once: Callable[[], Awaitable[list[Delivery]]], wait_s: float
@@ -75,10 +173,16 @@ class Channel:
         """Call ``receive_once`` until it leases something or ``wait_s`` has passed."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s
-        poll_s = self.broker.settings.poll_interval_ms / 1000
+        poll_s = self.context.settings.poll_interval_ms / 1000
         while True:
             delivered = await receive_once()
             remaining = deadline - loop.time()
             if delivered or remaining <= 0:
                 return delivered
-            await self.broker.wait(self.prefix, min(poll_s, remaining))
+            await self.context.wakeups.wait(self.prefix, min(poll_s, remaining))
+
+
+def _published(reply: Reply) -> Published:
+    # The message's id (the first message's for a duplicate) and whether this call stored it.
+    message_id, stored = as_list(reply)
+    return Published(id=as_str(message_id), duplicate=not as_int(stored))

@@ -1,6 +1,6 @@
 """Errors of the messaging domain."""
 
-from app.errors import Conflict, NotFound
+from app.errors import AppError, Conflict, NotFound
 
 
 class QueueNotFound(NotFound):
@@ -13,6 +13,15 @@ class QueueKindConflict(Conflict):
         super().__init__(
             f"Queue {name} exists as a {kind} queue: its kind cannot change (its messages are "
             "stored for that kind)"
+        )
+
+
+class PriorityOnFifoQueue(AppError):
+    status_code = 422
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"Queue {name} is a fifo queue: priorities need a priority queue (priority must be 0)"
         )
 
 

@@ -30,21 +30,25 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Sequence
+from datetime import datetime
+from enum import IntEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from app.errors import AppError
 from app.messaging import keys
-from app.messaging.channel import NOT_FOUND, Channel, milliseconds
-from app.messaging.exceptions import (
-    MessageNotFound,
-    QueueKindConflict,
-    QueueNotFound,
-    WrongReceipt,
+from app.messaging.channel import (
+    SETTLE_ERRORS,
+    Channel,
+    ChannelContext,
+    ChannelErrors,
+    Settlement,
+    milliseconds,
+    settlements,
 )
+from app.messaging.exceptions import PriorityOnFifoQueue, QueueKindConflict, QueueNotFound
 from app.messaging.schemas import (
     DeadLetter,
     Delivery,
+    Kind,
     MessagePublish,
     Published,
     QueueCounts,
@@ -53,71 +57,85 @@ from app.messaging.schemas import (
     from_ms,
 )
 from app.records.codec import compact_json
-from app.scripting import LuaScript
-
-if TYPE_CHECKING:
-    from app.messaging.broker import Broker
+from app.scripting import (
+    LuaScript,
+    Reply,
+    ScriptContractError,
+    as_int,
+    as_int_list,
+    as_list,
+    as_str,
+    outcome_of,
+    raise_for,
+)
 
 QUEUE_SCRIPT = LuaScript.load(Path(__file__).with_name("queue.lua"))
-WRONG_RECEIPT, CONFLICT, PRIORITY_ON_FIFO = -2, -3, -4
 REDRIVE_BATCH = 500
 
 
-class PriorityOnFifoQueue(AppError):
-    status_code = 422
+class QueueOutcome(IntEnum):
+    """What a step of ``queue.lua`` answers first (a settling step's own outcome follows)."""
 
-    def __init__(self, name: str) -> None:
-        super().__init__(
-            f"Queue {name} is a fifo queue: priorities need a priority queue (priority must be 0)"
-        )
+    DONE = 1
+    # create: the queue existed; its visibility timeout and deliveries are updated.
+    EXISTED = 0
+    NOT_FOUND = -1
+    CONFLICT = -3
+    PRIORITY_ON_FIFO = -4
 
 
-class Queue(Channel):
+QUEUE_ERRORS: ChannelErrors[QueueOutcome] = {
+    QueueOutcome.NOT_FOUND: lambda queue, _subject: QueueNotFound(queue),
+    # The subject is the kind the queue already has.
+    QueueOutcome.CONFLICT: QueueKindConflict,
+    QueueOutcome.PRIORITY_ON_FIFO: lambda queue, _subject: PriorityOnFifoQueue(queue),
+}
+
+
+class Queue(Channel[QueueOutcome]):
     """A handle on one queue; cheap to make (``broker.queue(name)``)."""
 
-    script = QUEUE_SCRIPT
-
-    def __init__(self, *, broker: Broker, name: str) -> None:
+    def __init__(self, *, context: ChannelContext, name: str) -> None:
         super().__init__(
-            broker=broker,
+            context=context,
             name=name,
             prefix=keys.queue_prefix(name),
             script_keys=keys.queue_keys(name),
+            script=QUEUE_SCRIPT,
+            outcomes=QueueOutcome,
+            errors=QUEUE_ERRORS,
         )
 
-    def check(self, reply: list[Any], args: tuple[str, ...]) -> None:
-        if reply[0] == NOT_FOUND:
-            raise QueueNotFound(self.name)
-        if reply[0] == PRIORITY_ON_FIFO:
-            raise PriorityOnFifoQueue(self.name)
+    @property
+    def _housekeeping(self) -> str:
+        return str(self.context.settings.housekeeping_batch)
 
     async def create(self, settings: QueueCreate) -> bool:
         """Create the queue, or change its timeout and deliveries; return whether it is new.
 
         Raise QueueKindConflict when it exists with another kind.
         """
-        status, kind = await self.run(
+        outcome, (kind,) = await self.answer(
             "create",
             settings.kind,
             milliseconds(settings.visibility_timeout_s),
             str(settings.max_deliveries),
             what="create queue",
         )
-        if status == CONFLICT:
-            raise QueueKindConflict(self.name, kind)
-        return bool(status == 1)
+        self.check(outcome, subject=as_str(kind))
+        return outcome is QueueOutcome.DONE
 
     async def info(self) -> QueuePublic:
         """Return the queue's settings and counts; raise QueueNotFound."""
-        _, kind, visibility_ms, max_deliveries, created_at, counts = await self.run(
-            "config", str(self.broker.settings.housekeeping_batch), what="read queue"
+        kind, visibility_ms, max_deliveries, created_at, counts = await self.run(
+            "config", self._housekeeping, what="read queue"
         )
         return QueuePublic(
             name=self.name,
-            kind=kind,
-            visibility_timeout_s=int(visibility_ms) / 1000,
-            max_deliveries=int(max_deliveries),
-            created_at=from_ms(created_at),
+            kind=_kind(kind),
+            visibility_timeout_s=as_int(visibility_ms) / 1000,
+            max_deliveries=as_int(max_deliveries),
+            created_at=from_ms(as_int(created_at)),
             counts=_counts(counts),
         )
 
@@ -148,117 +166,122 @@ class Queue(Channel):
         return await self.poll(lambda: self._receive_once(consumer, limit), wait_s)
 
     async def _receive_once(self, consumer: str, count: int) -> list[Delivery]:
-        nonce = secrets.token_urlsafe(12)
-        _, leased = await self.run(
+        (leased,) = await self.run(
             "receive",
             consumer,
             str(count),
-            nonce,
-            str(self.broker.settings.housekeeping_batch),
+            secrets.token_urlsafe(12),
+            self._housekeeping,
             what="receive messages",
         )
-        return [
-            # Built without validation: every field comes from the script, in its type.
-            Delivery.model_construct(
-                id=message_id,
-                body=json.loads(body),
-                attempt=int(attempt),
-                receipt=receipt,
-                priority=int(priority),
-                published_at=from_ms(published_at),
-                lease_expires_at=from_ms(lease_until),
-            )
-            for message_id, body, attempt, receipt, priority, published_at, lease_until in leased
-        ]
+        return [_delivery(row) for row in as_list(leased)]
 
     async def ack(self, message_id: str, receipt: str) -> None:
         """Acknowledge a leased message: it is done and removed. Raise on a wrong receipt."""
-        (status,) = await self.ack_many([(message_id, receipt)])
-        raise_for_status(status, message_id)
+        (settled,) = await self.ack_many([(message_id, receipt)])
+        raise_for(settled, SETTLE_ERRORS, message_id)
 
-    async def ack_many(self, settled: Sequence[tuple[str, str]]) -> list[int]:
-        """Acknowledge (id, receipt) pairs in one step; answer a status per pair.
+    async def ack_many(self, settled: Sequence[tuple[str, str]]) -> list[Settlement]:
+        """Acknowledge (id, receipt) pairs in one step; answer an outcome per pair.
 
-        1 acknowledged, 0 already acknowledged with this receipt (a repeat of an ack that
-        took), NOT_FOUND or WRONG_RECEIPT.
+        DONE acknowledged, REPEATED already acknowledged with this receipt (a repeat of an ack
+        that took), NOT_FOUND or WRONG_RECEIPT.
         """
         if not settled:
             return []
         args = [part for pair in settled for part in pair]
-        _, statuses = await self.run("ack", *args, what="acknowledge messages")
-        return [int(status) for status in statuses]
+        (statuses,) = await self.run("ack", *args, what="acknowledge messages")
+        return settlements(statuses)
 
     async def nack(self, message_id: str, receipt: str, *, delay_s: float = 0) -> None:
         """Give a leased message back: visible again after ``delay_s`` (or dead-lettered)."""
-        _, status = await self.run(
+        (status,) = await self.run(
             "nack", message_id, receipt, milliseconds(delay_s), what="give back a message"
         )
-        raise_for_status(int(status), message_id)
-        self.broker.notify(self.prefix)
+        raise_for(outcome_of(Settlement, status), SETTLE_ERRORS, message_id)
+        self.wake()
 
-    async def extend(self, message_id: str, receipt: str, *, visibility_timeout_s: float) -> Any:
+    async def extend(
+        self, message_id: str, receipt: str, *, visibility_timeout_s: float
+    ) -> datetime:
         """Extend a lease to ``visibility_timeout_s`` from now; return when it now ends."""
-        reply = await self.run(
+        status, *lease = await self.run(
             "extend", message_id, receipt, milliseconds(visibility_timeout_s), what="extend a lease"
         )
-        raise_for_status(int(reply[1]), message_id)
-        return from_ms(reply[2])
+        raise_for(outcome_of(Settlement, status), SETTLE_ERRORS, message_id)
+        (lease_until,) = lease
+        return from_ms(as_int(lease_until))
 
     async def counts(self) -> QueueCounts:
         """Return how many messages are ready, delayed, in flight and dead-lettered."""
-        _, counts = await self.run(
-            "stats", str(self.broker.settings.housekeeping_batch), what="count messages"
-        )
+        (counts,) = await self.run("stats", self._housekeeping, what="count messages")
         return _counts(counts)
 
     async def dead_letters(
         self, *, offset: int = 0, limit: int = 100
     ) -> tuple[list[DeadLetter], int]:
         """Return a page of dead letters, oldest first, and how many there are."""
-        _, rows, total = await self.run(
+        rows, total = await self.run(
             "dead_letters",
-            str(self.broker.settings.housekeeping_batch),
+            self._housekeeping,
             str(offset),
             str(offset + limit - 1),
             what="read dead letters",
         )
-        return [
-            DeadLetter(
-                id=message_id,
-                body=json.loads(body),
-                priority=int(priority),
-                attempts=int(attempts),
-                reason=reason,
-                published_at=from_ms(published_at),
-                dead_lettered_at=from_ms(dead_at),
-            )
-            for message_id, body, priority, published_at, attempts, reason, dead_at in rows
-        ], int(total)
+        return [_dead_letter(row) for row in as_list(rows)], as_int(total)
 
     async def redrive(self, *, limit: int | None = None) -> int:
         """Put dead letters back in the queue, oldest first; return how many moved."""
         moved = 0
         while limit is None or moved < limit:
             batch = REDRIVE_BATCH if limit is None else min(REDRIVE_BATCH, limit - moved)
-            _, count = await self.run(
+            (count,) = await self.run(
                 "redrive", str(batch), secrets.token_urlsafe(12), what="redrive dead letters"
             )
-            moved += int(count)
-            if int(count) < batch:
+            moved += as_int(count)
+            if as_int(count) < batch:
                 break
         if moved:
-            self.broker.notify(self.prefix)
+            self.wake()
         return moved
 
 
-def _counts(raw: list[int]) -> QueueCounts:
-    ready, delayed, in_flight, dead = (int(value) for value in raw)
+def _kind(reply: Reply) -> Kind:
+    kind = as_str(reply)
+    if kind == "fifo":
+        return "fifo"
+    if kind == "priority":
+        return "priority"
+    raise ScriptContractError(f"unknown queue kind {kind!r}")
+
+
+def _counts(reply: Reply) -> QueueCounts:
+    ready, delayed, in_flight, dead = as_int_list(reply)
     return QueueCounts(ready=ready, delayed=delayed, in_flight=in_flight, dead_lettered=dead)
 
 
-def raise_for_status(status: int, message_id: str) -> None:
-    """Turn a settle step's status about ``message_id`` into its domain error, if any."""
-    if status == NOT_FOUND:
-        raise MessageNotFound(message_id)
-    if status == WRONG_RECEIPT:
-        raise WrongReceipt(message_id)
+def _delivery(reply: Reply) -> Delivery:
+    message_id, body, attempt, receipt, priority, published_at, lease_until = as_list(reply)
+    # Built without validation: every field is read in its type from the script's answer.
+    return Delivery.model_construct(
+        id=as_str(message_id),
+        body=json.loads(as_str(body)),
+        attempt=as_int(attempt),
+        receipt=as_str(receipt),
+        priority=as_int(priority),
+        published_at=from_ms(as_int(published_at)),
+        lease_expires_at=from_ms(as_int(lease_until)),
+    )
+
+
+def _dead_letter(reply: Reply) -> DeadLetter:
+    message_id, body, priority, published_at, attempts, reason, dead_at = as_list(reply)
+    return DeadLetter(
+        id=as_str(message_id),
+        body=json.loads(as_str(body)),
+        priority=as_int(priority),
+        attempts=as_int(attempts),
+        reason=as_str(reason),
+        published_at=from_ms(as_int(published_at)),
+        dead_lettered_at=from_ms(as_int(dead_at)),
+    )

@@ -55,6 +55,8 @@ def from_ms(milliseconds: int | float | str) -> datetime:
     return datetime.fromtimestamp(int(milliseconds) / 1000, tz=UTC)
 
 
+# A message body is any JSON its producer sends (``Any`` here and in the answers): its shape is a
+# contract between producer and consumer that the broker stores without reading.
 Body = Annotated[Any, AfterValidator(check_body)]
 DedupeId = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(check_text)]
 Receipt = Annotated[str, Field(min_length=1, max_length=256)]

@@ -20,13 +20,23 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Sequence
+from enum import IntEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Literal
+
+from pydantic import BaseModel
 
 from app.messaging import keys
-from app.messaging.channel import NOT_FOUND, Channel, milliseconds
+from app.messaging.channel import (
+    SETTLE_ERRORS,
+    Channel,
+    ChannelContext,
+    ChannelErrors,
+    Settlement,
+    milliseconds,
+    settlements,
+)
 from app.messaging.exceptions import GroupNotFound, TopicNotFound
-from app.messaging.queues import raise_for_status
 from app.messaging.schemas import (
     DeadLetter,
     Delivery,
@@ -39,78 +49,91 @@ from app.messaging.schemas import (
     from_ms,
 )
 from app.records.codec import compact_json
-from app.scripting import LuaScript
-
-if TYPE_CHECKING:
-    from app.messaging.broker import Broker
+from app.scripting import LuaScript, Reply, as_int, as_list, as_str, outcome_of, raise_for
 
 TOPIC_SCRIPT = LuaScript.load(Path(__file__).with_name("topic.lua"))
-GROUP_NOT_FOUND = -5
 GROUP_START = {"earliest": "0", "latest": "$"}
 
 
-class Topic(Channel):
+class TopicOutcome(IntEnum):
+    """What a step of ``topic.lua`` answers first (a settling step's own outcome follows)."""
+
+    DONE = 1
+    # create: the topic existed; its rules are updated.
+    EXISTED = 0
+    NOT_FOUND = -1
+    GROUP_NOT_FOUND = -5
+
+
+TOPIC_ERRORS: ChannelErrors[TopicOutcome] = {
+    TopicOutcome.NOT_FOUND: lambda topic, _subject: TopicNotFound(topic),
+    # The subject is the group the step names.
+    TopicOutcome.GROUP_NOT_FOUND: GroupNotFound,
+}
+
+
+class StoredDeadLetter(BaseModel):
+    """A group's dead letter as ``topic.lua`` stores it: JSON, times in server milliseconds."""
+
+    id: str
+    # The message body's own JSON text, as published.
+    body: str
+    attempts: int
+    reason: str
+    published_at: int
+    dead_at: int
+
+
+class Topic(Channel[TopicOutcome]):
     """A handle on one topic; cheap to make (``broker.topic(name)``)."""
 
-    script = TOPIC_SCRIPT
-
-    def __init__(self, *, broker: Broker, name: str) -> None:
+    def __init__(self, *, context: ChannelContext, name: str) -> None:
         super().__init__(
-            broker=broker,
+            context=context,
             name=name,
             prefix=keys.topic_prefix(name),
             script_keys=keys.topic_keys(name),
+            script=TOPIC_SCRIPT,
+            outcomes=TopicOutcome,
+            errors=TOPIC_ERRORS,
         )
-
-    def check(self, reply: list[Any], args: tuple[str, ...]) -> None:
-        if reply[0] == NOT_FOUND:
-            raise TopicNotFound(self.name)
-        if reply[0] == GROUP_NOT_FOUND:
-            raise GroupNotFound(self.name, args[0])
 
     async def create(self, settings: TopicCreate) -> bool:
         """Create the topic, or change its rules; return whether it is new."""
-        (status,) = await self.run(
+        outcome, _ = await self.answer(
             "create",
             milliseconds(settings.visibility_timeout_s),
             str(settings.max_deliveries),
             what="create topic",
         )
-        return bool(status == 1)
+        return self.check(outcome) is TopicOutcome.DONE
 
     async def info(self) -> TopicPublic:
         """Return the topic's rules, length and groups; raise TopicNotFound."""
-        _, visibility_ms, max_deliveries, created_at, length, groups = await self.run(
+        visibility_ms, max_deliveries, created_at, length, groups = await self.run(
             "config", what="read topic"
         )
         return TopicPublic(
             name=self.name,
-            visibility_timeout_s=int(visibility_ms) / 1000,
-            max_deliveries=int(max_deliveries),
-            created_at=from_ms(created_at),
-            length=int(length),
-            groups=[
-                GroupCounts(
-                    name=name,
-                    in_flight=int(pending),
-                    undelivered=None if int(lag) < 0 else int(lag),
-                    dead_lettered=int(dead),
-                )
-                for name, pending, lag, dead in groups
-            ],
+            visibility_timeout_s=as_int(visibility_ms) / 1000,
+            max_deliveries=as_int(max_deliveries),
+            created_at=from_ms(as_int(created_at)),
+            length=as_int(length),
+            groups=[_group_counts(row) for row in as_list(groups)],
         )
 
     async def create_group(
         self, group: str, *, start: Literal["earliest", "latest"] = "earliest"
     ) -> bool:
         """Subscribe a new consumer group; return whether it is new (raise TopicNotFound)."""
-        _, created = await self.run(
+        (created,) = await self.run(
             "create_group",
             check_name(group, what="group"),
             GROUP_START[start],
+            subject=group,
             what="create group",
         )
-        return bool(created)
+        return bool(as_int(created))
 
     async def publish_many(self, messages: Sequence[TopicPublish]) -> list[Published]:
         """Append messages to the topic, in order; answer their ids (see Queue.publish_many)."""
@@ -133,75 +156,93 @@ class Topic(Channel):
         return await self.poll(lambda: self._receive_once(group, consumer, limit), wait_s)
 
     async def _receive_once(self, group: str, consumer: str, limit: int) -> list[Delivery]:
-        _, leased = await self.run(
+        (leased,) = await self.run(
             "receive",
             group,
             consumer,
             str(limit),
             secrets.token_urlsafe(12),
+            subject=group,
             what="receive from topic",
         )
-        return [
-            # Built without validation: every field comes from the script, in its type.
-            Delivery.model_construct(
-                id=message_id,
-                body=json.loads(body),
-                attempt=int(attempt),
-                receipt=receipt,
-                published_at=from_ms(published_at),
-                lease_expires_at=from_ms(lease_until),
-            )
-            for message_id, body, attempt, receipt, published_at, lease_until in leased
-        ]
+        return [_delivery(row) for row in as_list(leased)]
 
-    async def ack_many(self, group: str, settled: Sequence[tuple[str, str]]) -> list[int]:
-        """Acknowledge (id, receipt) pairs for ``group``; answer a status per pair."""
+    async def ack_many(self, group: str, settled: Sequence[tuple[str, str]]) -> list[Settlement]:
+        """Acknowledge (id, receipt) pairs for ``group``; answer an outcome per pair."""
         if not settled:
             return []
         args = [part for pair in settled for part in pair]
-        _, statuses = await self.run("ack", group, *args, what="acknowledge topic messages")
-        return [int(status) for status in statuses]
+        (statuses,) = await self.run(
+            "ack", group, *args, subject=group, what="acknowledge topic messages"
+        )
+        return settlements(statuses)
 
     async def ack(self, group: str, message_id: str, receipt: str) -> None:
         """Acknowledge one message for ``group``; raise on a wrong receipt."""
-        (status,) = await self.ack_many(group, [(message_id, receipt)])
-        raise_for_status(status, message_id)
+        (settled,) = await self.ack_many(group, [(message_id, receipt)])
+        raise_for(settled, SETTLE_ERRORS, message_id)
 
     async def nack(self, group: str, message_id: str, receipt: str, *, delay_s: float = 0) -> None:
         """Give a message back to ``group``: delivered again after ``delay_s``."""
-        reply = await self.run(
+        (status,) = await self.run(
             "nack",
             group,
             message_id,
             receipt,
             milliseconds(delay_s),
+            subject=group,
             what="give back a topic message",
         )
-        raise_for_status(int(reply[1]), message_id)
-        self.broker.notify(self.prefix)
+        raise_for(outcome_of(Settlement, status), SETTLE_ERRORS, message_id)
+        self.wake()
 
     async def dead_letters(
         self, group: str, *, offset: int = 0, limit: int = 100
     ) -> tuple[list[DeadLetter], int]:
         """Return a page of the group's dead letters, oldest first, and how many there are."""
-        _, rows, total = await self.run(
+        rows, total = await self.run(
             "dead_letters",
             group,
             str(offset),
             str(offset + limit - 1),
+            subject=group,
             what="read topic dead letters",
         )
-        letters = []
-        for row in rows:
-            raw = json.loads(row)
-            letters.append(
-                DeadLetter(
-                    id=raw["id"],
-                    body=json.loads(raw["body"]),
-                    attempts=raw["attempts"],
-                    reason=raw["reason"],
-                    published_at=from_ms(raw["published_at"]),
-                    dead_lettered_at=from_ms(raw["dead_at"]),
-                )
-            )
-        return letters, int(total)
+        return [_dead_letter(row) for row in as_list(rows)], as_int(total)
+
+
+def _group_counts(reply: Reply) -> GroupCounts:
+    name, pending, lag, dead = as_list(reply)
+    undelivered = as_int(lag)
+    return GroupCounts(
+        name=as_str(name),
+        in_flight=as_int(pending),
+        # The server cannot always tell a group's lag: the script answers -1 then.
+        undelivered=None if undelivered < 0 else undelivered,
+        dead_lettered=as_int(dead),
+    )
+
+
+def _delivery(reply: Reply) -> Delivery:
+    message_id, body, attempt, receipt, published_at, lease_until = as_list(reply)
+    # Built without validation: every field is read in its type from the script's answer.
+    return Delivery.model_construct(
+        id=as_str(message_id),
+        body=json.loads(as_str(body)),
+        attempt=as_int(attempt),
+        receipt=as_str(receipt),
+        published_at=from_ms(as_int(published_at)),
+        lease_expires_at=from_ms(as_int(lease_until)),
+    )
+
+
+def _dead_letter(reply: Reply) -> DeadLetter:
+    stored = StoredDeadLetter.model_validate_json(as_str(reply))
+    return DeadLetter(
+        id=stored.id,
+        body=json.loads(stored.body),
+        attempts=stored.attempts,
+        reason=stored.reason,
+        published_at=from_ms(stored.published_at),
+        dead_lettered_at=from_ms(stored.dead_at),
+    )

@@ -10,13 +10,23 @@ as the first attempt was and emits the event).
 from __future__ import annotations
 
 import uuid
+from enum import IntEnum
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from app.profiles import keys
 from app.profiles.exceptions import ProfileExists, ProfileNotFound
-from app.redis import RedisStore
-from app.scripting import LuaScript
+from app.redis import RedisClient, RedisStore
+from app.scripting import (
+    LuaScript,
+    OutcomeErrors,
+    as_list,
+    as_str,
+    as_str_list,
+    outcome_of,
+    raise_for,
+)
+from app.streams import StreamWriter
 
 EventType = Literal["create", "read", "delete"]
 
@@ -26,11 +36,41 @@ DELETE_PROFILE = LuaScript.load(Path(__file__).with_name("delete_profile.lua"))
 # How long a create or delete remembers its request id, so that a re-sent one is recognised
 # (by redis-py re-sending after a lost reply, or by a client retrying with an Idempotency-Key).
 REQUEST_MARKER_TTL_S = 600
-# The scripts' outcome when they change nothing: create found a profile, delete found none.
-REFUSED = 0
 
 
-async def emit_event(*, store: RedisStore, user: str, event: EventType, generation: str) -> str:
+class WriteOutcome(IntEnum):
+    """What the create and delete scripts did."""
+
+    # Create found a profile; delete found none.
+    REFUSED = 0
+    DONE = 1
+    # This request did it already (a re-send, or a retry with the same Idempotency-Key).
+    REPEATED = 2
+
+
+CREATE_ERRORS: OutcomeErrors[WriteOutcome, [str]] = {
+    WriteOutcome.REFUSED: lambda _user: ProfileExists(),
+}
+DELETE_ERRORS: OutcomeErrors[WriteOutcome, [str]] = {
+    WriteOutcome.REFUSED: ProfileNotFound,
+}
+
+
+class Written(NamedTuple):
+    """A create or delete script's answer: what it did, and the generation it concerns."""
+
+    outcome: WriteOutcome
+    generation: str
+
+
+class Found(NamedTuple):
+    """A profile's generation and fields, as the read script answers."""
+
+    generation: str
+    fields: dict[str, str]
+
+
+async def emit_event(*, streams: StreamWriter, user: str, event: EventType, generation: str) -> str:
     """Append ``{"user", "type", "generation"}`` to the profile event stream; return its id.
 
     ``user`` and ``type`` are the seeds' fields; ``generation`` numbers the profile's life (from
@@ -38,7 +78,7 @@ async def emit_event(*, store: RedisStore, user: str, event: EventType, generati
     the current life, whatever order they arrive in.
     """
     fields = {"user": user, "type": event, "generation": generation}
-    return await store.streams.append(keys.EVENTS_STREAM, fields)
+    return await streams.append(keys.EVENTS_STREAM, fields)
 
 
 def _profile_keys(user: str, marker: str) -> list[str]:
@@ -49,52 +89,103 @@ def _profile_keys(user: str, marker: str) -> list[str]:
     ]
 
 
+async def _write(
+    script: LuaScript, store: RedisStore, *, user: str, marker: str, args: list[str], what: str
+) -> Written:
+    reply = as_list(await script(store, keys=_profile_keys(user, marker), args=args, what=what))
+    outcome, generation = reply
+    # A generation travels as a Lua string or number; the stream stores it as text.
+    return Written(outcome_of(WriteOutcome, outcome), str(generation))
+
+
+async def _read(store: RedisStore, user: str) -> Found | None:
+    reply = as_list(
+        await READ_PROFILE(
+            store,
+            keys=[keys.profile_key(user), keys.companion_key(user, "generation")],
+            args=[],
+            what="read profile",
+        )
+    )
+    if not reply:
+        return None
+    generation, flat = reply
+    pairs = as_str_list(flat)
+    return Found(as_str(generation), dict(zip(pairs[::2], pairs[1::2], strict=True)))
+
+
 async def create_profile(
     *,
     store: RedisStore,
+    streams: StreamWriter,
     user: str,
     fields: dict[str, str],
     request_id: str | None = None,
 ) -> None:
     """Store a new profile; raise ProfileExists if the user already has one."""
     flat = [item for pair in fields.items() for item in pair]
-    outcome, generation = await CREATE_PROFILE(
+    written = await _write(
+        CREATE_PROFILE,
         store,
-        keys=_profile_keys(user, "created-by"),
+        user=user,
+        marker="created-by",
         args=[request_id or uuid.uuid4().hex, str(REQUEST_MARKER_TTL_S), *flat],
         what="create profile",
     )
-    if outcome == REFUSED:
-        raise ProfileExists
+    raise_for(written.outcome, CREATE_ERRORS, user)
     # Also for a repeated request: its first attempt may have died before this append.
-    await emit_event(store=store, user=user, event="create", generation=str(generation))
+    await emit_event(streams=streams, user=user, event="create", generation=written.generation)
 
 
-async def read_profile(*, store: RedisStore, user: str) -> dict[str, str]:
+async def read_profile(*, store: RedisStore, streams: StreamWriter, user: str) -> dict[str, str]:
     """Return a profile's fields and record the read; raise ProfileNotFound."""
-    found = await READ_PROFILE(
-        store,
-        keys=[keys.profile_key(user), keys.companion_key(user, "generation")],
-        args=[],
-        what="read profile",
-    )
-    if not found:
+    found = await _read(store, user)
+    if found is None:
         raise ProfileNotFound(user)
-    generation, flat = found
-    await emit_event(store=store, user=user, event="read", generation=str(generation))
-    return dict(zip(flat[::2], flat[1::2], strict=True))
+    await emit_event(streams=streams, user=user, event="read", generation=found.generation)
+    return found.fields
 
 
-async def delete_profile(*, store: RedisStore, user: str, request_id: str | None = None) -> None:
+async def delete_profile(
+    *, store: RedisStore, streams: StreamWriter, user: str, request_id: str | None = None
+) -> None:
     """Delete a profile; raise ProfileNotFound if there is none."""
-    outcome, generation = await DELETE_PROFILE(
+    written = await _write(
+        DELETE_PROFILE,
         store,
-        keys=_profile_keys(user, "deleted-by"),
+        user=user,
+        marker="deleted-by",
         args=[request_id or uuid.uuid4().hex, str(REQUEST_MARKER_TTL_S)],
         what="delete profile",
     )
-    if outcome == REFUSED:
-        raise ProfileNotFound(user)
+    raise_for(written.outcome, DELETE_ERRORS, user)
     # Also for a repeated request: the event names the generation it ended, so it cannot end a
     # profile created since.
-    await emit_event(store=store, user=user, event="delete", generation=str(generation))
+    await emit_event(streams=streams, user=user, event="delete", generation=written.generation)
+
+
+async def ranked_by_reads(*, store: RedisStore, start: int, count: int) -> list[tuple[str, int]]:
+    """Return ``count`` (user, read count) pairs from rank ``start``, most read first.
+
+    The counts are the aggregator's; a user may have no profile any more (see ``existing``).
+    """
+    ranked: list[tuple[str, float]] = await store.run(
+        lambda client: client.zrevrange(
+            keys.READ_COUNTS, start, start + count - 1, withscores=True
+        ),
+        what="read profile stats",
+    )
+    return [(str(user), int(score)) for user, score in ranked]
+
+
+async def existing(*, store: RedisStore, users: list[str]) -> list[bool]:
+    """Return, for each user, whether they have a profile now."""
+
+    async def check(client: RedisClient) -> list[bool]:
+        pipe = client.pipeline(transaction=False)
+        for user in users:
+            pipe.exists(keys.profile_key(user))
+        return [bool(found) for found in await pipe.execute()]
+
+    found: list[bool] = await store.run(check, what="check profiles exist")
+    return found

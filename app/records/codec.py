@@ -12,9 +12,15 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 Scalar = str | int | float | bool | None
+# Any JSON value, as ``json.loads`` returns it, where its shape is the client's (the members a
+# client adds to a trip document, a message body): no narrower type is true of it. ``Any``, not
+# a recursive union of the JSON types: pydantic would validate such a union level by level,
+# refusing very deep values with its own error instead of the one ``dump_json`` gives, and
+# would publish another OpenAPI schema.
+JSON = Any
 
 # Bounds on one record, so that no request makes a huge hash or a script with a huge argument
 # list: at most this many fields, names this long, string values this long (in characters).

@@ -52,6 +52,12 @@ def parse_ulid(text: str) -> int:
     return value
 
 
+def check_ulid(text: str) -> str:
+    """Return ``text`` if it is a ULID; else raise ValueError naming what is wrong."""
+    parse_ulid(text)
+    return text
+
+
 def ulid_slot(text: str) -> int:
     """Return the hash slot a ULID made by ``new_ulid`` carries."""
     return parse_ulid(text) & (SLOTS - 1)

@@ -19,6 +19,7 @@ spread over all slots. Values are compared case-folded: ``Ana`` and ``ana`` are 
 from __future__ import annotations
 
 import secrets
+from enum import IntEnum
 from pathlib import Path
 from typing import ClassVar, Self, TypeVar
 
@@ -29,7 +30,7 @@ from app.records import codec
 from app.records.ids import new_ulid, ulid_slot
 from app.redis import RedisStore
 from app.schemas import Schema
-from app.scripting import LuaScript
+from app.scripting import LuaScript, OutcomeErrors, outcome_of, raise_for
 from app.slots import SLOTS, crc_slot, slot_tag
 
 SAVE_RECORD = LuaScript.load(Path(__file__).with_name("save_record.lua"))
@@ -43,6 +44,15 @@ class RecordNotFound(NotFound):
 class UniqueValueTaken(Conflict):
     def __init__(self, kind: str, field: str, value: str) -> None:
         super().__init__(f"A {kind} with {field} {value!r} exists")
+
+
+class SaveOutcome(IntEnum):
+    """What ``save_record.lua`` did."""
+
+    # Another record holds the claim on the unique value: nothing was written.
+    TAKEN = 0
+    # Stored (also when this same save arrives again: the claim names its id).
+    STORED = 1
 
 
 class HashModel(Schema):
@@ -97,6 +107,17 @@ class HashModel(Schema):
 
 M = TypeVar("M", bound=HashModel)
 
+# The error each failing outcome of ``save_record.lua`` means, for the record being saved.
+SAVE_ERRORS: OutcomeErrors[SaveOutcome, [HashModel]] = {
+    SaveOutcome.TAKEN: lambda record: UniqueValueTaken(
+        record.kind(), str(record.unique_field), str(getattr(record, str(record.unique_field)))
+    ),
+}
+
+
+async def _save(store: RedisStore, *, keys: list[str], args: list[str], what: str) -> SaveOutcome:
+    return outcome_of(SaveOutcome, await SAVE_RECORD(store, keys=keys, args=args, what=what))
+
 
 async def save_record(store: RedisStore, record: HashModel) -> str:
     """Store ``record`` under a new id and return the id; raise UniqueValueTaken."""
@@ -111,11 +132,8 @@ async def save_record(store: RedisStore, record: HashModel) -> str:
         record_id = new_ulid(slot=model._unique_slot(value))
         keys = [model.key(record_id), model.unique_key(value)]
     flat = [item for pair in fields.items() for item in pair]
-    stored = await SAVE_RECORD(
-        store, keys=keys, args=[record_id, *flat], what=f"save {model.kind()}"
-    )
-    if not stored:
-        raise UniqueValueTaken(model.kind(), str(unique), str(getattr(record, str(unique))))
+    outcome = await _save(store, keys=keys, args=[record_id, *flat], what=f"save {model.kind()}")
+    raise_for(outcome, SAVE_ERRORS, record)
     return record_id
 
 

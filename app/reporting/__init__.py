@@ -1,0 +1,15 @@
+"""The reporting service (the seeds' /reporting/profileStats/<n>): the most-read profiles, from
+the counts the profile domain's aggregator keeps."""
+
+from app.domain import Domain, KeyPattern
+from app.reporting.router import router
+
+DOMAIN = Domain(
+    name="reporting",
+    routers=[router],
+    keys=[
+        KeyPattern("{profile:events}:read-counts", "read", "the aggregator's read counts"),
+        KeyPattern("profile:*", "read", "whether a counted profile still exists"),
+    ],
+    commands=["+zrevrange", "+exists"],
+)

@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
-from functools import partial
-from typing import Any
-
-from app.profiles import keys
-from app.redis import RedisClient, RedisStore
+from app.profiles import existing, ranked_by_reads
+from app.redis import RedisStore
 from app.reporting.schemas import ProfileStat
 
 MIN_PAGE = 32
-
-
-async def _ranked(client: RedisClient, *, start: int, count: int) -> list[tuple[str, float]]:
-    ranked: Any = await client.zrevrange(
-        keys.READ_COUNTS, start, start + count - 1, withscores=True
-    )
-    return [(str(user), float(score)) for user, score in ranked]
-
-
-async def _existing(client: RedisClient, *, users: list[str]) -> list[bool]:
-    pipe = client.pipeline(transaction=False)
-    for user in users:
-        pipe.exists(keys.profile_key(user))
-    return [bool(found) for found in await pipe.execute()]
 
 
 async def top_profiles(*, store: RedisStore, n: int) -> list[ProfileStat]:
@@ -37,17 +20,12 @@ async def top_profiles(*, store: RedisStore, n: int) -> list[ProfileStat]:
     page = max(n, MIN_PAGE)
     start = 0
     while len(found) < n:
-        entries = await store.run(
-            partial(_ranked, start=start, count=page), what="read profile stats"
-        )
+        entries = await ranked_by_reads(store=store, start=start, count=page)
         if not entries:
             break
-        exists = await store.run(
-            partial(_existing, users=[user for user, _score in entries]),
-            what="check profiles exist",
-        )
+        exists = await existing(store=store, users=[user for user, _score in entries])
         found.extend(
-            ProfileStat(user=user, score=int(score))
+            ProfileStat(user=user, score=score)
             for (user, score), present in zip(entries, exists, strict=True)
             if present
         )

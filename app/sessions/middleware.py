@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-if TYPE_CHECKING:
-    from app.sessions.service import Session
 
 # Where the session dependency leaves the request's session: the request's state, which is the
 # scope's "state" dict.
 SESSION_STATE = "session"
 
 
-def cookie_header(name: str, value: str, *, max_age: int, secure: bool) -> bytes:
-    """Return a Set-Cookie header value; an empty ``value`` clears the cookie."""
-    parts = [f"{name}={value}", "Path=/", f"Max-Age={max_age if value else 0}"]
-    if not value:
-        parts.append("Expires=Thu, 01 Jan 1970 00:00:00 GMT")
-    parts += ["HttpOnly", "SameSite=Lax"]
-    if secure:
-        parts.append("Secure")
-    return "; ".join(parts).encode("latin-1")
+class CookieSource(Protocol):
+    """What this layer needs of a request's session: the header its response must carry."""
+
+    def set_cookie_header(self) -> bytes | None: ...
 
 
 class SessionCookies:
@@ -44,7 +36,7 @@ class SessionCookies:
 
         async def send_with_cookie(message: Message) -> None:
             if message["type"] == "http.response.start":
-                session: Session | None = scope.get("state", {}).get(SESSION_STATE)
+                session: CookieSource | None = scope.get("state", {}).get(SESSION_STATE)
                 header = session.set_cookie_header() if session is not None else None
                 if header is not None:
                     message["headers"] = [*message.get("headers", []), (b"set-cookie", header)]

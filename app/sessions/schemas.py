@@ -42,6 +42,8 @@ def _check_update(values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+# Session values are any JSON their owner writes (``Any``): the schema checks keys and sizes,
+# the shape is the owner's.
 class SessionUpdate(RootModel[dict[str, Any]]):
     """Session keys to set, with any JSON value; null removes a key."""
 

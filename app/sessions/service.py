@@ -18,17 +18,30 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import IntEnum
 from pathlib import Path
-from typing import Any
+from typing import NamedTuple
+
+from pydantic import JsonValue
 
 from app.config import SessionSettings
-from app.errors import AppError
 from app.redis import RedisStore
-from app.scripting import LuaScript
+from app.scripting import (
+    LuaScript,
+    OutcomeErrors,
+    Reply,
+    as_int,
+    as_list,
+    as_optional_str,
+    as_str_list,
+    outcome_of,
+    raise_for,
+)
 from app.sessions import keys
-from app.sessions.middleware import cookie_header
+from app.sessions.cookies import cookie_header
+from app.sessions.exceptions import SessionEnded
 from app.sessions.tokens import SessionId, Signer
 
 LOAD_SESSION = LuaScript.load(Path(__file__).with_name("load_session.lua"))
@@ -39,18 +52,48 @@ SESSION_TIMES = LuaScript.load(Path(__file__).with_name("session_times.lua"))
 
 DATA_PREFIX = "d:"
 USER_NAME = "user_name"
-ENDED, MISSING = -1, 0
 # Sessions of one user ended per script call by "log out everywhere".
 END_BATCH = 256
+# What a session holds: the values its owner wrote, any JSON (keys and sizes are checked by
+# the schemas, the shape is the owner's).
+SessionValues = Mapping[str, JsonValue]
 
 
-class SessionEnded(AppError):
-    """A write reached a session that a logout ended meanwhile."""
+class LoadOutcome(IntEnum):
+    """What ``load_session.lua`` found; none is an error (the request gets a usable session)."""
 
-    status_code = 409
+    # A logout ended it: the request starts a new session under a new id.
+    ENDED = -1
+    # Never stored, or expired: the request keeps the id and starts empty.
+    MISSING = 0
+    FOUND = 1
 
-    def __init__(self) -> None:
-        super().__init__("This session has ended; reload to start a new one")
+
+class WriteOutcome(IntEnum):
+    """What ``write_session.lua`` did."""
+
+    # A logout ended the session meanwhile: nothing was written.
+    ENDED = 0
+    WRITTEN = 1
+
+
+WRITE_ERRORS: OutcomeErrors[WriteOutcome, []] = {
+    WriteOutcome.ENDED: SessionEnded,
+}
+
+
+class Loaded(NamedTuple):
+    """A session as ``load_session.lua`` answers it: what it found, and its hash's fields."""
+
+    outcome: LoadOutcome
+    fields: dict[str, str]
+
+
+class SessionTimes(NamedTuple):
+    """When a session began and was last used (server milliseconds); None once it is gone."""
+
+    created_ms: int | None
+    seen_ms: int | None
 
 
 @dataclass(frozen=True)
@@ -84,7 +127,7 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def _flat_data(values: dict[str, Any]) -> list[str]:
+def _flat_data(values: SessionValues) -> list[str]:
     return [
         item for name, value in values.items() for item in (DATA_PREFIX + name, json.dumps(value))
     ]
@@ -96,6 +139,96 @@ def _slot_keys(session_id: SessionId) -> list[str]:
         keys.tombstone_key(session_id.tag, session_id.token),
         keys.user_index_key(session_id.tag),
     ]
+
+
+async def _load(store: RedisStore, config: SessionConfig, session_id: SessionId) -> Loaded:
+    reply = as_list(
+        await LOAD_SESSION(
+            store,
+            keys=_slot_keys(session_id),
+            args=[
+                str(_now_ms()),
+                str(config.lifetime_ms),
+                "1" if config.settings.rolling else "0",
+                str(session_id),
+            ],
+            what="read session",
+        )
+    )
+    outcome, *found = reply
+    flat = as_str_list(found[0]) if found else []
+    return Loaded(outcome_of(LoadOutcome, outcome), dict(zip(flat[::2], flat[1::2], strict=True)))
+
+
+async def _write(
+    store: RedisStore,
+    config: SessionConfig,
+    session_id: SessionId,
+    values: SessionValues,
+    removed: Sequence[str],
+) -> WriteOutcome:
+    reply = await WRITE_SESSION(
+        store,
+        keys=_slot_keys(session_id),
+        args=[
+            str(_now_ms()),
+            str(config.lifetime_ms),
+            "1" if config.settings.rolling else "0",
+            str(session_id),
+            str(len(values)),
+            *_flat_data(values),
+            *(DATA_PREFIX + name for name in removed),
+        ],
+        what="write session",
+    )
+    return outcome_of(WriteOutcome, reply)
+
+
+async def _login(
+    store: RedisStore,
+    config: SessionConfig,
+    session_id: SessionId,
+    user_name: str,
+    data: SessionValues,
+) -> None:
+    now = str(_now_ms())
+    await LOGIN_SESSION(
+        store,
+        keys=[
+            keys.session_key(session_id.tag, session_id.token),
+            keys.user_index_key(session_id.tag),
+        ],
+        args=[
+            now,
+            str(config.lifetime_ms),
+            keys.index_member(user_name, str(session_id)),
+            *_flat_data(data),
+            "m:user",
+            user_name.casefold(),
+            "m:created",
+            now,
+            "m:seen",
+            now,
+        ],
+        what="log in",
+    )
+
+
+async def _session_times(store: RedisStore, session_ids: list[SessionId]) -> list[SessionTimes]:
+    reply = await SESSION_TIMES(
+        store,
+        keys=[keys.session_key(sid.tag, sid.token) for sid in session_ids],
+        args=[],
+        what="read sessions",
+    )
+    return [_times(row) for row in as_list(reply)]
+
+
+def _times(reply: Reply) -> SessionTimes:
+    created, seen = (as_optional_str(value) for value in as_list(reply))
+    return SessionTimes(
+        None if created is None else int(created), None if seen is None else int(seen)
+    )
 
 
 class Session:
@@ -121,7 +254,7 @@ class Session:
         self.id = session_id
         self.stored = fields is not None
         fields = fields or {}
-        self.data: dict[str, Any] = {
+        self.data: dict[str, JsonValue] = {
             name.removeprefix(DATA_PREFIX): json.loads(value)
             for name, value in fields.items()
             if name.startswith(DATA_PREFIX)
@@ -147,31 +280,10 @@ class Session:
         """Return True if ``token`` is this session's form token."""
         return self._config.signer.csrf_valid(self.id, token)
 
-    async def update(self, values: dict[str, Any], remove: Iterable[str] = ()) -> None:
+    async def update(self, values: SessionValues, remove: Sequence[str] = ()) -> None:
         """Set the keys in ``values`` (JSON values) and remove those in ``remove``."""
-        removed = [DATA_PREFIX + name for name in remove]
-        flat = [
-            item
-            for name, value in values.items()
-            for item in (DATA_PREFIX + name, json.dumps(value))
-        ]
-        settings = self._config.settings
-        written = await WRITE_SESSION(
-            self._store,
-            keys=_slot_keys(self.id),
-            args=[
-                str(_now_ms()),
-                str(self._config.lifetime_ms),
-                "1" if settings.rolling else "0",
-                str(self.id),
-                str(len(values)),
-                *flat,
-                *removed,
-            ],
-            what="write session",
-        )
-        if not written:
-            raise SessionEnded
+        written = await _write(self._store, self._config, self.id, values, remove)
+        raise_for(written, WRITE_ERRORS)
         if not self.stored:
             self.cookie = self._config.signer.cookie_value(self.id)
         self.stored = True
@@ -184,39 +296,16 @@ class Session:
         old, old_user = self.id, self.user
         new = SessionId.new(keys.user_tag(user_name))
         data = {**self.data, USER_NAME: user_name}
-        now = str(_now_ms())
-        flat = [
-            item for name, value in data.items() for item in (DATA_PREFIX + name, json.dumps(value))
-        ]
-        await LOGIN_SESSION(
-            self._store,
-            keys=[keys.session_key(new.tag, new.token), keys.user_index_key(new.tag)],
-            args=[
-                now,
-                str(self._config.lifetime_ms),
-                keys.index_member(user_name, str(new)),
-                *flat,
-                "m:user",
-                user_name.casefold(),
-                "m:created",
-                now,
-                "m:seen",
-                now,
-            ],
-            what="log in",
-        )
+        await _login(self._store, self._config, new, user_name, data)
         self.id, self.user, self.data, self.stored = new, user_name.casefold(), data, True
         self.cookie = self._config.signer.cookie_value(new)
-        await self._end([(old, old_user)])
+        await _end_sessions(self._store, self._config, [(old, old_user)])
 
     async def end(self) -> None:
         """End this session: delete its data and clear the cookie."""
-        await self._end([(self.id, self.user)])
+        await _end_sessions(self._store, self._config, [(self.id, self.user)])
         self.data, self.user, self.stored = {}, None, False
         self.cookie = ""
-
-    async def _end(self, sessions: list[tuple[SessionId, str | None]]) -> None:
-        await _end_sessions(self._store, self._config, sessions)
 
     async def user_sessions(self) -> list[SessionInfo]:
         """Return the live sessions of this session's user (none when nobody is logged in)."""
@@ -225,24 +314,19 @@ class Session:
         found = await _user_session_ids(self._store, self.user)
         if not found:
             return []
-        session_ids = [session_id for session_id, _expiry in found]
-        times = await SESSION_TIMES(
-            self._store,
-            keys=[keys.session_key(sid.tag, sid.token) for sid in session_ids],
-            args=[],
-            what="read sessions",
-        )
+        times = await _session_times(self._store, [session_id for session_id, _expiry in found])
         lifetime = self._config.lifetime_ms
         infos = []
         for (session_id, expiry), (created, seen) in zip(found, times, strict=True):
             if created is None:
                 continue
+            last_seen = seen or created
             infos.append(
                 SessionInfo(
                     fingerprint=session_id.fingerprint(),
-                    created_at_ms=int(created),
-                    last_seen_at_ms=int(seen or created),
-                    expires_at_ms=max(expiry, int(seen or created) + lifetime),
+                    created_at_ms=created,
+                    last_seen_at_ms=last_seen,
+                    expires_at_ms=max(expiry, last_seen + lifetime),
                     current=session_id == self.id,
                 )
             )
@@ -301,12 +385,13 @@ async def _end_sessions(
                 keys.tombstone_key(tag, session_id.token),
             ]
             entries.append(keys.index_member(user, str(session_id)) if user else "")
-        ended += await END_SESSIONS(
+        reply = await END_SESSIONS(
             store,
             keys=script_keys,
             args=[str(config.lifetime_ms), *entries],
             what="end sessions",
         )
+        ended += as_int(reply)
     return ended
 
 
@@ -318,29 +403,16 @@ async def open_session(
     A missing, forged or altered cookie, or one of an ended session, gets a new id (and the
     response a new cookie); a valid one whose session expired or was never stored keeps its id.
     """
-    rolling = config.settings.rolling
     session_id = config.signer.session_id(cookie)
     if session_id is not None:
-        outcome, *rest = await LOAD_SESSION(
-            store,
-            keys=_slot_keys(session_id),
-            args=[
-                str(_now_ms()),
-                str(config.lifetime_ms),
-                "1" if rolling else "0",
-                str(session_id),
-            ],
-            what="read session",
-        )
-        if outcome != ENDED:
-            flat = rest[0] if rest else []
-            fields = dict(zip(flat[::2], flat[1::2], strict=True)) if outcome != MISSING else None
+        loaded = await _load(store, config, session_id)
+        if loaded.outcome is not LoadOutcome.ENDED:
             return Session(
                 store=store,
                 config=config,
                 session_id=session_id,
-                fields=fields,
-                send_cookie=rolling,
+                fields=loaded.fields if loaded.outcome is LoadOutcome.FOUND else None,
+                send_cookie=config.settings.rolling,
                 secure=secure,
             )
     return Session(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, status
 
@@ -12,6 +12,7 @@ from app.schemas import Message
 from app.trips import service
 from app.trips.schemas import (
     DocPath,
+    Document,
     DocUpdate,
     DocValue,
     DriverCreate,
@@ -27,8 +28,8 @@ from app.trips.service import TripsConfig
 
 trips_router = APIRouter(prefix="/trips", tags=["trips"])
 drivers_router = APIRouter(prefix="/drivers", tags=["drivers"])
-MISSING: dict[int | str, dict[str, Any]] = {404: {"model": Message}}
-CONFLICT: dict[int | str, dict[str, Any]] = {404: {"model": Message}, 409: {"model": Message}}
+MISSING: dict[int | str, dict[str, object]] = {404: {"model": Message}}
+CONFLICT: dict[int | str, dict[str, object]] = {404: {"model": Message}, 409: {"model": Message}}
 
 
 class BadQuery(AppError):
@@ -56,7 +57,7 @@ def _point(text: str) -> GeoPoint:
 
 
 @trips_router.post("", status_code=status.HTTP_201_CREATED)
-async def create_trip(trip: TripCreate, store: RedisDep, config: TripsDep) -> dict[str, Any]:
+async def create_trip(trip: TripCreate, store: RedisDep, config: TripsDep) -> Document:
     """Request a trip: it waits in its pickup region's pending set until a driver takes it."""
     return await service.create_trip(store=store, config=config, trip=trip)
 
@@ -89,7 +90,7 @@ async def list_pending_trips(
 
 
 @trips_router.get("/{trip_id}", responses=MISSING)
-async def read_trip(trip_id: Id, store: RedisDep, config: TripsDep) -> dict[str, Any]:
+async def read_trip(trip_id: Id, store: RedisDep, config: TripsDep) -> Document:
     """Return the trip as one JSON document."""
     return await service.read_trip(store=store, config=config, trip_id=trip_id)
 
@@ -97,7 +98,7 @@ async def read_trip(trip_id: Id, store: RedisDep, config: TripsDep) -> dict[str,
 @trips_router.post("/{trip_id}/assign", responses=CONFLICT)
 async def assign_trip(
     trip_id: Id, assign: TripAssign, store: RedisDep, config: TripsDep
-) -> dict[str, Any]:
+) -> Document:
     """Give the trip to a driver: trip, driver and pending indexes change together or not at all."""
     return await service.assign_trip(
         store=store, config=config, trip_id=trip_id, driver_id=assign.driver_id
@@ -105,9 +106,7 @@ async def assign_trip(
 
 
 @trips_router.patch("/{trip_id}", responses=CONFLICT)
-async def move_trip(
-    trip_id: Id, move: TripMove, store: RedisDep, config: TripsDep
-) -> dict[str, Any]:
+async def move_trip(trip_id: Id, move: TripMove, store: RedisDep, config: TripsDep) -> Document:
     """Move the trip along requested → assigned → in_progress → completed, or to cancelled."""
     return await service.move_trip(store=store, config=config, trip_id=trip_id, status=move.status)
 

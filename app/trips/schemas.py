@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field
 
-from app.messaging.schemas import check_message_id
-from app.records.codec import check_text, dump_json
+from app.records.codec import JSON, check_text, dump_json
+from app.records.ids import check_ulid
 from app.schemas import Schema
 
 Status = Literal["requested", "assigned", "in_progress", "completed", "cancelled"]
-Id = Annotated[str, AfterValidator(check_message_id)]
+Id = Annotated[str, AfterValidator(check_ulid)]
 Text = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(check_text)]
 MAX_PATH_LENGTH = 512
 MAX_PATH_DEPTH = 32
 MAX_VALUE_LENGTH = 64 * 1024
 
 
-def check_value(value: Any) -> Any:
+# A trip as one JSON document: the members the trip API manages and any a client adds.
+Document = dict[str, JSON]
+
+
+def check_value(value: JSON) -> JSON:
     """Return ``value`` if it can be stored in a trip document (finite, valid Unicode, 64 KiB)."""
     if len(dump_json(value)) > MAX_VALUE_LENGTH:
         raise ValueError(f"a value is at most {MAX_VALUE_LENGTH} characters of JSON")
@@ -78,7 +82,7 @@ class DriverPublic(Schema):
 class PendingTrips(Schema):
     """Waiting requests: oldest first, or nearest first with their distance."""
 
-    trips: list[dict[str, Any]]
+    trips: list[Document]
 
 
 _SEGMENT = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d{1,9})\]|\[\"((?:[^\"\\]|\\.)*)\"\]")
@@ -128,9 +132,9 @@ class DocUpdate(Schema):
     """Set the value at ``path`` in the trip document (any JSON value)."""
 
     path: DocPath
-    value: Annotated[Any, AfterValidator(check_value)]
+    value: Annotated[JSON, AfterValidator(check_value)]
 
 
 class DocValue(Schema):
     path: str
-    value: Any
+    value: JSON

@@ -17,15 +17,25 @@ import math
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import IntEnum
 from pathlib import Path
-from typing import Any
+from typing import Literal, NamedTuple
 
 from redis import exceptions as rexc
 
-from app.records.codec import compact_json
+from app.records.codec import JSON, compact_json
 from app.records.ids import new_ulid, ulid_slot
 from app.redis import RedisStore
-from app.scripting import LuaScript
+from app.scripting import (
+    LuaScript,
+    OutcomeErrors,
+    ScriptContractError,
+    as_list,
+    as_optional_str,
+    as_str_list,
+    outcome_of,
+    raise_for,
+)
 from app.trips import keys
 from app.trips.exceptions import (
     BadMove,
@@ -38,11 +48,17 @@ from app.trips.exceptions import (
     TripNotFound,
     TripTaken,
 )
-from app.trips.schemas import DriverCreate, DriverPublic, Point, Status, TripCreate, parse_path
+from app.trips.schemas import (
+    Document,
+    DriverCreate,
+    DriverPublic,
+    Point,
+    Status,
+    TripCreate,
+    parse_path,
+)
 
 TRIPS_SCRIPT = LuaScript.load(Path(__file__).with_name("trips.lua"))
-NOT_FOUND, DRIVER_NOT_FOUND, TRIP_TAKEN, DRIVER_BUSY, BAD_MOVE, PATH_NOT_FOUND = range(-1, -7, -1)
-OUTSIDE_REGION, DRIVER_CHANGED, DOC_REFUSED = -7, -8, -9
 # A trip document's size limit (plain Redis: each edit rewrites the whole text on the server).
 MAX_DOCUMENT_BYTES = 1024 * 1024
 # Reads in flight at once for a listing: below the client's per-node connection pool.
@@ -57,6 +73,67 @@ EARTH_RADIUS_KM = 6372.797560856
 # Cells are chosen with this much room around the circle.
 SEARCH_MARGIN = 1.01
 MAX_REGIONS_PER_SEARCH = 400
+
+
+class TripOutcome(IntEnum):
+    """What a step of ``trips.lua`` answered first (the script declares the same codes)."""
+
+    DONE = 1
+    NOT_FOUND = -1
+    DRIVER_NOT_FOUND = -2
+    TRIP_TAKEN = -3
+    DRIVER_BUSY = -4
+    BAD_MOVE = -5
+    PATH_NOT_FOUND = -6
+    OUTSIDE_REGION = -7
+    # The trip's driver is not the one the caller read (assigned since): not a failure, the
+    # caller declares the driver's key and tries again.
+    DRIVER_CHANGED = -8
+    DOC_REFUSED = -9
+
+
+# The steps of ``trips.lua`` that answer an outcome first ("docs" answers the texts alone).
+StepName = Literal["create", "assign", "move", "doc_get", "doc_set"]
+
+
+class Step(NamedTuple):
+    """What a step of ``trips.lua`` concerns: the ids, status and path its errors name."""
+
+    name: StepName
+    trip_id: str
+    driver_id: str = ""
+    status: str = ""
+    path: str = ""
+
+
+class StepAnswer(NamedTuple):
+    """A step's outcome and the rest of its answer."""
+
+    outcome: TripOutcome
+    # When done: the JSON text of the document, or of the value at a path. When refused: what
+    # the refusal names (a status, a trip, two regions, the server's reason).
+    details: list[str]
+
+    @property
+    def text(self) -> str:
+        """Return the JSON text a step that is done answers."""
+        if self.outcome is not TripOutcome.DONE or len(self.details) != 1:
+            raise ScriptContractError(f"expected a done step's JSON text, got {self}")
+        return self.details[0]
+
+
+# The error each failing outcome of ``trips.lua`` means, made from the step and what the
+# script named.
+STEP_ERRORS: OutcomeErrors[TripOutcome, [Step, list[str]]] = {
+    TripOutcome.NOT_FOUND: lambda step, _named: TripNotFound(step.trip_id),
+    TripOutcome.DRIVER_NOT_FOUND: lambda step, _named: DriverNotFound(step.driver_id),
+    TripOutcome.TRIP_TAKEN: lambda step, named: TripTaken(step.trip_id, named[0]),
+    TripOutcome.DRIVER_BUSY: lambda step, named: DriverBusy(step.driver_id, named[0]),
+    TripOutcome.BAD_MOVE: lambda step, named: BadMove(named[0], step.status),
+    TripOutcome.PATH_NOT_FOUND: lambda step, _named: PathNotFound(step.path),
+    TripOutcome.OUTSIDE_REGION: lambda _step, named: OutsideRegion(named[0], named[1]),
+    TripOutcome.DOC_REFUSED: lambda _step, named: DocumentRefused(named[0]),
+}
 
 
 @dataclass(frozen=True)
@@ -96,9 +173,38 @@ def _region_keys(slot: int) -> list[str]:
     return [keys.pending_key(slot), keys.pending_geo_key(slot)]
 
 
-async def create_trip(
-    *, store: RedisStore, config: TripsConfig, trip: TripCreate
-) -> dict[str, Any]:
+async def _run_step(
+    store: RedisStore,
+    config: TripsConfig,
+    step: Step,
+    *,
+    script_keys: list[str],
+    args: list[str],
+    what: str,
+) -> StepAnswer:
+    """Run one step of ``trips.lua``; raise the error a failing outcome means."""
+    code, *named = as_list(
+        await TRIPS_SCRIPT(store, keys=script_keys, args=[step.name, config.flag, *args], what=what)
+    )
+    answer = StepAnswer(outcome_of(TripOutcome, code), as_str_list(named))
+    raise_for(answer.outcome, STEP_ERRORS, step, answer.details)
+    return answer
+
+
+async def _read_texts(
+    store: RedisStore, config: TripsConfig, trip_ids: list[str]
+) -> list[str | None]:
+    """Return the document texts of trips that share one slot, None for a missing one."""
+    texts = await TRIPS_SCRIPT(
+        store,
+        keys=[keys.trip_doc_key(trip_id) for trip_id in trip_ids],
+        args=["docs", config.flag],
+        what="read trips",
+    )
+    return [as_optional_str(text) for text in as_list(texts)]
+
+
+async def create_trip(*, store: RedisStore, config: TripsConfig, trip: TripCreate) -> Document:
     """Store a requested trip in its pickup's region and index it as pending."""
     region = keys.region_of(trip.pickup.lat, trip.pickup.lon, config.region_size_deg)
     slot = keys.region_slot(region)
@@ -115,12 +221,12 @@ async def create_trip(
         "created_at": created_at,
     }
     await store.run(lambda r: r.sadd(keys.REGISTRY, str(slot)), what="register region")
-    _, text = await TRIPS_SCRIPT(
+    answer = await _run_step(
         store,
-        keys=[keys.trip_key(trip_id), keys.trip_doc_key(trip_id), *_region_keys(slot)],
+        config,
+        Step("create", trip_id),
+        script_keys=[keys.trip_key(trip_id), keys.trip_doc_key(trip_id), *_region_keys(slot)],
         args=[
-            "create",
-            config.flag,
             trip_id,
             trip.requester,
             created_at,
@@ -132,23 +238,23 @@ async def create_trip(
         ],
         what="create trip",
     )
-    return _document(text)
+    return _document(answer.text)
 
 
-def _document(text: str) -> dict[str, Any]:
+def _document(text: str) -> Document:
     parsed = json.loads(text)
     # Native JSON.GET of the root answers the document itself; with a "$" path, a list of one.
     if isinstance(parsed, list):
         parsed = parsed[0]
-    document: dict[str, Any] = parsed
+    document: Document = parsed
     return document
 
 
-async def read_trip(*, store: RedisStore, config: TripsConfig, trip_id: str) -> dict[str, Any]:
+async def read_trip(*, store: RedisStore, config: TripsConfig, trip_id: str) -> Document:
     """Return the trip document; raise TripNotFound."""
     key = keys.trip_doc_key(trip_id)
     command = ("JSON.GET", key) if config.native_json else ("GET", key)
-    text = await store.call(key, *command, what="read trip")
+    text: str | None = await store.call(key, *command, what="read trip")
     if text is None:
         raise TripNotFound(trip_id)
     return _document(text)
@@ -156,7 +262,7 @@ async def read_trip(*, store: RedisStore, config: TripsConfig, trip_id: str) -> 
 
 async def assign_trip(
     *, store: RedisStore, config: TripsConfig, trip_id: str, driver_id: str
-) -> dict[str, Any]:
+) -> Document:
     """Give a requested trip to an available driver of its region, all at once."""
     trip_slot, driver_slot = ulid_slot(trip_id), ulid_slot(driver_id)
     if trip_slot != driver_slot:
@@ -164,33 +270,25 @@ async def assign_trip(
         driver = await read_driver(store=store, driver_id=driver_id)
         raise OutsideRegion(driver.region, str(trip["region"]))
     now, _ = _now()
-    reply = await TRIPS_SCRIPT(
+    answer = await _run_step(
         store,
-        keys=[
+        config,
+        Step("assign", trip_id, driver_id=driver_id),
+        script_keys=[
             keys.trip_key(trip_id),
             keys.trip_doc_key(trip_id),
             *_region_keys(trip_slot),
             keys.driver_key(driver_id),
         ],
-        args=["assign", config.flag, trip_id, driver_id, now],
+        args=[trip_id, driver_id, now],
         what="assign trip",
     )
-    if reply[0] == NOT_FOUND:
-        raise TripNotFound(trip_id)
-    if reply[0] == DRIVER_NOT_FOUND:
-        raise DriverNotFound(driver_id)
-    if reply[0] == TRIP_TAKEN:
-        raise TripTaken(trip_id, reply[1])
-    if reply[0] == DRIVER_BUSY:
-        raise DriverBusy(driver_id, reply[1])
-    if reply[0] == OUTSIDE_REGION:
-        raise OutsideRegion(reply[1], reply[2])
-    return _document(reply[1])
+    return _document(answer.text)
 
 
 async def move_trip(
     *, store: RedisStore, config: TripsConfig, trip_id: str, status: Status
-) -> dict[str, Any]:
+) -> Document:
     """Move a trip along requested → assigned → in_progress → completed, or to cancelled.
 
     A move to the status the trip already has changes nothing and answers the trip, so a
@@ -199,6 +297,8 @@ async def move_trip(
     slot = ulid_slot(trip_id)
     trip_key = keys.trip_key(trip_id)
     while True:
+        current: str | None
+        driver_id: str | None
         current, driver_id = await store.call(
             trip_key, "HMGET", trip_key, "status", "driver", what="read trip status"
         )
@@ -208,59 +308,48 @@ async def move_trip(
             raise BadMove(current, status)
         now, _ = _now()
         driver_keys = [keys.driver_key(driver_id)] if driver_id else []
-        reply = await TRIPS_SCRIPT(
+        answer = await _run_step(
             store,
-            keys=[trip_key, keys.trip_doc_key(trip_id), *_region_keys(slot), *driver_keys],
-            args=["move", config.flag, trip_id, status, now, driver_id or ""],
+            config,
+            Step("move", trip_id, status=status),
+            script_keys=[trip_key, keys.trip_doc_key(trip_id), *_region_keys(slot), *driver_keys],
+            args=[trip_id, status, now, driver_id or ""],
             what="change trip status",
         )
-        if reply[0] != DRIVER_CHANGED:
-            break
-    if reply[0] == NOT_FOUND:
-        raise TripNotFound(trip_id)
-    if reply[0] == BAD_MOVE:
-        raise BadMove(reply[1], status)
-    return _document(reply[1])
+        if answer.outcome is not TripOutcome.DRIVER_CHANGED:
+            return _document(answer.text)
 
 
-async def read_path(*, store: RedisStore, config: TripsConfig, trip_id: str, path: str) -> Any:
+async def read_path(*, store: RedisStore, config: TripsConfig, trip_id: str, path: str) -> JSON:
     """Return the value at ``path`` in the trip document."""
     tokens = parse_path(path)
-    reply = await TRIPS_SCRIPT(
+    answer = await _run_step(
         store,
-        keys=[keys.trip_doc_key(trip_id)],
-        args=["doc_get", config.flag, json.dumps(tokens)],
+        config,
+        Step("doc_get", trip_id, path=path),
+        script_keys=[keys.trip_doc_key(trip_id)],
+        args=[json.dumps(tokens)],
         what="read trip document path",
     )
-    _check_doc(reply, trip_id, path)
-    return json.loads(reply[1])
+    return json.loads(answer.text)
 
 
 async def write_path(
-    *, store: RedisStore, config: TripsConfig, trip_id: str, path: str, value: Any
-) -> Any:
+    *, store: RedisStore, config: TripsConfig, trip_id: str, path: str, value: JSON
+) -> JSON:
     """Set the value at ``path`` in the trip document, on the server in one step."""
     tokens = parse_path(path)
     if isinstance(tokens[0], str) and tokens[0] in MANAGED:
         raise ManagedPath(path, tokens[0])
-    text = compact_json(value)
-    reply = await TRIPS_SCRIPT(
+    await _run_step(
         store,
-        keys=[keys.trip_doc_key(trip_id)],
-        args=["doc_set", config.flag, json.dumps(tokens), text, str(MAX_DOCUMENT_BYTES)],
+        config,
+        Step("doc_set", trip_id, path=path),
+        script_keys=[keys.trip_doc_key(trip_id)],
+        args=[json.dumps(tokens), compact_json(value), str(MAX_DOCUMENT_BYTES)],
         what="write trip document path",
     )
-    _check_doc(reply, trip_id, path)
     return value
-
-
-def _check_doc(reply: list[Any], trip_id: str, path: str) -> None:
-    if reply[0] == NOT_FOUND:
-        raise TripNotFound(trip_id)
-    if reply[0] == PATH_NOT_FOUND:
-        raise PathNotFound(path)
-    if reply[0] == DOC_REFUSED:
-        raise DocumentRefused(reply[1])
 
 
 async def create_driver(
@@ -310,9 +399,7 @@ async def _regions(store: RedisStore) -> list[int]:
     return sorted(int(member) for member in members)
 
 
-async def _documents(
-    store: RedisStore, config: TripsConfig, trip_ids: list[str]
-) -> list[dict[str, Any]]:
+async def _documents(store: RedisStore, config: TripsConfig, trip_ids: list[str]) -> list[Document]:
     """Return the documents of these trips that are still requested, in the order given.
 
     One script call per slot reads all of that slot's documents, with a bounded number of calls
@@ -324,17 +411,12 @@ async def _documents(
         by_slot.setdefault(ulid_slot(trip_id), []).append(trip_id)
     gate = asyncio.Semaphore(MAX_CONCURRENT_READS)
 
-    async def read_slot(ids: list[str]) -> dict[str, dict[str, Any]]:
+    async def read_slot(ids: list[str]) -> dict[str, Document]:
         async with gate:
-            texts = await TRIPS_SCRIPT(
-                store,
-                keys=[keys.trip_doc_key(trip_id) for trip_id in ids],
-                args=["docs", config.flag],
-                what="read trips",
-            )
+            texts = await _read_texts(store, config, ids)
         return {trip_id: _document(text) for trip_id, text in zip(ids, texts, strict=True) if text}
 
-    found: dict[str, dict[str, Any]] = {}
+    found: dict[str, Document] = {}
     for part in await asyncio.gather(*(read_slot(ids) for ids in by_slot.values())):
         found.update(part)
     return [
@@ -344,9 +426,7 @@ async def _documents(
     ]
 
 
-async def oldest_pending(
-    *, store: RedisStore, config: TripsConfig, limit: int
-) -> list[dict[str, Any]]:
+async def oldest_pending(*, store: RedisStore, config: TripsConfig, limit: int) -> list[Document]:
     """Return up to ``limit`` waiting requests across every region, oldest first."""
 
     gate = asyncio.Semaphore(MAX_CONCURRENT_READS)
@@ -354,7 +434,7 @@ async def oldest_pending(
     async def oldest_in(slot: int) -> list[tuple[float, str]]:
         key = keys.pending_key(slot)
         async with gate:
-            found: list[tuple[str, float]] = await store.call(
+            found: list[object] = await store.call(
                 key, "ZRANGE", key, 0, limit - 1, "WITHSCORES", what="read pending trips"
             )
         return [(float(score), trip_id) for trip_id, score in _pairs(found)]
@@ -364,11 +444,16 @@ async def oldest_pending(
     return await _documents(store, config, [trip_id for _score, trip_id in oldest])
 
 
-def _pairs(reply: Any) -> list[tuple[str, float]]:
+def _pairs(reply: list[object]) -> list[tuple[str, float]]:
     """Return a WITHSCORES reply (RESP3 pairs or a flat RESP2 list) as (member, score) pairs."""
-    if reply and isinstance(reply[0], list | tuple):
-        return [(str(member), float(score)) for member, score in reply]
-    return [(str(reply[i]), float(reply[i + 1])) for i in range(0, len(reply), 2)]
+    flat = [
+        part for item in reply for part in (item if isinstance(item, list | tuple) else (item,))
+    ]
+    # A RESP3 score arrives as a float, a RESP2 one as text: str() reads both back exactly.
+    return [
+        (str(member), float(str(score)))
+        for member, score in zip(flat[::2], flat[1::2], strict=True)
+    ]
 
 
 def regions_near(point: Point, radius_km: float, size_deg: float) -> list[str]:
@@ -404,7 +489,7 @@ def _wrap(cell: int, size_deg: float) -> int:
 
 async def nearest_pending(
     *, store: RedisStore, config: TripsConfig, near: Point, radius_km: float, limit: int
-) -> list[dict[str, Any]]:
+) -> list[Document]:
     """Return up to ``limit`` waiting requests within ``radius_km`` of a point, nearest first."""
     slots = {
         keys.region_slot(region) for region in regions_near(near, radius_km, config.region_size_deg)

@@ -7,7 +7,7 @@ from typing import Annotated, ClassVar
 from email_validator import EmailNotValidError, validate_email
 from pydantic import AfterValidator, Field, PositiveInt
 
-from app.records.ids import parse_ulid
+from app.records.ids import check_ulid
 from app.records.model import HashModel
 
 MAX_NAME_LENGTH = 256
@@ -48,9 +48,4 @@ class UserPublic(User):
     pk: str
 
 
-def _check_pk(pk: str) -> str:
-    parse_ulid(pk)
-    return pk
-
-
-UserPk = Annotated[str, AfterValidator(_check_pk)]
+UserPk = Annotated[str, AfterValidator(check_ulid)]

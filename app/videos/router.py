@@ -7,7 +7,7 @@ import uuid
 from fastapi import APIRouter, Response, status
 
 from app.dependencies import IdempotencyKeyDep, RedisDep
-from app.messaging.dependencies import BrokerDep
+from app.messaging import BrokerDep
 from app.schemas import Message
 from app.videos import service
 from app.videos.schemas import VideoCreate, VideoPublic

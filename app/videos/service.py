@@ -14,16 +14,23 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
+from enum import IntEnum
 from pathlib import Path
-from typing import Any
 
-from app.messaging.broker import Broker
-from app.messaging.exceptions import QueueNotFound
-from app.messaging.queues import Queue
-from app.messaging.schemas import Delivery, MessagePublish, QueueCreate, from_ms
+from app.messaging import (
+    Broker,
+    Delivery,
+    MessagePublish,
+    Queue,
+    QueueCreate,
+    QueueNotFound,
+    from_ms,
+)
+from app.records.codec import JSON
 from app.records.ids import request_uuid
 from app.redis import RedisStore
-from app.scripting import LuaScript
+from app.scripting import LuaScript, outcome_of
 from app.videos import keys
 from app.videos.exceptions import VideoNotFound
 from app.videos.schemas import ChunkingJob, Status, VideoCreate, VideoPublic
@@ -31,6 +38,15 @@ from app.videos.schemas import ChunkingJob, Status, VideoCreate, VideoPublic
 UPDATE_VIDEO = LuaScript.load(Path(__file__).with_name("update_video.lua"))
 # The queue is created with these when missing; an operator's later PUT /queues/... wins.
 CHUNKING_QUEUE_SETTINGS = QueueCreate(kind="priority", visibility_timeout_s=30, max_deliveries=5)
+
+
+class MoveOutcome(IntEnum):
+    """What ``update_video.lua`` did; neither outcome is a failure, so no error table maps them."""
+
+    # The record was already at or past the status: a redelivered job after a crash, or the
+    # API writing "queued" after the worker has begun.
+    ALREADY_THERE = 0
+    MOVED = 1
 
 
 async def ensure_chunking_queue(broker: Broker) -> Queue:
@@ -45,18 +61,18 @@ async def ensure_chunking_queue(broker: Broker) -> Queue:
 
 async def _move(
     store: RedisStore, video_id: str, status: Status, fill: dict[str, str], then: dict[str, str]
-) -> bool:
+) -> MoveOutcome:
     args = [status, str(len(fill))]
     for pairs in (fill, then):
         for name, value in pairs.items():
             args += [name, value]
-    moved = await UPDATE_VIDEO(
+    reply = await UPDATE_VIDEO(
         store, keys=[keys.video_key(video_id)], args=args, what=f"mark video {status}"
     )
-    return bool(moved)
+    return outcome_of(MoveOutcome, reply)
 
 
-def _description(job: dict[str, Any], job_id: str) -> dict[str, str]:
+def _description(job: Mapping[str, JSON], job_id: str) -> dict[str, str]:
     return {
         "title": str(job["title"]),
         "priority": str(int(job["priority"])),

@@ -16,7 +16,8 @@ from redis.asyncio.cluster import RedisCluster
 from app.config import Settings
 from app.local_cluster import LocalCluster
 from app.profiles import keys
-from app.redis import RedisStore, connect
+from app.profiles.aggregator import AGGREGATOR, apply_events
+from app.redis import RedisStore, open_store
 from tests.conftest import (
     PROJECT_ROOT,
     all_events_applied,
@@ -25,14 +26,12 @@ from tests.conftest import (
     stored_read_counts,
 )
 from workers.consumer import StreamConsumer
-from workers.profile_aggregator import aggregator_spec, apply_events
 
 
 @pytest.fixture
 async def store(settings: Settings) -> AsyncIterator[RedisStore]:
-    opened = await connect(settings.redis, settings.redis.url)
-    yield opened
-    await opened.aclose()
+    async with open_store(settings.redis, settings.redis.url) as opened:
+        yield opened
 
 
 async def publish(
@@ -57,8 +56,9 @@ def consumer(store: RedisStore, settings: Settings, name: str, **overrides: int)
     worker_settings = settings.workers.model_copy(update=overrides)
     return StreamConsumer(
         store=store,
-        spec=aggregator_spec(consumer=name, settings=worker_settings),
-        handle=apply_events,
+        spec=AGGREGATOR,
+        consumer=name,
+        settings=worker_settings,
     )
 
 

@@ -10,9 +10,8 @@ import pytest
 
 from app.config import MessagingSettings
 from app.local_cluster import LocalCluster
-from app.messaging.broker import Broker
-from app.messaging.schemas import Delivery, MessagePublish, QueueCreate
-from app.redis import connect
+from app.messaging import Broker, Delivery, MessagePublish, QueueCreate
+from app.redis import open_store
 from tests.conftest import eventually, make_settings
 from workers.queue_worker import QueueWorker
 
@@ -20,9 +19,8 @@ from workers.queue_worker import QueueWorker
 @pytest.fixture
 async def broker(cluster: LocalCluster) -> AsyncIterator[Broker]:
     settings = make_settings(cluster.url)
-    store = await connect(settings.redis, cluster.url)
-    yield Broker(store=store, settings=MessagingSettings())
-    await store.aclose()
+    async with open_store(settings.redis, cluster.url) as store:
+        yield Broker(store=store, settings=MessagingSettings())
 
 
 async def test_slow_handlers_keep_their_leases_and_run_once(broker: Broker) -> None:

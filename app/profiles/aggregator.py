@@ -1,16 +1,18 @@
-"""The aggregator: keeps per-profile read counts from ``profile:events`` in a sorted set."""
+"""The aggregator: keeps per-profile read counts from ``profile:events`` in a sorted set.
+
+The profile domain declares it (``AGGREGATOR``); the consumer-group loop in ``workers`` runs it.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from app.config import WorkerSettings
+from app.domain import ConsumerSpec, StreamEntry
 from app.profiles import keys
 from app.redis import RedisStore
-from app.scripting import LuaScript
-from workers.consumer import ConsumerSpec, StreamEntry
+from app.scripting import LuaScript, as_int
 
-APPLY_EVENTS = LuaScript.load(Path(__file__).with_name("profile_aggregator.lua"))
+APPLY_EVENTS = LuaScript.load(Path(__file__).with_name("aggregator.lua"))
 
 
 async def apply_events(store: RedisStore, entries: list[StreamEntry]) -> int:
@@ -18,8 +20,7 @@ async def apply_events(store: RedisStore, entries: list[StreamEntry]) -> int:
 
     Returns how many this call acknowledged: none when the batch was already processed. The
     script explains why the order events are applied in does not matter. It gets each event's
-    fields as they were delivered: reading them again there (XRANGE per entry) was a third of
-    the script's time on the server.
+    fields as they were delivered, so it does not read them again from the stream.
     """
     args = [keys.AGGREGATOR_GROUP]
     for entry_id, fields in entries:
@@ -30,20 +31,19 @@ async def apply_events(store: RedisStore, entries: list[StreamEntry]) -> int:
             fields.get("type", ""),
             fields.get("generation", ""),
         ]
-    acknowledged: int = await APPLY_EVENTS(
+    reply = await APPLY_EVENTS(
         store,
         keys=[keys.EVENTS_STREAM, keys.READ_COUNTS, keys.GENERATIONS],
         args=args,
         what="apply profile events",
     )
-    return acknowledged
+    return as_int(reply)
 
 
-def aggregator_spec(*, consumer: str, settings: WorkerSettings) -> ConsumerSpec:
-    """Return where and how the aggregator consumes."""
-    return ConsumerSpec(
-        stream=keys.EVENTS_STREAM,
-        group=keys.AGGREGATOR_GROUP,
-        consumer=consumer,
-        settings=settings,
-    )
+AGGREGATOR = ConsumerSpec(
+    name="aggregator",
+    stream=keys.EVENTS_STREAM,
+    group=keys.AGGREGATOR_GROUP,
+    handle=apply_events,
+    count=lambda settings: settings.workers.consumers_per_process,
+)
