@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Generic, TypeVar
+from typing import Generic, TypeAlias, TypeVar
 
 from app.config import MessagingSettings
 from app.messaging import keys
@@ -38,7 +38,7 @@ PUBLISH_BATCH = 500
 E = TypeVar("E", bound=IntEnum)
 # The domain error a failing step outcome means, made from the channel's name and the step's
 # subject (the group a topic step names, the kind a queue already has).
-ChannelErrors = OutcomeErrors[E, [str, str]]
+ChannelErrors: TypeAlias = "OutcomeErrors[E, [str, str]]"
 
 
 class Settlement(IntEnum):
