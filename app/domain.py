@@ -81,6 +81,12 @@ class KeyPattern:
     access: Access
     what: str
 
+    @property
+    def acl(self) -> str:
+        """Return the ACL selector that grants this access: ``~p``, ``%R~p`` or ``%W~p``."""
+        prefix = {"read": "%R~", "write": "%W~", "read-write": "~"}[self.access]
+        return prefix + self.pattern
+
 
 class Lease(Protocol):
     """A leased queue message, as the queue-worker loop handles it."""

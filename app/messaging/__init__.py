@@ -15,6 +15,7 @@ from app.messaging.schemas import Delivery, MessagePublish, QueueCreate, from_ms
 
 __all__ = [
     "DOMAIN",
+    "QUEUE_COMMANDS",
     "Broker",
     "BrokerDep",
     "Delivery",
@@ -24,6 +25,47 @@ __all__ = [
     "QueueNotFound",
     "from_ms",
 ]
+
+# What a user of queues runs, here or through another domain (the video chunker): the queue
+# script and the commands inside it; LRANGE also reads a trace.
+QUEUE_COMMANDS = (
+    "+evalsha",
+    "+script|load",
+    "+time",
+    "+exists",
+    "+del",
+    "+expire",
+    "+get",
+    "+set",
+    "+hget",
+    "+hmget",
+    "+hset",
+    "+hdel",
+    "+lpush",
+    "+rpush",
+    "+lpop",
+    "+lrange",
+    "+llen",
+    "+zadd",
+    "+zrem",
+    "+zcard",
+    "+zpopmin",
+    "+zrangebyscore",
+)
+# What topic.lua runs besides those.
+TOPIC_COMMANDS = (
+    "+hlen",
+    "+zscore",
+    "+xadd",
+    "+xrange",
+    "+xlen",
+    "+xtrim",
+    "+xack",
+    "+xpending",
+    "+xreadgroup",
+    "+xgroup|create",
+    "+xinfo|groups",
+)
 
 DOMAIN = Domain(
     name="messaging",
@@ -42,40 +84,5 @@ DOMAIN = Domain(
         ),
         KeyPattern("{*}:trace:*", "read-write", "message traces, in the slot their id names"),
     ],
-    commands=[
-        "+evalsha",
-        "+script|load",
-        # Run by queue.lua and topic.lua, and LRANGE also to read a trace.
-        "+time",
-        "+exists",
-        "+del",
-        "+expire",
-        "+get",
-        "+set",
-        "+hget",
-        "+hmget",
-        "+hset",
-        "+hdel",
-        "+hlen",
-        "+lpush",
-        "+rpush",
-        "+lpop",
-        "+lrange",
-        "+llen",
-        "+zadd",
-        "+zrem",
-        "+zcard",
-        "+zscore",
-        "+zpopmin",
-        "+zrangebyscore",
-        "+xadd",
-        "+xrange",
-        "+xlen",
-        "+xtrim",
-        "+xack",
-        "+xpending",
-        "+xreadgroup",
-        "+xgroup|create",
-        "+xinfo|groups",
-    ],
+    commands=[*QUEUE_COMMANDS, *TOPIC_COMMANDS],
 )

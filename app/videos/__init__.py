@@ -2,6 +2,7 @@
 the ``video-chunking`` queue of the messaging domain."""
 
 from app.domain import Domain, KeyPattern
+from app.messaging import QUEUE_COMMANDS
 from app.videos.chunker import CHUNKER
 from app.videos.router import router
 
@@ -18,31 +19,9 @@ DOMAIN = Domain(
         KeyPattern("{79h}:trace:*", "read-write", "the chunking jobs' traces"),
     ],
     commands=[
-        "+evalsha",
-        "+script|load",
         "+hgetall",
-        # Run by the video script.
+        # Run by the video script, with HSET and HGET (among the queue's).
         "+hsetnx",
-        "+hset",
-        "+hget",
-        # Run by the queue script (app.messaging).
-        "+time",
-        "+get",
-        "+set",
-        "+exists",
-        "+del",
-        "+expire",
-        "+hmget",
-        "+hdel",
-        "+lpush",
-        "+rpush",
-        "+lpop",
-        "+lrange",
-        "+llen",
-        "+zadd",
-        "+zrem",
-        "+zpopmin",
-        "+zrangebyscore",
-        "+zcard",
+        *QUEUE_COMMANDS,
     ],
 )
