@@ -22,6 +22,7 @@ from fastapi import APIRouter
 from starlette.middleware import Middleware
 
 from app.config import Settings
+from app.errors import NotFound
 from app.redis import RedisStore
 from app.streams import StreamWriter
 
@@ -128,6 +129,9 @@ class QueueJob(Generic[L]):
 
     queue: LeasedQueue[L]
     handle: Callable[[L], Awaitable[object]]
+    # What receiving raises while the queue is not created yet (its producers create it on
+    # first use): the worker waits quietly instead of logging an error.
+    missing: type[Exception] = NotFound
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,13 @@ def as_str(reply: Reply) -> str:
     raise ScriptContractError(f"expected a text reply, got {reply!r}")
 
 
+def as_text(reply: Reply) -> str:
+    """Return a reply that is text or an integer as text (a Lua number or string)."""
+    if isinstance(reply, int) and not isinstance(reply, bool):
+        return str(reply)
+    return as_str(reply)
+
+
 def as_optional_str(reply: Reply) -> str | None:
     """Return a reply that is text or nil."""
     return None if reply is None else as_str(reply)
@@ -83,6 +90,14 @@ def as_list(reply: Reply) -> list[Reply]:
     if isinstance(reply, list):
         return reply
     raise ScriptContractError(f"expected a list reply, got {reply!r}")
+
+
+def as_fixed(reply: Reply, length: int) -> list[Reply]:
+    """Return a reply that must be a list of exactly ``length`` items, to unpack."""
+    items = as_list(reply)
+    if len(items) != length:
+        raise ScriptContractError(f"expected {length} items, got {reply!r}")
+    return items
 
 
 def as_str_list(reply: Reply) -> list[str]:

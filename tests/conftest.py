@@ -79,8 +79,8 @@ def settings(cluster: LocalCluster) -> Settings:
 @asynccontextmanager
 async def running_app(settings: Settings) -> AsyncIterator[tuple[httpx.AsyncClient, AppState]]:
     """Start the app's lifespan (client, workers) and yield an HTTP client and the app state."""
-    # Imported here, not at the top, so that tests/unit, which starts no app, does not import
-    # every domain either.
+    # Imported here, not at the top, so that a test that starts no app does not import every
+    # domain with this file.
     from app.main import create_app
 
     app = create_app(settings)

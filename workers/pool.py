@@ -61,6 +61,7 @@ class WorkerPool:
                             queue=job.queue,
                             consumer=f"{prefix}-{worker.name}-{slot}",
                             handle=job.handle,
+                            missing=job.missing,
                         )
                     )
         self._tasks: list[asyncio.Task[None]] = []

@@ -46,6 +46,7 @@ class QueueWorker(Generic[L]):
         queue: LeasedQueue[L],
         consumer: str,
         handle: Callable[[L], Awaitable[object]],
+        missing: type[Exception] = NotFound,
         batch: int = 1,
         lease_s: float = 30.0,
         extend_every_s: float = 10.0,
@@ -55,6 +56,7 @@ class QueueWorker(Generic[L]):
         self.queue = queue
         self.consumer = consumer
         self.handle = handle
+        self.missing = missing
         self.batch = batch
         self.lease_s = lease_s
         self.extend_every_s = extend_every_s
@@ -77,7 +79,7 @@ class QueueWorker(Generic[L]):
                 )
                 for delivery in leased:
                     await self._handle(delivery)
-            except NotFound:
+            except self.missing:
                 # The queue is not created yet (its producers create it on first use).
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), RECEIVE_WAIT_S)

@@ -36,6 +36,7 @@ from app.redis import RedisStore
 from app.scripting import (
     LuaScript,
     OutcomeErrors,
+    as_fixed,
     as_int,
     as_list,
     as_str_list,
@@ -141,7 +142,7 @@ async def _read_slot(store: RedisStore, customer_ids: Sequence[str]) -> list[Cus
     found = as_list(await READ_CUSTOMERS(store, keys=script_keys, args=[], what="read customers"))
     customers = []
     for cid, pair in zip(customer_ids, found, strict=True):
-        flat_fields, flat_meta = as_list(pair)
+        flat_fields, flat_meta = as_fixed(pair, 2)
         fields = as_str_list(flat_fields)
         if fields:
             customers.append(_decode(cid, fields, as_str_list(flat_meta)))
@@ -176,7 +177,7 @@ async def _change(
     what: str,
 ) -> Changed:
     """Run the update or delete script; raise the error a failing outcome means."""
-    outcome, version = as_list(await script(store, keys=script_keys, args=args, what=what))
+    outcome, version = as_fixed(await script(store, keys=script_keys, args=args, what=what), 2)
     changed = Changed(outcome_of(ChangeOutcome, outcome), as_int(version))
     raise_for(changed.outcome, CHANGE_ERRORS, customer_id, changed.version)
     return changed

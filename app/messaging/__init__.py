@@ -6,6 +6,7 @@ answer (``QueueCreate``, ``MessagePublish``, ``Delivery``, ``QueueNotFound``), a
 """
 
 from app.domain import Domain, KeyPattern
+from app.messaging import keys
 from app.messaging.broker import Broker
 from app.messaging.dependencies import BrokerDep
 from app.messaging.exceptions import QueueNotFound
@@ -24,7 +25,21 @@ __all__ = [
     "QueueCreate",
     "QueueNotFound",
     "from_ms",
+    "queue_key_patterns",
 ]
+
+
+def queue_key_patterns(name: str) -> list[KeyPattern]:
+    """Return the keys a user of the queue ``name`` touches: the queue's and its traces."""
+    prefix = keys.queue_prefix(name)
+    return [
+        KeyPattern(prefix + "*", "read-write", f"the queue {name}"),
+        # Messages minted in the queue's slot carry its slot tag, and so do their traces.
+        KeyPattern(
+            keys.trace_prefix(keys.slot_of(prefix)) + "*", "read-write", f"traces of {name}"
+        ),
+    ]
+
 
 # What a user of queues runs, here or through another domain (the video chunker): the queue
 # script and the commands inside it; LRANGE also reads a trace.

@@ -25,6 +25,7 @@ from app.scripting import (
     OutcomeErrors,
     Reply,
     ScriptContractError,
+    as_fixed,
     as_int,
     as_list,
     as_str,
@@ -184,5 +185,5 @@ class Channel(Generic[E]):
 
 def _published(reply: Reply) -> Published:
     # The message's id (the first message's for a duplicate) and whether this call stored it.
-    message_id, stored = as_list(reply)
+    message_id, stored = as_fixed(reply, 2)
     return Published(id=as_str(message_id), duplicate=not as_int(stored))

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field
 
 from app.records.codec import check_text, dump_json
-from app.records.ids import parse_ulid
+from app.records.ids import check_message_id
 from app.schemas import Schema
 
 # Queue, topic, group and consumer names: they become part of key names and receipts, so no
@@ -39,15 +39,6 @@ def check_name(name: str, *, what: str) -> str:
     if not _NAME.match(name):
         raise ValueError(f"{what} names are 1 to 100 of A-Z a-z 0-9 _ . : -, got {name!r}")
     return name
-
-
-def check_message_id(text: str) -> str:
-    """Return ``text`` if it is a message id (a ULID); else raise ValueError naming why."""
-    try:
-        parse_ulid(text)
-    except ValueError as exc:
-        raise ValueError(f"a message id is a ULID: {exc}") from None
-    return text
 
 
 def from_ms(milliseconds: int | float | str) -> datetime:

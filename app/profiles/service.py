@@ -20,9 +20,10 @@ from app.redis import RedisClient, RedisStore
 from app.scripting import (
     LuaScript,
     OutcomeErrors,
+    as_fixed,
     as_list,
-    as_str,
     as_str_list,
+    as_text,
     outcome_of,
     raise_for,
 )
@@ -92,10 +93,9 @@ def _profile_keys(user: str, marker: str) -> list[str]:
 async def _write(
     script: LuaScript, store: RedisStore, *, user: str, marker: str, args: list[str], what: str
 ) -> Written:
-    reply = as_list(await script(store, keys=_profile_keys(user, marker), args=args, what=what))
-    outcome, generation = reply
-    # A generation travels as a Lua string or number; the stream stores it as text.
-    return Written(outcome_of(WriteOutcome, outcome), str(generation))
+    reply = await script(store, keys=_profile_keys(user, marker), args=args, what=what)
+    outcome, generation = as_fixed(reply, 2)
+    return Written(outcome_of(WriteOutcome, outcome), as_text(generation))
 
 
 async def _read(store: RedisStore, user: str) -> Found | None:
@@ -109,9 +109,9 @@ async def _read(store: RedisStore, user: str) -> Found | None:
     )
     if not reply:
         return None
-    generation, flat = reply
+    generation, flat = as_fixed(reply, 2)
     pairs = as_str_list(flat)
-    return Found(as_str(generation), dict(zip(pairs[::2], pairs[1::2], strict=True)))
+    return Found(as_text(generation), dict(zip(pairs[::2], pairs[1::2], strict=True)))
 
 
 async def create_profile(

@@ -58,6 +58,18 @@ def check_ulid(text: str) -> str:
     return text
 
 
+def check_message_id(text: str) -> str:
+    """Return ``text`` if it is a message id (a ULID); else raise ValueError naming why.
+
+    Trips and drivers answer with the same words: their ids were checked as message ids first.
+    """
+    try:
+        parse_ulid(text)
+    except ValueError as exc:
+        raise ValueError(f"a message id is a ULID: {exc}") from None
+    return text
+
+
 def ulid_slot(text: str) -> int:
     """Return the hash slot a ULID made by ``new_ulid`` carries."""
     return parse_ulid(text) & (SLOTS - 1)

@@ -32,6 +32,7 @@ from app.scripting import (
     LuaScript,
     OutcomeErrors,
     Reply,
+    as_fixed,
     as_int,
     as_list,
     as_optional_str,
@@ -225,7 +226,7 @@ async def _session_times(store: RedisStore, session_ids: list[SessionId]) -> lis
 
 
 def _times(reply: Reply) -> SessionTimes:
-    created, seen = (as_optional_str(value) for value in as_list(reply))
+    created, seen = (as_optional_str(value) for value in as_fixed(reply, 2))
     return SessionTimes(
         None if created is None else int(created), None if seen is None else int(seen)
     )

@@ -8,11 +8,11 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field
 
 from app.records.codec import JSON, check_text, dump_json
-from app.records.ids import check_ulid
+from app.records.ids import check_message_id
 from app.schemas import Schema
 
 Status = Literal["requested", "assigned", "in_progress", "completed", "cancelled"]
-Id = Annotated[str, AfterValidator(check_ulid)]
+Id = Annotated[str, AfterValidator(check_message_id)]
 Text = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(check_text)]
 MAX_PATH_LENGTH = 512
 MAX_PATH_DEPTH = 32

@@ -2,7 +2,8 @@
 the ``video-chunking`` queue of the messaging domain."""
 
 from app.domain import Domain, KeyPattern
-from app.messaging import QUEUE_COMMANDS
+from app.messaging import QUEUE_COMMANDS, queue_key_patterns
+from app.videos import keys
 from app.videos.chunker import CHUNKER
 from app.videos.router import router
 
@@ -12,11 +13,7 @@ DOMAIN = Domain(
     queue_workers=[CHUNKER],
     keys=[
         KeyPattern("video:*", "read-write", "videos (one hash each)"),
-        KeyPattern(
-            "{queue:video-chunking}:*", "read-write", "the chunking queue (through messaging)"
-        ),
-        # Messages minted in the queue's slot carry its slot tag, and so do their traces.
-        KeyPattern("{79h}:trace:*", "read-write", "the chunking jobs' traces"),
+        *queue_key_patterns(keys.CHUNKING_QUEUE),
     ],
     commands=[
         "+hgetall",

@@ -6,7 +6,7 @@ The video domain declares it (``CHUNKER``); the queue-worker loop in ``workers``
 from __future__ import annotations
 
 from app.domain import Context, QueueJob, QueueWorkerSpec
-from app.messaging import Broker, Delivery
+from app.messaging import Broker, Delivery, QueueNotFound
 from app.videos import keys, service
 
 
@@ -19,7 +19,9 @@ def chunking_job(context: Context) -> QueueJob[Delivery]:
             store=context.store, job=job, chunk_duration_s=chunk_duration_s
         )
 
-    return QueueJob(queue=context.need(Broker).queue(keys.CHUNKING_QUEUE), handle=chunk)
+    return QueueJob(
+        queue=context.need(Broker).queue(keys.CHUNKING_QUEUE), handle=chunk, missing=QueueNotFound
+    )
 
 
 CHUNKER = QueueWorkerSpec(

@@ -1,7 +1,7 @@
 """The media example: a video API that hands chunking to a worker through a priority queue.
 
 ``POST /videos`` publishes a chunking job on the priority queue ``video-chunking`` and records
-the video as queued; a chunking worker (``workers.video_chunker``) leases the job, marks the
+the video as queued; a chunking worker (``app.videos.chunker``) leases the job, marks the
 video chunking, cuts it into chunks and marks it chunked, then acknowledges the job. The job is
 published before the record is written, and both the API and the worker fill in the record's
 description when it is missing, so a crash between the two steps leaves a job whose video still
