@@ -7,8 +7,6 @@ dependency resolution is a visible share of a read's CPU (docs/benchmarks.md).
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request, status
 
 from app.dependencies import IdempotencyKeyDep, store_of, streams_of
@@ -18,7 +16,7 @@ from app.schemas import Message
 
 router = APIRouter(prefix="/profile", tags=["profiles"])
 
-NOT_FOUND: dict[int | str, dict[str, Any]] = {
+NOT_FOUND: dict[int | str, dict[str, object]] = {
     404: {"model": Message, "description": "No profile for this user"}
 }
 
