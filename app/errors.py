@@ -7,12 +7,14 @@ where it is (``loc``) and what is wrong (``msg``).
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 logger = logging.getLogger(__name__)
 
@@ -107,8 +109,33 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
 _UNPARSABLE_BODY = "There was an error parsing the body"
 
 
+def _allowed_methods(request: Request) -> str:
+    """Return the methods the OpenAPI schema gives the request's path, for ``Allow``.
+
+    Starlette's router names only the methods of the route that matched the path last, while
+    a path such as ``/customers/{customer_id}`` has a route per method: the schema has them all.
+    """
+    table: list[tuple[re.Pattern[str], str]] | None = getattr(
+        request.app.state, "allowed_methods", None
+    )
+    if table is None:
+        table = [
+            (compile_path(path)[0], ", ".join(sorted(method.upper() for method in operations)))
+            for path, operations in request.app.openapi().get("paths", {}).items()
+        ]
+        request.app.state.allowed_methods = table
+    path = request.url.path
+    return next((methods for pattern, methods in table if pattern.match(path)), "")
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 405:
+        return JSONResponse(
+            {"message": str(exc.detail)},
+            status_code=405,
+            headers={"Allow": _allowed_methods(request)},
+        )
     if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:
         return JSONResponse(
             {"message": "Request body could not be parsed (JSON numbers may have 4300 digits)"},

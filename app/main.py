@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
 
 from app import customers, health, messaging, profiles, reporting, sessions, trips, users, videos
 from app.config import Settings
@@ -13,6 +14,7 @@ from app.domain import Domain
 from app.errors import register_error_handlers
 from app.lifespan import make_lifespan
 from app.middleware import BodySizeLimit
+from app.schemas import COMMON_RESPONSES
 
 # Requests are matched against the routers in this order: the busiest first.
 DOMAINS: tuple[Domain, ...] = (
@@ -34,7 +36,9 @@ MAX_BODY_BYTES = 1024 * 1024
 
 def create_app(settings: Settings | None = None, domains: Sequence[Domain] = DOMAINS) -> FastAPI:
     """Build the application of ``domains``; settings are loaded at start-up when not given."""
-    app = FastAPI(
+    # Swagger UI (/docs) and ReDoc (/redoc) from assets the service serves itself: an
+    # air-gapped deployment has its docs.
+    app = FastAPIOffline(
         title="MemoryDB microservices",
         summary="Redis Cluster as the primary database and message bus for microservices",
         version="0.1.0",
@@ -47,7 +51,7 @@ def create_app(settings: Settings | None = None, domains: Sequence[Domain] = DOM
     register_error_handlers(app)
     for domain in domains:
         for router in domain.routers:
-            app.include_router(router)
+            app.include_router(router, responses=COMMON_RESPONSES)
     return app
 
 

@@ -13,3 +13,31 @@ class Message(Schema):
     """A human-readable outcome, the shape of every error and of the seeds' answers."""
 
     message: str
+
+
+class Problem(Schema):
+    """One problem with a request: where it is and what is wrong."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ValidationFailed(Schema):
+    """A request that breaks the contract: every problem, and a message naming them."""
+
+    message: str
+    errors: list[Problem]
+
+
+# What any operation may answer besides its own codes: a request that breaks the schema, a body
+# over the size limit, and the database unavailable after the retry policy's attempts.
+COMMON_RESPONSES: dict[int | str, dict[str, object]] = {
+    413: {"model": Message, "description": "Request body too large"},
+    422: {"model": ValidationFailed, "description": "The request breaks the schema"},
+    503: {
+        "model": Message,
+        "description": "The database is unavailable (failover or network trouble): retry after "
+        "the Retry-After header's seconds",
+    },
+}
