@@ -1,6 +1,6 @@
 """The project's base model and the shapes shared by every router."""
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 
 class Schema(BaseModel):
@@ -24,10 +24,12 @@ class Problem(Schema):
 
 
 class ValidationFailed(Schema):
-    """A request that breaks the contract: every problem, and a message naming them."""
+    """A request that breaks the contract: a message naming the problems and, for a request
+    that breaks the schema, each problem (a rule the schema cannot state gives the message
+    alone)."""
 
     message: str
-    errors: list[Problem]
+    errors: list[Problem] = Field(default_factory=list)
 
 
 # What any operation may answer besides its own codes: a request that breaks the schema, a body
