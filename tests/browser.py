@@ -46,6 +46,8 @@ class Page:
     def __init__(self, socket: ClientConnection) -> None:
         self._socket = socket
         self._ids = itertools.count(1)
+        # Every URL the page asked for, once ``Network.enable`` was sent.
+        self.requested: list[str] = []
 
     async def send(self, method: str, **params: Any) -> dict[str, Any]:
         """Send a command and return its result (events in between are skipped)."""
@@ -53,6 +55,8 @@ class Page:
         await self._socket.send(json.dumps({"id": command_id, "method": method, "params": params}))
         while True:
             message = json.loads(await self._socket.recv())
+            if message.get("method") == "Network.requestWillBeSent":
+                self.requested.append(message["params"]["request"]["url"])
             if message.get("id") == command_id:
                 if "error" in message:
                     raise RuntimeError(f"{method}: {message['error']}")
@@ -107,8 +111,12 @@ class Page:
         return str(value or "")
 
 
+# Chromium as on a machine with no network but loopback: every other host fails to resolve.
+OFFLINE_FLAGS = ["--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"]
+
+
 @asynccontextmanager
-async def open_page() -> AsyncIterator[Page]:
+async def open_page(*flags: str) -> AsyncIterator[Page]:
     """Start a headless Chromium with a fresh profile and yield its page; stop it after."""
     binary = chromium_binary()
     assert binary, "chromium is not installed (scripts/bootstrap --test installs it)"
@@ -118,6 +126,7 @@ async def open_page() -> AsyncIterator[Page]:
         process = await asyncio.create_subprocess_exec(
             binary,
             *CHROMIUM_FLAGS,
+            *flags,
             f"--user-data-dir={profile}",
             "about:blank",
             stdout=subprocess.DEVNULL,
