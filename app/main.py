@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 from collections.abc import Sequence
 
 from fastapi import FastAPI
@@ -33,6 +35,26 @@ DOMAINS: tuple[Domain, ...] = (
 # (256 fields of up to 64 KiB each) could be larger, but no sensible one is.
 MAX_BODY_BYTES = 1024 * 1024
 
+DESCRIPTION = """
+The patterns of the Amazon MemoryDB blog posts as one service: profiles with an event stream
+and a report, customers and validated users, durable sessions, messaging (queues, topics,
+leases, dead letters, traces) with the media example, and shared trip and driver state.
+
+Every error answers with one JSON shape: `{"message": "..."}`, plus `errors` (each problem's
+`loc`, `msg` and `type`) when a request breaks the schema (422). A 503 carries `Retry-After`.
+"""
+
+
+def _tags(domains: Sequence[Domain]) -> list[dict[str, str]]:
+    """Return the OpenAPI tags of the domains' routers, described by their domain's docstring."""
+    tags: list[dict[str, str]] = []
+    for domain in domains:
+        text = inspect.getdoc(importlib.import_module(f"app.{domain.name}")) or ""
+        summary = " ".join(text.split("\n\n")[0].split())
+        for router in domain.routers:
+            tags += [{"name": str(tag), "description": summary} for tag in router.tags]
+    return tags
+
 
 def create_app(settings: Settings | None = None, domains: Sequence[Domain] = DOMAINS) -> FastAPI:
     """Build the application of ``domains``; settings are loaded at start-up when not given."""
@@ -41,6 +63,8 @@ def create_app(settings: Settings | None = None, domains: Sequence[Domain] = DOM
     app = FastAPIOffline(
         title="MemoryDB microservices",
         summary="Redis Cluster as the primary database and message bus for microservices",
+        description=DESCRIPTION,
+        openapi_tags=_tags(domains),
         version="0.1.0",
         lifespan=make_lifespan(settings, domains),
     )
