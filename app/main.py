@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Sequence
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
@@ -76,7 +77,30 @@ def create_app(settings: Settings | None = None, domains: Sequence[Domain] = DOM
     for domain in domains:
         for router in domain.routers:
             app.include_router(router, responses=COMMON_RESPONSES)
+    _errors_as_json(app)
     return app
+
+
+def _errors_as_json(app: FastAPI) -> None:
+    """Make the schema say what the server does: every error answers JSON.
+
+    FastAPI files a route's error models under the route's own media type, so a page's 422
+    would read as HTML; the error handlers answer every error as JSON (``app.errors``).
+    """
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    for status, response in operation.get("responses", {}).items():
+                        content = response.get("content", {})
+                        if status[0] in "45" and "text/html" in content:
+                            content.setdefault("application/json", content.pop("text/html"))
+        return app.openapi_schema or build()
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 app = create_app()
