@@ -141,6 +141,13 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
             {"message": "Request body could not be parsed (JSON numbers may have 4300 digits)"},
             status_code=422,
         )
+    if exc.status_code == 400:
+        # The routes raise domain errors, never HTTPException: a 400 is the framework refusing
+        # a body it cannot read (a multipart form without a valid boundary), which the schema
+        # documents as 422 like every other body that breaks it.
+        return JSONResponse(
+            {"message": f"Request body could not be parsed: {exc.detail}"}, status_code=422
+        )
     return JSONResponse(
         {"message": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers
     )

@@ -19,12 +19,24 @@ from dataclasses import dataclass
 from app.slots import SLOTS, slot_tag
 
 TOKEN_BYTES = 32
+# A token (an id's random part, a signature, a form token) as text: 256 bits in unpadded
+# URL-safe base64.
+B64_256_TEXT = r"[A-Za-z0-9_-]{43}"
+TOKEN_LENGTH = 43
+# A session's fingerprint: the first hex digits of its id's SHA-256.
+FINGERPRINT_LENGTH = 16
 _TAG = re.compile(r"[0-9a-z]{1,4}")
-_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
+_TOKEN = re.compile(B64_256_TEXT)
 
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _same(given: str, expected: str) -> bool:
+    """Compare in constant time; ``given`` is any text a client sent (``hmac.compare_digest``
+    refuses a ``str`` with non-ASCII characters, so both are compared as UTF-8 bytes)."""
+    return hmac.compare_digest(given.encode(errors="surrogatepass"), expected.encode())
 
 
 @dataclass(frozen=True)
@@ -53,7 +65,7 @@ class SessionId:
 
     def fingerprint(self) -> str:
         """Return a short name for the session that does not reveal its id (a bearer secret)."""
-        return hashlib.sha256(str(self).encode()).hexdigest()[:16]
+        return hashlib.sha256(str(self).encode()).hexdigest()[:FINGERPRINT_LENGTH]
 
 
 @dataclass(frozen=True)
@@ -78,7 +90,7 @@ class Signer:
         session_id = SessionId.parse(text)
         if session_id is None:
             return None
-        if not hmac.compare_digest(signature, self._mac("session-id", text)):
+        if not _same(signature, self._mac("session-id", text)):
             return None
         return session_id
 
@@ -88,4 +100,4 @@ class Signer:
 
     def csrf_valid(self, session_id: SessionId, token: str | None) -> bool:
         """Return True if ``token`` is the form token of ``session_id``."""
-        return token is not None and hmac.compare_digest(token, self.csrf_token(session_id))
+        return token is not None and _same(token, self.csrf_token(session_id))
