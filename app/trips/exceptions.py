@@ -13,6 +13,13 @@ class DriverNotFound(NotFound):
         super().__init__(f"Driver not found: {driver_id}")
 
 
+class UnknownDriver(Conflict):
+    """The driver a trip is to be given to does not exist (the trip itself does)."""
+
+    def __init__(self, driver_id: str) -> None:
+        super().__init__(f"Driver not found: {driver_id}")
+
+
 class TripTaken(Conflict):
     def __init__(self, trip_id: str, status: str) -> None:
         super().__init__(f"Trip {trip_id} is {status}: only a requested trip can be assigned")
@@ -45,13 +52,14 @@ class PathNotFound(NotFound):
         )
 
 
-class ManagedPath(AppError):
-    status_code = 422
+class MissingParent(Conflict):
+    """A path whose parent is not in the trip document (RFC 5789: the structure the change
+    assumes is not there, a conflict with the document's state)."""
 
-    def __init__(self, path: str, field: str) -> None:
+    def __init__(self, path: str) -> None:
         super().__init__(
-            f"Invalid body field 'path': {path} is under '{field}', which the trip API manages "
-            "(status changes go through PATCH /trips/{id} and POST /trips/{id}/assign)"
+            f"No value at {path} in the trip document (to add a member, its parent must exist; "
+            "array indexes must be in range)"
         )
 
 

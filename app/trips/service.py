@@ -42,18 +42,20 @@ from app.trips.exceptions import (
     DocumentRefused,
     DriverBusy,
     DriverNotFound,
-    ManagedPath,
+    MissingParent,
     OutsideRegion,
     PathNotFound,
     TripNotFound,
     TripTaken,
+    UnknownDriver,
 )
 from app.trips.schemas import (
-    Document,
     DriverCreate,
     DriverPublic,
+    PendingTrip,
     Point,
     Status,
+    Trip,
     TripCreate,
     parse_path,
 )
@@ -63,16 +65,13 @@ TRIPS_SCRIPT = LuaScript.load(Path(__file__).with_name("trips.lua"))
 MAX_DOCUMENT_BYTES = 1024 * 1024
 # Reads in flight at once for a listing: below the client's per-node connection pool.
 MAX_CONCURRENT_READS = 32
-# Members of the trip document that only the trip API changes.
-MANAGED = frozenset(
-    {"id", "requester", "pickup", "dropoff", "region", "status", "driver", "created_at"}
-    | {f"{status}_at" for status in ("assigned", "in_progress", "completed", "cancelled")}
-)
 # Redis's geo commands use this earth radius; the region search must not cover less than they do.
 EARTH_RADIUS_KM = 6372.797560856
 # Cells are chosen with this much room around the circle.
 SEARCH_MARGIN = 1.01
 MAX_REGIONS_PER_SEARCH = 400
+# A trip document as stored: the members of ``Trip`` and any a client added.
+Document = dict[str, JSON]
 
 
 class TripOutcome(IntEnum):
@@ -126,11 +125,14 @@ class StepAnswer(NamedTuple):
 # script named.
 STEP_ERRORS: OutcomeErrors[TripOutcome, [Step, list[str]]] = {
     TripOutcome.NOT_FOUND: lambda step, _named: TripNotFound(step.trip_id),
-    TripOutcome.DRIVER_NOT_FOUND: lambda step, _named: DriverNotFound(step.driver_id),
+    # Only assigning names a driver: the trip is there, the driver the body names is not.
+    TripOutcome.DRIVER_NOT_FOUND: lambda step, _named: UnknownDriver(step.driver_id),
     TripOutcome.TRIP_TAKEN: lambda step, named: TripTaken(step.trip_id, named[0]),
     TripOutcome.DRIVER_BUSY: lambda step, named: DriverBusy(step.driver_id, named[0]),
     TripOutcome.BAD_MOVE: lambda step, named: BadMove(named[0], step.status),
-    TripOutcome.PATH_NOT_FOUND: lambda step, _named: PathNotFound(step.path),
+    TripOutcome.PATH_NOT_FOUND: lambda step, _named: (
+        MissingParent(step.path) if step.name == "doc_set" else PathNotFound(step.path)
+    ),
     TripOutcome.OUTSIDE_REGION: lambda _step, named: OutsideRegion(named[0], named[1]),
     TripOutcome.DOC_REFUSED: lambda _step, named: DocumentRefused(named[0]),
 }
@@ -204,7 +206,7 @@ async def _read_texts(
     return [as_optional_str(text) for text in as_list(texts)]
 
 
-async def create_trip(*, store: RedisStore, config: TripsConfig, trip: TripCreate) -> Document:
+async def create_trip(*, store: RedisStore, config: TripsConfig, trip: TripCreate) -> Trip:
     """Store a requested trip in its pickup's region and index it as pending."""
     region = keys.region_of(trip.pickup.lat, trip.pickup.lon, config.region_size_deg)
     slot = keys.region_slot(region)
@@ -238,7 +240,7 @@ async def create_trip(*, store: RedisStore, config: TripsConfig, trip: TripCreat
         ],
         what="create trip",
     )
-    return _document(answer.text)
+    return _trip(answer.text)
 
 
 def _document(text: str) -> Document:
@@ -250,25 +252,33 @@ def _document(text: str) -> Document:
     return document
 
 
-async def read_trip(*, store: RedisStore, config: TripsConfig, trip_id: str) -> Document:
+def _trip(text: str) -> Trip:
+    return Trip.model_validate(_document(text))
+
+
+async def read_trip(*, store: RedisStore, config: TripsConfig, trip_id: str) -> Trip:
     """Return the trip document; raise TripNotFound."""
     key = keys.trip_doc_key(trip_id)
     command = ("JSON.GET", key) if config.native_json else ("GET", key)
     text: str | None = await store.call(key, *command, what="read trip")
     if text is None:
         raise TripNotFound(trip_id)
-    return _document(text)
+    return _trip(text)
 
 
 async def assign_trip(
     *, store: RedisStore, config: TripsConfig, trip_id: str, driver_id: str
-) -> Document:
-    """Give a requested trip to an available driver of its region, all at once."""
+) -> Trip:
+    """Give a requested trip to an available driver of its region, all at once; raise
+    TripNotFound, or UnknownDriver when the trip is there but the driver is not."""
     trip_slot, driver_slot = ulid_slot(trip_id), ulid_slot(driver_id)
     if trip_slot != driver_slot:
         trip = await read_trip(store=store, config=config, trip_id=trip_id)
-        driver = await read_driver(store=store, driver_id=driver_id)
-        raise OutsideRegion(driver.region, str(trip["region"]))
+        try:
+            driver = await read_driver(store=store, driver_id=driver_id)
+        except DriverNotFound:
+            raise UnknownDriver(driver_id) from None
+        raise OutsideRegion(driver.region, trip.region)
     now, _ = _now()
     answer = await _run_step(
         store,
@@ -283,12 +293,12 @@ async def assign_trip(
         args=[trip_id, driver_id, now],
         what="assign trip",
     )
-    return _document(answer.text)
+    return _trip(answer.text)
 
 
 async def move_trip(
     *, store: RedisStore, config: TripsConfig, trip_id: str, status: Status
-) -> Document:
+) -> Trip:
     """Move a trip along requested → assigned → in_progress → completed, or to cancelled.
 
     A move to the status the trip already has changes nothing and answers the trip, so a
@@ -317,7 +327,7 @@ async def move_trip(
             what="change trip status",
         )
         if answer.outcome is not TripOutcome.DRIVER_CHANGED:
-            return _document(answer.text)
+            return _trip(answer.text)
 
 
 async def read_path(*, store: RedisStore, config: TripsConfig, trip_id: str, path: str) -> JSON:
@@ -337,10 +347,9 @@ async def read_path(*, store: RedisStore, config: TripsConfig, trip_id: str, pat
 async def write_path(
     *, store: RedisStore, config: TripsConfig, trip_id: str, path: str, value: JSON
 ) -> JSON:
-    """Set the value at ``path`` in the trip document, on the server in one step."""
+    """Set the value at ``path`` (not under a member the trip API manages: ``DocUpdate``
+    refuses those) in the trip document, on the server in one step."""
     tokens = parse_path(path)
-    if isinstance(tokens[0], str) and tokens[0] in MANAGED:
-        raise ManagedPath(path, tokens[0])
     await _run_step(
         store,
         config,
@@ -426,7 +435,9 @@ async def _documents(store: RedisStore, config: TripsConfig, trip_ids: list[str]
     ]
 
 
-async def oldest_pending(*, store: RedisStore, config: TripsConfig, limit: int) -> list[Document]:
+async def oldest_pending(
+    *, store: RedisStore, config: TripsConfig, limit: int
+) -> list[PendingTrip]:
     """Return up to ``limit`` waiting requests across every region, oldest first."""
 
     gate = asyncio.Semaphore(MAX_CONCURRENT_READS)
@@ -441,7 +452,17 @@ async def oldest_pending(*, store: RedisStore, config: TripsConfig, limit: int) 
 
     per_region = await asyncio.gather(*(oldest_in(slot) for slot in await _regions(store)))
     oldest = heapq.nsmallest(limit, (entry for region in per_region for entry in region))
-    return await _documents(store, config, [trip_id for _score, trip_id in oldest])
+    documents = await _documents(store, config, [trip_id for _score, trip_id in oldest])
+    return [_pending(document) for document in documents]
+
+
+def _pending(document: Document, distance_km: float | None = None) -> PendingTrip:
+    """Return a waiting trip, with the distance a search measured (a ``distance_km`` a client
+    stored before the name was reserved is not one)."""
+    members = {name: value for name, value in document.items() if name != "distance_km"}
+    if distance_km is not None:
+        members["distance_km"] = distance_km
+    return PendingTrip.model_validate(members)
 
 
 def _pairs(reply: list[object]) -> list[tuple[str, float]]:
@@ -457,7 +478,8 @@ def _pairs(reply: list[object]) -> list[tuple[str, float]]:
 
 
 def regions_near(point: Point, radius_km: float, size_deg: float) -> list[str]:
-    """Return the regions a circle around ``point`` touches (with a small margin)."""
+    """Return the regions a circle around ``point`` touches (with a small margin); raise
+    ValueError when they are more than MAX_REGIONS_PER_SEARCH."""
     angle = min(math.pi, radius_km * SEARCH_MARGIN / EARTH_RADIUS_KM)
     lat_span = math.degrees(angle)
     south, north = max(-90.0, point.lat - lat_span), min(90.0, point.lat + lat_span)
@@ -489,30 +511,38 @@ def _wrap(cell: int, size_deg: float) -> int:
 
 async def nearest_pending(
     *, store: RedisStore, config: TripsConfig, near: Point, radius_km: float, limit: int
-) -> list[Document]:
-    """Return up to ``limit`` waiting requests within ``radius_km`` of a point, nearest first."""
-    slots = {
-        keys.region_slot(region) for region in regions_near(near, radius_km, config.region_size_deg)
-    }
+) -> list[PendingTrip]:
+    """Return up to ``limit`` waiting requests within ``radius_km`` of a point, nearest first.
+
+    The search asks the regions the circle touches; a circle that touches more (a wide one,
+    near a pole, or over small regions) asks every region that ever held a waiting trip.
+    """
+    try:
+        regions = regions_near(near, radius_km, config.region_size_deg)
+        slots = {keys.region_slot(region) for region in regions}
+    except ValueError:
+        slots = set(await _regions(store))
+    gate = asyncio.Semaphore(MAX_CONCURRENT_READS)
 
     async def search(slot: int) -> list[tuple[float, str]]:
         key = keys.pending_geo_key(slot)
-        found = await store.call(
-            key,
-            "GEOSEARCH",
-            key,
-            "FROMLONLAT",
-            repr(keys.wrap_longitude(near.lon)),
-            repr(near.lat),
-            "BYRADIUS",
-            repr(radius_km),
-            "km",
-            "ASC",
-            "COUNT",
-            limit,
-            "WITHDIST",
-            what="search pending trips",
-        )
+        async with gate:
+            found = await store.call(
+                key,
+                "GEOSEARCH",
+                key,
+                "FROMLONLAT",
+                repr(keys.wrap_longitude(near.lon)),
+                repr(near.lat),
+                "BYRADIUS",
+                repr(radius_km),
+                "km",
+                "ASC",
+                "COUNT",
+                limit,
+                "WITHDIST",
+                what="search pending trips",
+            )
         return [(float(distance), str(trip_id)) for trip_id, distance in found]
 
     per_region = await asyncio.gather(*(search(slot) for slot in sorted(slots)))
@@ -522,7 +552,7 @@ async def nearest_pending(
         for doc in await _documents(store, config, [trip_id for _d, trip_id in nearest])
     }
     return [
-        {**documents[trip_id], "distance_km": round(distance, 3)}
+        _pending(documents[trip_id], distance_km=round(distance, 3))
         for distance, trip_id in nearest
         if trip_id in documents
     ]

@@ -232,7 +232,7 @@ async def test_unknown_and_malformed_ids(client: httpx.AsyncClient) -> None:
     assert (await client.get("/trips/nope")).status_code == 422
     assert (await assign(client, ghost, driver["id"])).status_code == 404
     unknown_driver = await assign(client, trip["id"], trip["id"])
-    assert unknown_driver.status_code == 404
+    assert unknown_driver.status_code == 409, "the trip is there: the driver named is not"
     assert "Driver not found" in unknown_driver.json()["message"]
     assert (await move(client, ghost, "cancelled")).status_code == 404
 
@@ -297,7 +297,11 @@ async def test_pending_near_a_point_nearest_first_across_a_region_border(
         ({"near": "38.7"}, "near"),
         ({"near": "86,10"}, "near"),
         ({"near": "north,west"}, "near"),
-        ({"radius_km": 5}, "radius_km"),
+        ({"near": "85.06,0"}, "near"),
+        ({"near": "38.7,180.5"}, "near"),
+        ({"near": "3.87e1,-9.1"}, "near"),
+        ({"near": " 38.7,-9.1"}, "near"),
+        ({"radius_km": "wide"}, "radius_km"),
         ({"near": "38.7,-9.1", "radius_km": 0}, "radius_km"),
         ({"near": "38.7,-9.1", "radius_km": 501}, "radius_km"),
         ({"limit": 0}, "limit"),
@@ -361,7 +365,7 @@ async def test_document_edits_keep_the_rest_exactly(client: httpx.AsyncClient) -
         ({"path": "$", "value": {}}, 422, "whole document"),
         ({"path": "notes", "value": 1}, 422, "starts with $"),
         ({"path": "$.a[*]", "value": 1}, 422, "cannot read the path"),
-        ({"path": "$.missing.child", "value": 1}, 404, "No value at $.missing.child"),
+        ({"path": "$.missing.child", "value": 1}, 409, "No value at $.missing.child"),
         ({"path": "$.deep", "value": DEEP}, 422, "nest"),
         ({"path": '$["tab\there"]', "value": 1}, 422, "control characters"),
         ({"path": "$.a[1234567890]", "value": 1}, 422, "cannot read the path"),
