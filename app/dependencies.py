@@ -7,7 +7,6 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 
 from app.domain import WorkerHealth
-from app.etags import Precondition, parse_if_match
 from app.redis import RedisStore
 from app.streams import StreamWriter
 
@@ -42,16 +41,8 @@ async def get_idempotency_key(
     return idempotency_key
 
 
-async def get_if_match(
-    if_match: Annotated[str | None, Header(max_length=1024)] = None,
-) -> Precondition:
-    """Return the versions the client's If-Match header accepts (any without one)."""
-    return parse_if_match(if_match)
-
-
 RedisDep = Annotated[RedisStore, Depends(get_store)]
 IdempotencyKeyDep = Annotated[str | None, Depends(get_idempotency_key)]
-IfMatchDep = Annotated[Precondition, Depends(get_if_match)]
 
 
 async def get_workers(request: Request) -> WorkerHealth | None:

@@ -29,6 +29,7 @@ from tests.service import HOST, free_port
 SEED = 1
 EXAMPLES_PER_OPERATION = 30
 RUN_TIMEOUT_S = 600
+CONFIG = Path(__file__).with_name("schemathesis.toml")
 
 
 @contextmanager
@@ -65,7 +66,8 @@ def test_the_schema_holds_under_the_fuzzer(cluster: LocalCluster, tmp_path: Path
     assert schemathesis is not None, "schemathesis is installed with the test extras"
     with served(cluster.url) as url:
         result = subprocess.run(
-            [schemathesis, "--no-color", "run", f"{url}/openapi.json", "--checks", "all",
+            [schemathesis, "--no-color", "--config-file", str(CONFIG), "run",
+             f"{url}/openapi.json", "--checks", "all",
              "--max-examples", str(EXAMPLES_PER_OPERATION), "--seed", str(SEED)],
             capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False, cwd=tmp_path,
         )  # fmt: skip

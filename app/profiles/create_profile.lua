@@ -4,12 +4,17 @@
 -- ARGV[3..] field, value, field, value, ...
 -- Returns {outcome, generation}: outcome 1 when created, 2 when this request created it already
 -- (a re-send after a lost reply, or a client's retry with the same Idempotency-Key: answered as
--- the first attempt was, changing nothing since), 0 when a profile exists.
+-- the first attempt was, changing nothing), 3 when this request created it already and that
+-- profile has been deleted since (changing nothing either), 0 when a profile exists.
 local marker = redis.call('GET', KEYS[2])
 if marker then
   local generation, request = string.match(marker, '^(%d+) (.*)$')
   if request == ARGV[1] then
-    return {2, generation}
+    -- The counter holds the generation of the live profile it created, until a delete.
+    if redis.call('EXISTS', KEYS[1]) == 1 and redis.call('GET', KEYS[3]) == generation then
+      return {2, generation}
+    end
+    return {3, generation}
   end
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then

@@ -3,13 +3,17 @@
 -- (same slot, see keys.py). ARGV[1] request id, ARGV[2] marker TTL in seconds.
 -- Returns {outcome, generation}: outcome 1 when deleted, 2 when this request deleted it already
 -- (a re-send after a lost reply, or a client's retry with the same Idempotency-Key: answered as
--- the first attempt was, never deleting a profile created since), 0 when there is no profile.
+-- the first attempt was), 3 when this request deleted it already and the user has a profile
+-- again since (never deleted by the retry), 0 when there is no profile.
 -- A profile written without this service (the seeds' HSET) has the generation the counter
 -- holds: 0 at first, one more than the last deleted one afterwards.
 local marker = redis.call('GET', KEYS[2])
 if marker then
   local generation, request = string.match(marker, '^(%d+) (.*)$')
   if request == ARGV[1] then
+    if redis.call('EXISTS', KEYS[1]) == 1 then
+      return {3, generation}
+    end
     return {2, generation}
   end
 end

@@ -2,28 +2,53 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
-from pydantic import AfterValidator, Field, RootModel, StrictStr
+from pydantic import AfterValidator, ConfigDict, Field, RootModel, StrictStr
+from pydantic.config import JsonDict
 
 from app.profiles.keys import EVENTS_STREAM, PROFILE_PREFIX
-from app.records.codec import check_fields
+from app.records.codec import STRING_VALUE_SCHEMA, check_fields, fields_schema
 
 MAX_USER_LENGTH = 256
+# The one name whose key is not a profile: profile:events is the event stream.
+RESERVED_USER = EVENTS_STREAM.removeprefix(PROFILE_PREFIX)
+# What a user name may hold: no control characters, no braces (they would change the hash slot
+# of the profile's keys) and no '/' (a name is one path segment). The schema publishes this
+# pattern and the validator matches the same one.
+USER_PATTERN = "^[^\\x00-\\x1f\\x7f{}/]+$"
+_USER = re.compile(USER_PATTERN)
+
+ZACH: JsonDict = {"email": "zach@example.com", "username": "Zach"}
+
+
+def _problem(user: str) -> str:
+    if "{" in user or "}" in user:
+        return "user name must not contain '{' or '}' (they would change its hash slot)"
+    if "/" in user:
+        return "user name must not contain '/' (it is one path segment)"
+    return "user name must not contain control characters"
 
 
 def _check_user(user: str) -> str:
-    if PROFILE_PREFIX + user == EVENTS_STREAM:
+    if _USER.fullmatch(user) is None:
+        raise ValueError(_problem(user))
+    if user == RESERVED_USER:
         raise ValueError(f"user name {user!r} is reserved: {EVENTS_STREAM} is the event stream")
-    if "{" in user or "}" in user:
-        raise ValueError("user name must not contain '{' or '}' (they would change its hash slot)")
-    if any(ord(char) < 32 or ord(char) == 127 for char in user):
-        raise ValueError("user name must not contain control characters")
     return user
 
 
 UserName = Annotated[
-    str, Field(min_length=1, max_length=MAX_USER_LENGTH), AfterValidator(_check_user)
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_USER_LENGTH,
+        description="The user's name: no control characters, braces or '/', and not 'events'",
+        examples=["zach"],
+        json_schema_extra={"pattern": USER_PATTERN, "not": {"const": RESERVED_USER}},
+    ),
+    AfterValidator(_check_user),
 ]
 
 
@@ -33,6 +58,11 @@ def _check_fields(fields: dict[str, str]) -> dict[str, str]:
 
 
 class ProfileFields(RootModel[dict[StrictStr, StrictStr]]):
-    """A profile: a flat JSON object of string fields, stored as the Redis hash profile:<user>."""
+    """A profile: a flat JSON object of string fields, stored as the Redis hash profile:<user>
+    (at least one field, at most 256; names of 1 to 256 characters; values of at most 65536)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={**fields_schema(STRING_VALUE_SCHEMA), "examples": [ZACH]}
+    )
 
     root: Annotated[dict[StrictStr, StrictStr], AfterValidator(_check_fields)]

@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import Literal, NamedTuple
 
 from app.profiles import keys
-from app.profiles.exceptions import ProfileExists, ProfileNotFound
+from app.profiles.exceptions import (
+    CreatedProfileDeleted,
+    DeletedProfileCreatedAgain,
+    ProfileExists,
+    ProfileNotFound,
+)
 from app.redis import RedisClient, RedisStore
 from app.scripting import (
     LuaScript,
@@ -47,13 +52,19 @@ class WriteOutcome(IntEnum):
     DONE = 1
     # This request did it already (a re-send, or a retry with the same Idempotency-Key).
     REPEATED = 2
+    # This request did it already, and the profile changed since: the profile it created was
+    # deleted, or the user it deleted has a profile again. Nothing was written; answering as the
+    # first attempt did would claim a profile that is gone, or gone one that is there.
+    SUPERSEDED = 3
 
 
 CREATE_ERRORS: OutcomeErrors[WriteOutcome, [str]] = {
     WriteOutcome.REFUSED: lambda _user: ProfileExists(),
+    WriteOutcome.SUPERSEDED: CreatedProfileDeleted,
 }
 DELETE_ERRORS: OutcomeErrors[WriteOutcome, [str]] = {
     WriteOutcome.REFUSED: ProfileNotFound,
+    WriteOutcome.SUPERSEDED: DeletedProfileCreatedAgain,
 }
 
 
@@ -122,7 +133,8 @@ async def create_profile(
     fields: dict[str, str],
     request_id: str | None = None,
 ) -> None:
-    """Store a new profile; raise ProfileExists if the user already has one."""
+    """Store a new profile; raise ProfileExists if the user already has one, CreatedProfileDeleted
+    for a retry whose profile has been deleted since."""
     flat = [item for pair in fields.items() for item in pair]
     written = await _write(
         CREATE_PROFILE,
@@ -132,9 +144,11 @@ async def create_profile(
         args=[request_id or uuid.uuid4().hex, str(REQUEST_MARKER_TTL_S), *flat],
         what="create profile",
     )
+    if written.outcome is not WriteOutcome.REFUSED:
+        # Also for a repeated request: its first attempt may have died before this append (the
+        # aggregator ignores the event of a generation it has seen deleted).
+        await emit_event(streams=streams, user=user, event="create", generation=written.generation)
     raise_for(written.outcome, CREATE_ERRORS, user)
-    # Also for a repeated request: its first attempt may have died before this append.
-    await emit_event(streams=streams, user=user, event="create", generation=written.generation)
 
 
 async def read_profile(*, store: RedisStore, streams: StreamWriter, user: str) -> dict[str, str]:
@@ -149,7 +163,8 @@ async def read_profile(*, store: RedisStore, streams: StreamWriter, user: str) -
 async def delete_profile(
     *, store: RedisStore, streams: StreamWriter, user: str, request_id: str | None = None
 ) -> None:
-    """Delete a profile; raise ProfileNotFound if there is none."""
+    """Delete a profile; raise ProfileNotFound if there is none, DeletedProfileCreatedAgain for a
+    retry whose user has a profile again since."""
     written = await _write(
         DELETE_PROFILE,
         store,
@@ -158,10 +173,11 @@ async def delete_profile(
         args=[request_id or uuid.uuid4().hex, str(REQUEST_MARKER_TTL_S)],
         what="delete profile",
     )
+    if written.outcome is not WriteOutcome.REFUSED:
+        # Also for a repeated request: the event names the generation it ended, so it cannot end
+        # a profile created since.
+        await emit_event(streams=streams, user=user, event="delete", generation=written.generation)
     raise_for(written.outcome, DELETE_ERRORS, user)
-    # Also for a repeated request: the event names the generation it ended, so it cannot end a
-    # profile created since.
-    await emit_event(streams=streams, user=user, event="delete", generation=written.generation)
 
 
 async def ranked_by_reads(*, store: RedisStore, start: int, count: int) -> list[tuple[str, int]]:

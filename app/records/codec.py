@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
+
+from pydantic.config import JsonDict, JsonValue
 
 Scalar = str | int | float | bool | None
 # Any JSON value, as ``json.loads`` returns it, where its shape is the client's (the members a
@@ -108,6 +110,17 @@ def check_scalar(value: object) -> Scalar:
     raise ValueError(f"must be a string, number, boolean or null, not {describe_type(value)}")
 
 
+def integral(value: object) -> object:
+    """Return a float with no fractional part as the integer it is; anything else unchanged.
+
+    For a strict integer field: JSON Schema counts ``34.0`` as the integer 34, so a schema's
+    ``integer`` takes it, while ``34.5``, ``"34"`` and ``true`` stay refused.
+    """
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def check_name(name: str, *, what: str = "field names") -> str:
     """Return ``name`` if it can name a hash field (1 to 256 characters of valid Unicode)."""
     if not name or len(name) > MAX_FIELD_NAME_LENGTH:
@@ -116,16 +129,42 @@ def check_name(name: str, *, what: str = "field names") -> str:
 
 
 def check_fields(fields: Mapping[str, V], *, kind: str) -> Mapping[str, V]:
-    """Return ``fields`` if they are within the bounds of one record; else raise ValueError."""
+    """Return ``fields`` if they are within the bounds of one record; else raise ValueError.
+
+    ``fields_schema`` states the same bounds in JSON Schema.
+    """
     if not fields:
         raise ValueError(f"a {kind} needs at least one field")
     if len(fields) > MAX_FIELDS:
         raise ValueError(f"a {kind} has at most {MAX_FIELDS} fields, got {len(fields)}")
     for name, value in fields.items():
         check_name(name)
-        if isinstance(value, str) and len(value) > MAX_VALUE_LENGTH:
-            raise ValueError(f"field {name!r} is longer than {MAX_VALUE_LENGTH} characters")
+        if isinstance(value, str):
+            if len(value) > MAX_VALUE_LENGTH:
+                raise ValueError(f"field {name!r} is longer than {MAX_VALUE_LENGTH} characters")
+            check_text(value)
     return fields
+
+
+# A string value within the bounds of one record, in JSON Schema.
+STRING_VALUE_SCHEMA: JsonDict = {"type": "string", "maxLength": MAX_VALUE_LENGTH}
+
+
+def fields_schema(values: JsonDict, *, reserved: Sequence[str] = ()) -> JsonDict:
+    """Return the JSON Schema of a record's fields as ``check_fields`` bounds them.
+
+    ``values`` is the schema of one value; ``reserved`` names no field may have.
+    """
+    names: JsonDict = {"minLength": 1, "maxLength": MAX_FIELD_NAME_LENGTH}
+    if reserved:
+        names["not"] = {"enum": list[JsonValue](reserved)}
+    return {
+        "type": "object",
+        "minProperties": 1,
+        "maxProperties": MAX_FIELDS,
+        "propertyNames": names,
+        "additionalProperties": dict(values),
+    }
 
 
 def encode(value: Scalar) -> tuple[str, str]:

@@ -19,6 +19,9 @@ from app.slots import SLOTS
 
 CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 ULID_LENGTH = 26
+# What ``parse_ulid`` accepts, as a JSON Schema pattern: 26 Crockford digits, uppercase, the first
+# at most 7 (128 bits).
+ULID_PATTERN = "^[0-7][0-9A-HJKMNP-TV-Z]{25}$"
 _SLOT_BITS = 14
 _RANDOM_BITS = 80 - _SLOT_BITS
 _VALUES = {char: index for index, char in enumerate(CROCKFORD)}

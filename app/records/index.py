@@ -15,23 +15,29 @@ page examines ``limit`` ids; a record deleted between the index read and the rec
 out, so a page can hold fewer records than ``limit``; and a page reads at most
 ``MAX_SLOTS_PER_PAGE`` slots (slots emptied by deletes stay registered), so it can even be empty:
 only ``next_cursor`` null means the end.
+
+A cursor is written as the slot in four lowercase hex digits followed by the id (``02a7`` for the
+start of slot 679, ``02a7<id>`` after that id): any slot and any id of the kind is a place to
+resume from, so a listing's schema states exactly which cursors exist (``Cursor.pattern``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
 from app.redis import RedisStore
-from app.slots import SLOTS, slot_tag
+from app.slots import slot_tag
 
 T = TypeVar("T")
 
-CURSOR_VERSION = "1"
+# The slot part of a cursor: 0000 to 3fff, every slot and nothing else.
+SLOT_HEX_PATTERN = "[0-3][0-9a-f]{3}"
+SLOT_HEX_LENGTH = 4
+_SLOT_HEX = re.compile(SLOT_HEX_PATTERN)
 # Slots whose index is read at once when the ones before them held too few ids: it starts at one
 # (a dense index fills a page from one slot) and doubles up to this while pages come up short.
 MAX_SLOTS_PER_ROUND = 32
@@ -47,23 +53,25 @@ class Cursor:
     slot: int
     after: str = ""
 
+    @staticmethod
+    def pattern(id_pattern: str) -> str:
+        """Return the regex (JSON Schema flavour) of the cursors over ids matching ``id_pattern``.
+
+        ``id_pattern`` is unanchored; every string the result matches is a cursor ``decode``
+        reads (``decode`` itself accepts any id).
+        """
+        return f"^{SLOT_HEX_PATTERN}({id_pattern})?$"
+
     def encode(self) -> str:
-        """Return the cursor as an opaque URL-safe string."""
-        raw = f"{CURSOR_VERSION}:{self.slot}:{self.after}".encode()
-        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        """Return the cursor as a URL-safe string (for ids that are URL-safe)."""
+        return f"{self.slot:04x}{self.after}"
 
     @classmethod
     def decode(cls, text: str) -> Cursor:
         """Read a cursor made by ``encode``; raise ValueError if it is not one."""
-        try:
-            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
-            version, slot, after = raw.split(":", 2)
-            number = int(slot)
-        except (ValueError, binascii.Error, UnicodeDecodeError):
-            raise ValueError("is not a cursor this service returned") from None
-        if version != CURSOR_VERSION or not 0 <= number < SLOTS:
+        if _SLOT_HEX.fullmatch(text[:SLOT_HEX_LENGTH]) is None:
             raise ValueError("is not a cursor this service returned")
-        return cls(number, after)
+        return cls(int(text[:SLOT_HEX_LENGTH], 16), text[SLOT_HEX_LENGTH:])
 
 
 @dataclass(frozen=True)

@@ -15,10 +15,16 @@ MAX_TOP = 1000
 router = APIRouter(prefix="/reporting", tags=["reporting"])
 
 
-@router.get("/profileStats/{n}")
+@router.get("/profileStats/{n}", summary="Most-read profiles")
 async def read_profile_stats(
-    n: Annotated[int, Path(gt=0, le=MAX_TOP, description="How many profiles to return")],
+    n: Annotated[
+        int, Path(gt=0, le=MAX_TOP, description="How many profiles to return", examples=[3])
+    ],
     store: RedisDep,
 ) -> ProfileStats:
-    """Return the n most-read profiles, highest read count first."""
+    """Return the n most-read profiles, highest read count first.
+
+    Counts come from the profile events, so a read shows here a moment after it is answered;
+    deleted profiles are left out.
+    """
     return ProfileStats(results=await service.top_profiles(store=store, n=n))
