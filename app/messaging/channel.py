@@ -17,7 +17,7 @@ from typing import Generic, TypeAlias, TypeVar
 from app.config import MessagingSettings
 from app.messaging import keys
 from app.messaging.exceptions import MessageNotFound, WrongReceipt
-from app.messaging.schemas import Delivery, Published
+from app.messaging.schemas import Published
 from app.records.ids import new_ulid
 from app.redis import RedisStore
 from app.scripting import (
@@ -37,6 +37,8 @@ from app.scripting import (
 PUBLISH_BATCH = 500
 
 E = TypeVar("E", bound=IntEnum)
+# A queue's or a topic's delivery.
+D = TypeVar("D")
 # The domain error a failing step outcome means, made from the channel's name and the step's
 # subject (the group a topic step names, the kind a queue already has).
 ChannelErrors: TypeAlias = "OutcomeErrors[E, [str, str]]"
@@ -168,9 +170,7 @@ class Channel(Generic[E]):
         """Wake this process's receivers waiting on the channel."""
         self.context.wakeups.notify(self.prefix)
 
-    async def poll(
-        self, receive_once: Callable[[], Awaitable[list[Delivery]]], wait_s: float
-    ) -> list[Delivery]:
+    async def poll(self, receive_once: Callable[[], Awaitable[list[D]]], wait_s: float) -> list[D]:
         """Call ``receive_once`` until it leases something or ``wait_s`` has passed."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait_s

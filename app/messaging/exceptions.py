@@ -1,6 +1,6 @@
 """Errors of the messaging domain."""
 
-from app.errors import AppError, Conflict, NotFound
+from app.errors import Conflict, NotFound
 
 
 class QueueNotFound(NotFound):
@@ -16,8 +16,8 @@ class QueueKindConflict(Conflict):
         )
 
 
-class PriorityOnFifoQueue(AppError):
-    status_code = 422
+class PriorityOnFifoQueue(Conflict):
+    """A priority on a fifo queue: the request is valid, the queue's kind refuses it."""
 
     def __init__(self, name: str) -> None:
         super().__init__(

@@ -38,11 +38,11 @@ from app.messaging.channel import (
 )
 from app.messaging.exceptions import GroupNotFound, TopicNotFound
 from app.messaging.schemas import (
-    DeadLetter,
-    Delivery,
     GroupCounts,
     Published,
     TopicCreate,
+    TopicDeadLetter,
+    TopicDelivery,
     TopicPublic,
     TopicPublish,
     check_name,
@@ -151,11 +151,11 @@ class Topic(Channel[TopicOutcome]):
         consumer: str,
         limit: int = 10,
         wait_s: float = 0,
-    ) -> list[Delivery]:
+    ) -> list[TopicDelivery]:
         """Lease up to ``limit`` of the group's messages to ``consumer``; wait up to ``wait_s``."""
         return await self.poll(lambda: self._receive_once(group, consumer, limit), wait_s)
 
-    async def _receive_once(self, group: str, consumer: str, limit: int) -> list[Delivery]:
+    async def _receive_once(self, group: str, consumer: str, limit: int) -> list[TopicDelivery]:
         (leased,) = await self.run(
             "receive",
             group,
@@ -198,7 +198,7 @@ class Topic(Channel[TopicOutcome]):
 
     async def dead_letters(
         self, group: str, *, offset: int = 0, limit: int = 100
-    ) -> tuple[list[DeadLetter], int]:
+    ) -> tuple[list[TopicDeadLetter], int]:
         """Return a page of the group's dead letters, oldest first, and how many there are."""
         rows, total = await self.run(
             "dead_letters",
@@ -223,10 +223,10 @@ def _group_counts(reply: Reply) -> GroupCounts:
     )
 
 
-def _delivery(reply: Reply) -> Delivery:
+def _delivery(reply: Reply) -> TopicDelivery:
     message_id, body, attempt, receipt, published_at, lease_until = as_list(reply)
     # Built without validation: every field is read in its type from the script's answer.
-    return Delivery.model_construct(
+    return TopicDelivery.model_construct(
         id=as_str(message_id),
         body=json.loads(as_str(body)),
         attempt=as_int(attempt),
@@ -236,9 +236,9 @@ def _delivery(reply: Reply) -> Delivery:
     )
 
 
-def _dead_letter(reply: Reply) -> DeadLetter:
+def _dead_letter(reply: Reply) -> TopicDeadLetter:
     stored = StoredDeadLetter.model_validate_json(as_str(reply))
-    return DeadLetter(
+    return TopicDeadLetter(
         id=stored.id,
         body=json.loads(stored.body),
         attempts=stored.attempts,
