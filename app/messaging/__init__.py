@@ -2,8 +2,7 @@
 
 Public to other domains (import them from ``app.messaging``, not its modules): ``Broker`` (the
 lifespan builds one per process; ``BrokerDep`` in routes), ``Queue`` and what its steps take and
-answer (``QueueCreate``, ``MessagePublish``, ``Delivery``, ``QueueNotFound``), ``from_ms``, and
-``whole_number`` for integer fields that take what JSON Schema calls an integer (``5.0`` too).
+answer (``QueueCreate``, ``MessagePublish``, ``Delivery``, ``QueueNotFound``), and ``from_ms``.
 """
 
 from app.domain import Domain, KeyPattern
@@ -13,7 +12,7 @@ from app.messaging.dependencies import BrokerDep
 from app.messaging.exceptions import QueueNotFound
 from app.messaging.queues import Queue
 from app.messaging.router import messages_router, queues_router, topics_router
-from app.messaging.schemas import Delivery, MessagePublish, QueueCreate, from_ms, whole_number
+from app.messaging.schemas import Delivery, MessagePublish, QueueCreate, from_ms
 
 __all__ = [
     "DOMAIN",
@@ -27,7 +26,6 @@ __all__ = [
     "QueueNotFound",
     "from_ms",
     "queue_key_patterns",
-    "whole_number",
 ]
 
 

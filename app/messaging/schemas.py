@@ -8,8 +8,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict
 
-from app.records.codec import MAX_JSON_DEPTH, check_text, dump_json
-from app.records.ids import check_message_id
+from app.records.codec import MAX_JSON_DEPTH, check_text, dump_json, integral
+from app.records.ids import ULID_PATTERN, check_message_id
 from app.schemas import Schema
 
 # Queue, topic, group and consumer names: they become part of key names and receipts, so no
@@ -46,26 +46,11 @@ def from_ms(milliseconds: int | float | str) -> datetime:
     return datetime.fromtimestamp(int(milliseconds) / 1000, tz=UTC)
 
 
-def whole_number(value: object) -> object:
-    """Return a JSON number written with a fraction of zero (``61.0``) as the integer it is.
-
-    JSON Schema counts ``61.0`` as an integer, so a field typed ``integer`` takes it; with
-    ``Strict()`` after this, booleans, strings and fractions are still refused.
-    """
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
 # Integer fields: ``Annotated[int, Field(ge=0), Strict(), WHOLE]``, the bounds first so that
 # the schema states them as minimum and maximum. Number fields: ``Annotated[float, Field(...),
 # Strict()]`` (integers and fractions, never a boolean or a string).
-WHOLE = BeforeValidator(whole_number)
+WHOLE = BeforeValidator(integral)
 
-# A ULID as ``app.records.ids.parse_ulid`` reads it: 26 Crockford base-32 digits (upper case,
-# no I, L, O or U), at most 128 bits, so the first one is 0 to 7. The check stays (it names what
-# is wrong); the schema states the same rule as a pattern.
-ULID_PATTERN = r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$"
 MESSAGE_ID_EXAMPLE = "01M84AYQ5Y1HDW2C63JYZG70BW"
 BODY_DESCRIPTION = (
     "Any JSON value (object, array, string, number, boolean or null): the broker stores it "

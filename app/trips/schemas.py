@@ -16,7 +16,7 @@ from pydantic.config import JsonDict
 from pydantic.json_schema import SkipJsonSchema
 
 from app.records.codec import JSON, MAX_JSON_DEPTH, check_text, dump_json
-from app.records.ids import check_message_id
+from app.records.ids import ULID_PATTERN, check_message_id
 from app.schemas import Schema
 
 Status = Literal["requested", "assigned", "in_progress", "completed", "cancelled"]
@@ -26,9 +26,6 @@ MAX_VALUE_LENGTH = 64 * 1024
 MAX_TEXT_LENGTH = 200
 MAX_NEAR_LENGTH = 64
 
-# A ULID as ``app.records.ids.parse_ulid`` reads it: 26 Crockford base-32 digits (upper case,
-# no I, L, O or U), at most 128 bits, so the first one is 0 to 7.
-ULID_PATTERN = r"^[0-7][0-9A-HJKMNP-TV-Z]{25}$"
 TRIP_EXAMPLE = "01M84CEZWMS4HTM0M9W38ZZ28P"
 DRIVER_EXAMPLE = "01M84CF01814RF4HDB8T2N228P"
 

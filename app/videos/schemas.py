@@ -7,8 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, ConfigDict, Field, Strict
 
-from app.messaging import whole_number
-from app.records.codec import check_text
+from app.records.codec import check_text, integral
 from app.schemas import Schema
 
 Status = Literal["queued", "chunking", "chunked"]
@@ -44,13 +43,13 @@ class VideoCreate(Schema):
         int,
         Field(ge=0, le=MAX_PRIORITY, description="The chunking job's priority: higher first"),
         Strict(),
-        BeforeValidator(whole_number),
+        BeforeValidator(integral),
     ] = 0
     duration_s: Annotated[
         int,
         Field(ge=1, le=MAX_DURATION_S, description="The video's length in seconds"),
         Strict(),
-        BeforeValidator(whole_number),
+        BeforeValidator(integral),
     ] = 60
 
 

@@ -17,8 +17,8 @@ from pydantic import TypeAdapter, ValidationError
 from redis.asyncio.cluster import RedisCluster
 
 from app.main import create_app
-from app.messaging.schemas import ULID_PATTERN, MessageId
-from app.records.ids import CROCKFORD, new_ulid
+from app.messaging.schemas import MessageId
+from app.records.ids import CROCKFORD, ULID_PATTERN, new_ulid
 from tests.conftest import data_keys
 from tests.messaging.test_queues import counts, make_queue, publish, receive
 

@@ -14,7 +14,7 @@ from pydantic import TypeAdapter, ValidationError
 from redis.asyncio.cluster import RedisCluster
 
 from app.main import create_app
-from app.records.ids import CROCKFORD, new_ulid
+from app.records.ids import CROCKFORD, ULID_PATTERN, new_ulid
 from app.trips.schemas import (
     DOC_PATH_PATTERN,
     MANAGED,
@@ -23,7 +23,6 @@ from app.trips.schemas import (
     MAX_NEAR_LENGTH,
     MAX_PATH_LENGTH,
     NEAR_PATTERN,
-    ULID_PATTERN,
     DocPath,
     DocUpdate,
     TripId,
