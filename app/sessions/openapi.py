@@ -91,7 +91,16 @@ def _json_error(response: Mapping[str, object]) -> dict[str, Any]:
 
 
 PAGE_ANSWERS: dict[int | str, dict[str, Any]] = {
-    200: {"description": "The page (HTML)"},
+    200: {
+        "description": "The page (HTML)",
+        "content": {
+            "text/html": {
+                "example": '<!DOCTYPE html>\n<html lang="en">\n<head><meta charset="utf-8">'
+                "<title>Session</title></head>\n<body>\n  <h1>Save your name in the session"
+                "</h1>\n  ...\n</body>\n</html>"
+            }
+        },
+    },
     **{code: _json_error(response) for code, response in COMMON_RESPONSES.items()},
 }
 FORBIDDEN: dict[int | str, dict[str, Any]] = {
