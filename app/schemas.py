@@ -32,9 +32,22 @@ class ValidationFailed(Schema):
     errors: list[Problem] = Field(default_factory=list)
 
 
+# An operation's ``responses=``: status code -> OpenAPI response object.
+Responses = dict[int | str, dict[str, object]]
+
+
+def message_response(description: str, example: str) -> dict[str, object]:
+    """Return an OpenAPI response answered with a ``Message``, with an example message."""
+    return {
+        "model": Message,
+        "description": description,
+        "content": {"application/json": {"example": {"message": example}}},
+    }
+
+
 # What any operation may answer besides its own codes: a request that breaks the schema, a body
 # over the size limit, and the database unavailable after the retry policy's attempts.
-COMMON_RESPONSES: dict[int | str, dict[str, object]] = {
+COMMON_RESPONSES: Responses = {
     413: {"model": Message, "description": "Request body too large"},
     422: {"model": ValidationFailed, "description": "The request breaks the schema"},
     503: {

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 import pytest
+import uvicorn
 from asgi_lifespan import LifespanManager
 from redis.asyncio.cluster import RedisCluster
 
@@ -195,3 +197,22 @@ def shard_of(redis: RedisCluster, key: str) -> str:
     node = redis.get_node_from_key(key)
     assert node is not None
     return str(node.name)
+
+
+@pytest.fixture
+async def served(settings: Settings) -> AsyncIterator[str]:
+    """Serve the app over real HTTP on a free loopback port; yield its base URL (for a browser)."""
+    from app.main import create_app
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
+    task = asyncio.create_task(server.serve(sockets=[listener]))
+    while not server.started:
+        assert not task.done(), "uvicorn stopped at start-up"
+        await asyncio.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task
+    listener.close()

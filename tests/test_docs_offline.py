@@ -2,33 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import socket
-from collections.abc import AsyncIterator
-
 import pytest
-import uvicorn
 
-from app.config import Settings
-from app.main import create_app
 from tests.browser import OFFLINE_FLAGS, open_page
-
-
-@pytest.fixture
-async def served(settings: Settings) -> AsyncIterator[str]:
-    """Serve the app over real HTTP on a free loopback port; yield its base URL."""
-    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    listener.bind(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), log_level="warning"))
-    task = asyncio.create_task(server.serve(sockets=[listener]))
-    while not server.started:
-        assert not task.done(), "uvicorn stopped at start-up"
-        await asyncio.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
-    listener.close()
 
 
 def local(url: str, served: str) -> bool:

@@ -22,7 +22,7 @@ from app.customers.schemas import (
 from app.dependencies import IdempotencyKeyDep, RedisDep
 from app.etags import MalformedPrecondition, Precondition, etag, none_match, parse_if_match
 from app.records.index import Cursor
-from app.schemas import Message
+from app.schemas import Responses, message_response
 
 MAX_PAGE = 1000
 MAX_PRECONDITION_LENGTH = 1024
@@ -30,28 +30,18 @@ MAX_CURSOR_LENGTH = 1024
 
 router = APIRouter(prefix="/customers", tags=["customers"])
 
-Responses = dict[int | str, dict[str, object]]
-
-
-def _message(description: str, example: str) -> dict[str, object]:
-    return {
-        "model": Message,
-        "description": description,
-        "content": {"application/json": {"example": {"message": example}}},
-    }
-
 
 NOT_FOUND: Responses = {
-    404: _message("No customer with this id", f"Customer not found: {DANILO_ID}")
+    404: message_response("No customer with this id", f"Customer not found: {DANILO_ID}")
 }
 CHANGED: Responses = {
-    412: _message(
+    412: message_response(
         "If-Match names a version that is not current",
         "Customer changed: its version is now 2 (see its ETag)",
     )
 }
 MALFORMED: Responses = {
-    400: _message(
+    400: message_response(
         "If-Match or If-None-Match is not * or a list of entity tags",
         'If-Match must be * or a comma-separated list of entity tags like "3"',
     )
@@ -151,7 +141,7 @@ async def page_cursor(
             },
             "links": CREATED_LINKS,
         },
-        409: _message(
+        409: message_response(
             "The Idempotency-Key was used for another request, or its customer was deleted",
             "This Idempotency-Key was used for another request: send a new key for a new customer",
         ),

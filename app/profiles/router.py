@@ -12,22 +12,14 @@ from fastapi import APIRouter, Request, status
 from app.dependencies import IdempotencyKeyDep, store_of, streams_of
 from app.profiles import service
 from app.profiles.schemas import ZACH, ProfileFields, UserName
-from app.schemas import Message
+from app.schemas import Message, Responses, message_response
 
 router = APIRouter(prefix="/profile", tags=["profiles"])
 
-Responses = dict[int | str, dict[str, object]]
 
-
-def _message(description: str, example: str) -> dict[str, object]:
-    return {
-        "model": Message,
-        "description": description,
-        "content": {"application/json": {"example": {"message": example}}},
-    }
-
-
-NOT_FOUND: Responses = {404: _message("No profile for this user", "Profile not found for zach")}
+NOT_FOUND: Responses = {
+    404: message_response("No profile for this user", "Profile not found for zach")
+}
 # The operations on the profile a create made: Swagger UI shows them, and a stateful test
 # client follows them.
 CREATED_LINKS = {
@@ -52,7 +44,7 @@ CREATED_LINKS = {
             "content": {"application/json": {"example": {"message": "Profile created for: zach"}}},
             "links": CREATED_LINKS,
         },
-        409: _message(
+        409: message_response(
             "The user has a profile, or this Idempotency-Key's profile has been deleted since",
             "Profile exists",
         ),
@@ -106,7 +98,7 @@ async def read_profile(user: UserName, request: Request) -> dict[str, str]:
             "content": {"application/json": {"example": {"message": "Profile deleted for zach"}}},
         },
         **NOT_FOUND,
-        409: _message(
+        409: message_response(
             "This Idempotency-Key deleted the user's profile, and the user has a profile again",
             "This Idempotency-Key deleted the profile of zach, who has a profile again since",
         ),

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from starlette.convertors import Convertor, register_url_convertor
 
 from app.dependencies import RedisDep
-from app.schemas import Message, ValidationFailed
+from app.schemas import Message, Responses, ValidationFailed
 from app.trips import service
 from app.trips.schemas import (
     DocPath,
@@ -50,7 +50,6 @@ register_url_convertor("trip_segment", TripSegment())
 trips_router = APIRouter(prefix="/trips", tags=["trips"])
 drivers_router = APIRouter(prefix="/drivers", tags=["drivers"])
 
-Responses = dict[int | str, dict[str, object]]
 TRIP_MISSING: Responses = {404: {"model": Message, "description": "No trip has this id"}}
 DRIVER_MISSING: Responses = {404: {"model": Message, "description": "No driver has this id"}}
 PATH_MISSING: Responses = {

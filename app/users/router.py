@@ -5,19 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from app.dependencies import RedisDep
-from app.schemas import Message
+from app.schemas import message_response
 from app.users import service
 from app.users.schemas import ANA_PK, User, UserPk, UserPublic
 
 router = APIRouter(prefix="/user", tags=["users"])
-
-
-def _message(description: str, example: str) -> dict[str, object]:
-    return {
-        "model": Message,
-        "description": description,
-        "content": {"application/json": {"example": {"message": example}}},
-    }
 
 
 @router.post(
@@ -36,7 +28,7 @@ def _message(description: str, example: str) -> dict[str, object]:
                 }
             },
         },
-        409: _message("The user name is taken", "A user with user_name 'Ana' exists"),
+        409: message_response("The user name is taken", "A user with user_name 'Ana' exists"),
     },
 )
 async def save_user(body: User, store: RedisDep) -> UserPublic:
@@ -51,7 +43,7 @@ async def save_user(body: User, store: RedisDep) -> UserPublic:
 @router.get(
     "/read/{pk}",
     summary="Read a user",
-    responses={404: _message("No user with this pk", f"No user with pk {ANA_PK}")},
+    responses={404: message_response("No user with this pk", f"No user with pk {ANA_PK}")},
 )
 async def read_user(pk: UserPk, store: RedisDep) -> UserPublic:
     """Return the user with this primary key."""
