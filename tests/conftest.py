@@ -216,3 +216,12 @@ async def served(settings: Settings) -> AsyncIterator[str]:
     server.should_exit = True
     await task
     listener.close()
+
+
+@pytest.fixture(scope="session")
+def openapi() -> dict[str, Any]:
+    """The service's OpenAPI schema, as /openapi.json serves it."""
+    from app.main import create_app
+
+    schema: dict[str, Any] = create_app().openapi()
+    return schema

@@ -134,6 +134,16 @@ def _flat_data(values: SessionValues) -> list[str]:
     ]
 
 
+def _script_head(config: SessionConfig, session_id: SessionId) -> list[str]:
+    """Return the arguments the load and write scripts both start with."""
+    return [
+        str(_now_ms()),
+        str(config.lifetime_ms),
+        "1" if config.settings.rolling else "0",
+        str(session_id),
+    ]
+
+
 def _slot_keys(session_id: SessionId) -> list[str]:
     return [
         keys.session_key(session_id.tag, session_id.token),
@@ -147,12 +157,7 @@ async def _load(store: RedisStore, config: SessionConfig, session_id: SessionId)
         await LOAD_SESSION(
             store,
             keys=_slot_keys(session_id),
-            args=[
-                str(_now_ms()),
-                str(config.lifetime_ms),
-                "1" if config.settings.rolling else "0",
-                str(session_id),
-            ],
+            args=_script_head(config, session_id),
             what="read session",
         )
     )
@@ -172,10 +177,7 @@ async def _write(
         store,
         keys=_slot_keys(session_id),
         args=[
-            str(_now_ms()),
-            str(config.lifetime_ms),
-            "1" if config.settings.rolling else "0",
-            str(session_id),
+            *_script_head(config, session_id),
             str(len(values)),
             *_flat_data(values),
             *(DATA_PREFIX + name for name in removed),

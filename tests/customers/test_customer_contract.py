@@ -13,17 +13,10 @@ from hypothesis import strategies as st
 
 from app.customers.schemas import CURSOR_PATTERN, PRECONDITION_PATTERN, UUID_PATTERN
 from app.etags import none_match, parse_if_match
-from app.main import create_app
 from app.records.index import Cursor
 
 DANILO = {"name": "Danilo", "balance": 1000}
 ONE = "/customers/{customer_id}"
-
-
-@pytest.fixture(scope="module")
-def openapi() -> dict[str, Any]:
-    schema: dict[str, Any] = create_app().openapi()
-    return schema
 
 
 async def create(client: httpx.AsyncClient) -> dict[str, Any]:

@@ -6,24 +6,16 @@ import re
 from typing import Any
 
 import httpx
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 from redis.asyncio.cluster import RedisCluster
 
-from app.main import create_app
 from app.profiles.schemas import MAX_USER_LENGTH, RESERVED_USER, USER_PATTERN, UserName
 from app.records.codec import MAX_FIELD_NAME_LENGTH, MAX_FIELDS, MAX_VALUE_LENGTH
 
 PATH = "/profile/{user}"
 USER = TypeAdapter(UserName)
-
-
-@pytest.fixture(scope="module")
-def openapi() -> dict[str, Any]:
-    schema: dict[str, Any] = create_app().openapi()
-    return schema
 
 
 def accepted(user: str) -> bool:

@@ -14,7 +14,6 @@ import pytest
 from pydantic import Field, TypeAdapter, ValidationError
 from redis.asyncio.cluster import RedisCluster
 
-from app.main import create_app
 from app.sessions.schemas import (
     MAX_KEYS_PER_UPDATE,
     USER_NAME_PATTERN,
@@ -76,12 +75,6 @@ def test_the_user_name_pattern_is_the_user_name_check() -> None:
         expected = checked(text)
         assert (re.search(USER_NAME_PATTERN, text) is not None) is expected, repr(text)
         assert rust_accepts(text) is expected, repr(text)
-
-
-@pytest.fixture(scope="module")
-def openapi() -> dict[str, Any]:
-    schema: dict[str, Any] = create_app().openapi()
-    return schema
 
 
 def session_operations(openapi: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 from redis.asyncio.cluster import RedisCluster
 
-from app.main import create_app
 from app.records.ids import ULID_PATTERN
 from app.users.schemas import EMAIL_PATTERN, Email, User
 from tests.conftest import data_keys
@@ -25,12 +24,6 @@ ANA = {
     "age": 34,
 }
 EMAIL = TypeAdapter(Email)
-
-
-@pytest.fixture(scope="module")
-def openapi() -> dict[str, Any]:
-    schema: dict[str, Any] = create_app().openapi()
-    return schema
 
 
 def email_accepted(address: str) -> bool:
