@@ -8,7 +8,11 @@ import sys
 
 from app.config import ConfigError, load_settings
 from app.local_cluster import LocalClusterError
+from app.logs import configure_logging, redact
 from app.serve import ChildrenFailing, ServeOptions, serve
+
+# Run as ``python -m app``, __name__ is "__main__": name the logger after the package.
+logger = logging.getLogger("app")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -29,12 +33,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         settings = load_settings()
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        # The offending value is quoted, and a REDIS_URL may hold a password.
+        print(redact(str(exc)), file=sys.stderr)
         sys.exit(2)
-    logging.basicConfig(
-        level=settings.server.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging(settings)
     workers = args.workers if args.workers is not None else settings.server.workers
     if workers < 1:
         print("error: --workers must be at least 1", file=sys.stderr)
@@ -45,10 +47,17 @@ def main(argv: list[str] | None = None) -> None:
         workers=workers,
         log_level=settings.server.log_level,
     )
+    logger.info(
+        "starting: redis=%s listen=%s:%d processes=%d",
+        settings.redis.url or "embedded",
+        options.host,
+        options.port,
+        options.workers,
+    )
     try:
         serve(settings, options)
     except (LocalClusterError, ChildrenFailing) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(redact(f"error: {exc}"), file=sys.stderr)
         sys.exit(1)
 
 

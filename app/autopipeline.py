@@ -33,6 +33,7 @@ from redis.exceptions import DataError, ResponseError
 from redis.typing import EncodableT
 
 from app import redis_internals
+from app.metrics import REDIS_PIPELINE_BATCH
 from app.redis_internals import ClusterNode, Connection
 
 # Commands per write; a turn with more starts another batch, so one huge turn does not make
@@ -109,6 +110,7 @@ class AutoPipeline:
             sent.append((command, reply))
         if not sent:
             return
+        REDIS_PIPELINE_BATCH.observe(len(sent))
         connection = None
         answered = 0
         try:

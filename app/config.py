@@ -133,6 +133,27 @@ class TripSettings(Section):
         return value
 
 
+class LoggingSettings(Section):
+    # "text": one human-readable line per record; "json": one JSON object per line, with the
+    # record's context fields (request id, route, status, duration; stream, group, message id).
+    format: Literal["text", "json"] = "text"
+    # One line per HTTP request (method, route, status, duration, request id) from the service.
+    access_log: bool = True
+
+
+class MetricsSettings(Section):
+    # Serve GET /metrics (Prometheus text format) and the live dashboard at /dashboard.
+    enabled: bool = True
+    # Values read from Redis (stream lag, queue depths, the cluster's nodes) are read at most
+    # once per this many seconds, whatever the number of scrapers and dashboards.
+    state_cache_s: Annotated[float, Field(ge=0, le=300)] = 2.0
+    # Queues and topics read per refresh: a bound on its cost; the rest are counted, not read.
+    max_channels: Annotated[int, Field(ge=0, le=100_000)] = 1000
+    # Queues and topics exported with series of their own (the deepest first); the others are
+    # summed under the label value "_other", so label values stay bounded.
+    channel_series: Annotated[int, Field(ge=0, le=10_000)] = 100
+
+
 # The development default of sessions.secret_key: known to everyone, so refused in production.
 DEVELOPMENT_SECRET = "development-only-secret-do-not-use-in-production"  # noqa: S105
 MIN_SECRET_LENGTH = 32
@@ -164,6 +185,8 @@ class Settings(BaseSettings):
     messaging: MessagingSettings = MessagingSettings()
     videos: VideoSettings = VideoSettings()
     trips: TripSettings = TripSettings()
+    logging: LoggingSettings = LoggingSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @model_validator(mode="after")
     def _blocking_reads_fit_the_socket_timeout(self) -> Settings:

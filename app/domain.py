@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from fastapi import APIRouter
+from prometheus_client.metrics_core import Metric
 from starlette.middleware import Middleware
 
 from app.config import Settings
@@ -65,6 +66,8 @@ class Context:
     store: RedisStore
     streams: StreamWriter
     services: Mapping[type[Any], object] = field(default_factory=dict)
+    # The domains this process runs (the metrics ask each one for its gauges).
+    domains: Sequence[Domain] = ()
 
     def need(self, kind: type[T]) -> T:
         """Return the service of type ``kind`` the lifespan registered; raise LookupError."""
@@ -180,7 +183,8 @@ class Domain:
     optional_commands: Sequence[str] = ()
     # Builds the domain's per-process state at start-up, found as ``request.state.<name>``.
     setup: Callable[[Context], Awaitable[object]] | None = None
-    # Values an operator watches, read at scrape time (name -> value).
-    gauges: Callable[[Context], Awaitable[Mapping[str, float]]] | None = None
+    # What an operator watches, read from Redis at scrape time (queue depths, stream lag...):
+    # metric families named as docs/observability.md lists them, bounded by settings.metrics.
+    gauges: Callable[[Context], Awaitable[Sequence[Metric]]] | None = None
     # Trims what the domain keeps beyond its retention; returns how many items it removed.
     retention: Callable[[Context], Awaitable[int]] | None = None

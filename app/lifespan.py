@@ -4,6 +4,7 @@ reverse."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
@@ -66,6 +67,7 @@ def make_lifespan(
             active = settings or load_settings()
             async with AsyncExitStack() as stack:
                 context = await stack.enter_async_context(open_context(active))
+                context = dataclasses.replace(context, domains=tuple(domains))
                 workers = None
                 if active.workers.enabled:
                     workers = await stack.enter_async_context(

@@ -11,12 +11,23 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 
-from app import customers, health, messaging, profiles, reporting, sessions, trips, users, videos
+from app import (
+    customers,
+    health,
+    messaging,
+    observability,
+    profiles,
+    reporting,
+    sessions,
+    trips,
+    users,
+    videos,
+)
 from app.config import Settings
 from app.domain import Domain
 from app.errors import register_error_handlers
 from app.lifespan import make_lifespan
-from app.middleware import BodySizeLimit
+from app.middleware import BodySizeLimit, RequestContext
 from app.schemas import COMMON_RESPONSES
 
 # Requests are matched against the routers in this order: the busiest first.
@@ -30,6 +41,7 @@ DOMAINS: tuple[Domain, ...] = (
     messaging.DOMAIN,
     videos.DOMAIN,
     trips.DOMAIN,
+    observability.DOMAIN,
 )
 
 # Request bodies above this are refused with 413 before they are read into memory; a profile
@@ -73,6 +85,8 @@ def create_app(settings: Settings | None = None, domains: Sequence[Domain] = DOM
         for middleware in domain.middleware:
             app.add_middleware(middleware.cls, *middleware.args, **middleware.kwargs)
     app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    # Outermost: every answer, a 413 or an error handler's included, is counted and logged.
+    app.add_middleware(RequestContext)
     register_error_handlers(app)
     for domain in domains:
         for router in domain.routers:

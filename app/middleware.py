@@ -3,8 +3,108 @@
 from __future__ import annotations
 
 import json
+import logging
+import time
+from typing import Any
 
+from prometheus_client.metrics import MetricWrapperBase
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app import logs
+from app.metrics import (
+    HTTP_DURATION,
+    HTTP_IN_PROGRESS,
+    HTTP_REQUESTS,
+    UNMATCHED,
+    status_class,
+)
+
+access_logger = logging.getLogger("app.access")
+
+REQUEST_ID_HEADER = b"x-request-id"
+# Any other method is counted as "other", so a client cannot invent label values.
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+class RequestContext:
+    """Give every request an id, count and time it, and log one line when it is answered.
+
+    The id is the client's ``X-Request-ID`` when it is sane (``app.logs.request_id_from``), else
+    a new one; the response echoes it and every log record made while serving the request
+    carries it. The metrics are labelled by the route template the router matched
+    (``/profile/{user}``), never by the raw path, so their label values stay bounded.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        # Label children by (method, route, status class): looking them up costs a lock each.
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+        self._in_progress: dict[str, MetricWrapperBase] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = logs.request_id_from(_header(scope, REQUEST_ID_HEADER))
+        method = scope["method"] if scope["method"] in METHODS else "other"
+        token = logs.bind(request_id=request_id)
+        status = 500
+        echoed = (REQUEST_ID_HEADER, request_id.encode("latin-1"))
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), echoed]
+            await send(message)
+
+        in_progress = self._in_progress.get(method)
+        if in_progress is None:
+            in_progress = self._in_progress[method] = HTTP_IN_PROGRESS.labels(method)
+        in_progress.inc()  # type: ignore[attr-defined]
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            in_progress.dec()  # type: ignore[attr-defined]
+            elapsed = time.perf_counter() - started
+            route = _route_template(scope)
+            key = (method, route, status_class(status))
+            children = self._children.get(key)
+            if children is None:
+                children = self._children[key] = (
+                    HTTP_REQUESTS.labels(*key),
+                    HTTP_DURATION.labels(*key),
+                )
+            children[0].inc()
+            children[1].observe(elapsed)
+            # logging.access_log = false raises this logger's level (app.logs).
+            if access_logger.isEnabledFor(logging.INFO):
+                access_logger.info(
+                    "request",
+                    extra={
+                        "method": scope["method"],
+                        "path": scope["path"],
+                        "route": route,
+                        "status": status,
+                        "duration_s": round(elapsed, 6),
+                    },
+                )
+            logs.CONTEXT.reset(token)
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def _route_template(scope: Scope) -> str:
+    """Return the path template of the route that served the request, or ``<unmatched>``."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) and path else UNMATCHED
 
 
 class BodySizeLimit:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -18,9 +19,17 @@ from redis.asyncio.cluster import RedisCluster
 from redis.backoff import EqualJitterBackoff
 from redis.typing import EncodableT
 
-from app.autopipeline import AutoPipeline
+from app.autopipeline import AutoPipeline, command_name
 from app.config import RedisSettings
 from app.errors import ServiceUnavailable
+from app.metrics import (
+    REDIS_DURATION,
+    REDIS_ERRORS,
+    REDIS_POOL_EXHAUSTED,
+    REDIS_REDIRECTIONS,
+    REDIS_RETRIES,
+    REDIS_RETRY_OUTCOMES,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -74,19 +83,29 @@ class RetryPolicy:
         """Return the pause before retry number ``attempt`` (0-based)."""
         return float(self.backoff.compute(attempt))
 
-    async def run(self, operation: Callable[[], Awaitable[T]], *, what: str) -> T:
-        """Run ``operation``, retrying transient Redis failures; raise ServiceUnavailable."""
+    async def run(
+        self, operation: Callable[[], Awaitable[T]], *, what: str, command: str = "other"
+    ) -> T:
+        """Run ``operation``, retrying transient Redis failures; raise ServiceUnavailable.
+
+        ``command`` labels the operation's failures in the metrics (a bounded set of names).
+        """
         attempt = 0
         while True:
             try:
                 async with asyncio.timeout(self.timeout_s):
-                    return await operation()
+                    result = await operation()
+                if attempt:
+                    REDIS_RETRY_OUTCOMES.labels("recovered").inc()
+                return result
             except AUTH_ERRORS:
                 raise
             except RETRY_CANDIDATES as exc:
                 if _certificate_rejected(exc) or not _transient(exc):
                     raise
+                count_error(command, exc)
                 if attempt >= self.attempts:
+                    REDIS_RETRY_OUTCOMES.labels("exhausted").inc()
                     logger.error(
                         "redis unavailable: what=%s attempts=%d error=%s",
                         what,
@@ -105,7 +124,15 @@ class RetryPolicy:
                     describe(exc),
                 )
                 attempt += 1
+                REDIS_RETRIES.inc()
                 await asyncio.sleep(pause)
+
+
+def count_error(command: str, exc: BaseException) -> None:
+    """Count a failed Redis command in the metrics (and a pool without a free connection)."""
+    REDIS_ERRORS.labels(command, type(exc).__name__).inc()
+    if isinstance(exc, rexc.MaxConnectionsError):
+        REDIS_POOL_EXHAUSTED.inc()
 
 
 def describe(exc: BaseException) -> str:
@@ -173,31 +200,60 @@ class RedisStore:
         writes here are idempotent, or say why not).
         """
         client = self.client
+        name = command_name(command)
+        started = time.perf_counter()
         if isinstance(client, RedisCluster):
             # The common case, kept out of the retry loop's frames and timer: the batch's own
             # timer (AutoPipeline.timeout_s) bounds the wait.
             try:
                 node = client.get_node_from_key(key)
                 if node is not None:
-                    return await self.pipeline.send(node, command)
-            except REDIRECTIONS:
-                pass
+                    reply = await self.pipeline.send(node, command)
+                    _observe(name, time.perf_counter() - started)
+                    return reply
+            except REDIRECTIONS as exc:
+                kind = "moved" if isinstance(exc, rexc.MovedError) else "ask"
+                REDIS_REDIRECTIONS.labels(kind).inc()
             except RETRY_CANDIDATES as exc:
+                count_error(name, exc)
                 if not _transient(exc):
                     raise
-        return await self.retry.run(lambda: self._call_general(command), what=what)
+            except Exception as exc:
+                count_error(name, exc)
+                raise
+        reply = await self.retry.run(lambda: self._call_general(command), what=what, command=name)
+        _observe(name, time.perf_counter() - started)
+        return reply
 
     async def _call_general(self, command: tuple[EncodableT, ...]) -> Any:
         # The client's general path: it follows MOVED and ASK and refreshes the slot table.
         return await self.client.execute_command(*command)
 
-    async def run(self, operation: Callable[[RedisClient], Awaitable[Any]], *, what: str) -> Any:
+    async def run(
+        self,
+        operation: Callable[[RedisClient], Awaitable[Any]],
+        *,
+        what: str,
+        command: str = "other",
+    ) -> Any:
         """Run ``operation(client)`` under the retry policy.
 
         redis-py types replies as ``bytes | str`` whatever ``decode_responses`` says; callers
-        annotate what they receive (this client always decodes to ``str``).
+        annotate what they receive (this client always decodes to ``str``). ``command`` names
+        the operation in the metrics.
         """
-        return await self.retry.run(lambda: operation(self.client), what=what)
+        return await self.retry.run(lambda: operation(self.client), what=what, command=command)
+
+
+# Histogram children by command name: looking one up by label costs a lock each time.
+_DURATION_CHILDREN: dict[str, Any] = {}
+
+
+def _observe(command: str, elapsed: float) -> None:
+    child = _DURATION_CHILDREN.get(command)
+    if child is None:
+        child = _DURATION_CHILDREN[command] = REDIS_DURATION.labels(command)
+    child.observe(elapsed)
 
 
 def retry_policy(settings: RedisSettings) -> RetryPolicy:

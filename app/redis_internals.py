@@ -1,4 +1,5 @@
-"""The parts of redis-py below its public API that the automatic pipeline relies on.
+"""The parts of redis-py below its public API that the automatic pipeline (and the metrics'
+view of the cluster's shards) rely on.
 
 redis-py's asyncio cluster client offers no public way to write many commands to one node on one
 of its pooled connections and read their replies in order, so ``app.autopipeline`` borrows a
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from redis.asyncio.cluster import ClusterNode
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import Connection
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "ready",
     "release",
     "send_packed",
+    "shards",
 ]
 
 
@@ -71,3 +73,16 @@ async def drop(connection: Connection) -> None:
     It stays in its pool, which connects it again on its next use.
     """
     await connection.disconnect(nowait=True)
+
+
+def shards(client: RedisCluster) -> list[tuple[ClusterNode, list[ClusterNode]]]:
+    """Return each shard as the client's slot table has it: its primary and its replicas.
+
+    (The metrics show the cluster's shape as the client routes to it; redis-py keeps that only
+    in ``NodesManager.slots_cache``: slot -> [primary, *replicas].)
+    """
+    seen: dict[str, tuple[ClusterNode, list[ClusterNode]]] = {}
+    for owners in client.nodes_manager.slots_cache.values():
+        if owners and owners[0].name not in seen:
+            seen[owners[0].name] = (owners[0], list(owners[1:]))
+    return list(seen.values())

@@ -11,18 +11,28 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
 
-from app.config import Settings
+from app.config import Settings, load_settings
 from app.local_cluster import ClusterSpec, LocalCluster
+from app.logs import configure_logging
+from app.metrics import (
+    MULTIPROCESS_ENV,
+    multiprocess_dir,
+    prepare_multiprocess_dir,
+    process_exited,
+)
 from workers.pool import PROCESS_INDEX_ENV
 
 logger = logging.getLogger(__name__)
@@ -108,11 +118,17 @@ def _uvicorn_config(options: ServeOptions) -> uvicorn.Config:
         host=options.host,
         port=options.port,
         log_level=options.log_level,
+        # Not uvicorn's logging setup: its loggers go through the service's handler and format
+        # (app.logs.configure_logging), and the service logs each request itself, with its id.
+        log_config=None,
+        access_log=False,
         timeout_graceful_shutdown=15,
     )
 
 
 def _child(index: int, options: ServeOptions, sock: socket.socket, parent: int) -> None:
+    # A spawned child starts with Python's default logging: give it the service's format.
+    configure_logging(load_settings())
     os.environ[PROCESS_INDEX_ENV] = str(index)
     _stop_when_orphaned(parent)
     uvicorn.Server(_uvicorn_config(options)).run(sockets=[sock])
@@ -134,7 +150,19 @@ def _stop_when_orphaned(parent: int) -> None:
     threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
 
 
+def _metrics_dir() -> tuple[Path, bool]:
+    """Point the children's metrics at an empty directory (prometheus-client's multiprocess
+    mode): the given PROMETHEUS_MULTIPROC_DIR, else a temporary one. Return it and whether it
+    is temporary."""
+    given = multiprocess_dir()
+    path = given or Path(tempfile.mkdtemp(prefix="mdb-metrics-"))
+    prepare_multiprocess_dir(path)
+    os.environ[MULTIPROCESS_ENV] = str(path)
+    return path, given is None
+
+
 def _serve_processes(options: ServeOptions) -> None:
+    metrics_dir, temporary = _metrics_dir()
     sock = _uvicorn_config(options).bind_socket()
     context = multiprocessing.get_context("spawn")
     stopping = threading.Event()
@@ -163,6 +191,8 @@ def _serve_processes(options: ServeOptions) -> None:
         for index, process in children.items():
             if process.is_alive() or index in restart_at:
                 continue
+            if process.pid is not None:
+                process_exited(process.pid)
             lived = now - started[index]
             quick_failures[index] = quick_failures[index] + 1 if lived < CHILD_STABLE_S else 0
             if quick_failures[index] >= CHILD_MAX_QUICK_FAILURES:
@@ -195,5 +225,7 @@ def _serve_processes(options: ServeOptions) -> None:
             process.kill()
             process.join()
     sock.close()
+    if temporary:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     if gave_up:
         raise ChildrenFailing("the HTTP processes keep failing at start-up; see the log above")

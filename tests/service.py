@@ -38,9 +38,10 @@ def free_port() -> int:
 
 
 class Service:
-    """The service started the README's way, on its embedded cluster, in a subprocess."""
+    """The service started the README's way, in a subprocess: on its embedded cluster, or on
+    the cluster at ``redis_url`` (the test session's) when one is given."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, redis_url: str | None = None, **env: str) -> None:
         self.data_dir = data_dir
         self.base_port = free_base_port()
         self.http_port = free_port()
@@ -54,17 +55,26 @@ class Service:
             "APP_EMBEDDED__BASE_PORT": str(self.base_port),
             "APP_EMBEDDED__DATA_DIR": str(data_dir),
             "APP_WORKERS__CLAIM_MIN_IDLE_MS": "2000",
+            **env,
         }
+        if redis_url is not None:
+            self.env["REDIS_URL"] = redis_url
+        self.output: Path | None = None
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self, *extra: str) -> None:
+    def start(self, *extra: str, output: Path | None = None) -> None:
+        """Start the service; with ``output``, its stdout and stderr go to that file."""
+        self.output = output
+        sink = output.open("ab") if output is not None else subprocess.DEVNULL
         self.process = subprocess.Popen(
             [sys.executable, "-m", "app", "serve", "--port", str(self.http_port), *extra],
             cwd=PROJECT_ROOT,
             env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT if output is not None else subprocess.DEVNULL,
         )
+        if output is not None:
+            sink.close()  # type: ignore[union-attr]
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert self.process.poll() is None, "the service exited at start"

@@ -7,17 +7,17 @@ import logging
 import signal
 import sys
 
-from app.config import ConfigError, load_settings
+from app.config import ConfigError, Settings, load_settings
 from app.lifespan import open_context
+from app.logs import configure_logging, redact
 from app.main import DOMAINS
 from workers.pool import WorkerPool
 
 logger = logging.getLogger("workers")
 
 
-async def run() -> None:
+async def run(settings: Settings) -> None:
     """Run every domain's workers until SIGINT or SIGTERM, then drain them."""
-    settings = load_settings()
     if not settings.redis.url:
         raise ConfigError(
             "configuration error: redis.url [env REDIS_URL]: the workers need a Redis to consume"
@@ -26,6 +26,7 @@ async def run() -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    logger.info("starting workers: redis=%s", settings.redis.url)
     async with (
         open_context(settings) as context,
         WorkerPool(context=context, domains=DOMAINS),
@@ -35,11 +36,13 @@ async def run() -> None:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     try:
-        asyncio.run(run())
+        settings = load_settings()
+        configure_logging(settings)
+        asyncio.run(run(settings))
     except ConfigError as exc:
-        print(exc, file=sys.stderr)
+        # The offending value is quoted, and a REDIS_URL may hold a password.
+        print(redact(str(exc)), file=sys.stderr)
         sys.exit(2)
 
 

@@ -22,6 +22,7 @@ from redis.exceptions import ResponseError
 
 from app.config import WorkerSettings
 from app.domain import ConsumerSpec, StreamEntry
+from app.logs import log_context
 from app.redis import RedisStore, describe
 
 logger = logging.getLogger(__name__)
@@ -68,6 +69,11 @@ class StreamConsumer:
 
     async def run(self) -> None:
         """Run until stopped: recreate the group if needed, finish own pending, then read new."""
+        # Every line of this loop and of the batch handler carries these fields.
+        with log_context(stream=self.spec.stream, group=self.spec.group, consumer=self.consumer):
+            await self._run()
+
+    async def _run(self) -> None:
         spec = self.spec
         logger.info(
             "consumer starting: stream=%s group=%s consumer=%s",

@@ -23,6 +23,7 @@ from typing import Generic
 
 from app.domain import L, LeasedQueue
 from app.errors import AppError, NotFound
+from app.logs import log_context
 from app.redis import describe
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,11 @@ class QueueWorker(Generic[L]):
 
     async def run(self) -> None:
         """Run until stopped: lease, handle and settle messages."""
+        # Every line of this loop carries these fields; a message's lines carry its id too.
+        with log_context(queue=self.queue.name, consumer=self.consumer):
+            await self._run()
+
+    async def _run(self) -> None:
         logger.info("queue worker starting: queue=%s consumer=%s", self.queue.name, self.consumer)
         while not self._stopping.is_set():
             try:
@@ -78,7 +84,8 @@ class QueueWorker(Generic[L]):
                     consumer=self.consumer, limit=self.batch, wait_s=RECEIVE_WAIT_S
                 )
                 for delivery in leased:
-                    await self._handle(delivery)
+                    with log_context(message_id=delivery.id):
+                        await self._handle(delivery)
             except self.missing:
                 # The queue is not created yet (its producers create it on first use).
                 with contextlib.suppress(TimeoutError):

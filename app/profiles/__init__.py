@@ -6,6 +6,7 @@ Public to other domains: ``ranked_by_reads`` and ``existing`` (reporting reads t
 
 from app.domain import Domain, KeyPattern
 from app.profiles.aggregator import AGGREGATOR
+from app.profiles.metrics import gauges
 from app.profiles.router import router
 from app.profiles.service import existing, ranked_by_reads
 
@@ -15,6 +16,7 @@ DOMAIN = Domain(
     name="profiles",
     routers=[router],
     consumers=[AGGREGATOR],
+    gauges=gauges,
     keys=[
         KeyPattern("profile:*", "read-write", "profiles, and the event stream profile:events"),
         KeyPattern(
@@ -46,5 +48,9 @@ DOMAIN = Domain(
         "+zadd",
         "+zincrby",
         "+zrem",
+        # Its gauges: the stream's length, the group's lag and pending entries.
+        "+xlen",
+        "+xinfo|groups",
+        "+xpending",
     ],
 )

@@ -9,10 +9,12 @@ from pathlib import Path
 
 from app.domain import ConsumerSpec, StreamEntry
 from app.profiles import keys
+from app.profiles.metrics import EVENTS_APPLIED
 from app.redis import RedisStore
 from app.scripting import LuaScript, as_int
 
 APPLY_EVENTS = LuaScript.load(Path(__file__).with_name("aggregator.lua"))
+_APPLIED = EVENTS_APPLIED.labels(keys.EVENTS_STREAM)
 
 
 async def apply_events(store: RedisStore, entries: list[StreamEntry]) -> int:
@@ -37,7 +39,9 @@ async def apply_events(store: RedisStore, entries: list[StreamEntry]) -> int:
         args=args,
         what="apply profile events",
     )
-    return as_int(reply)
+    applied = as_int(reply)
+    _APPLIED.inc(applied)
+    return applied
 
 
 AGGREGATOR = ConsumerSpec(

@@ -40,6 +40,15 @@ PINNED = {
 }
 
 
+def test_the_slot_table_the_metrics_read_is_there() -> None:
+    from redis.asyncio.cluster import NodesManager
+
+    assert "slots_cache" in NodesManager.__slots__, (
+        f"redis-py {redis.__version__}: NodesManager.slots_cache is gone; "
+        "app/redis_internals.py shards() reads it"
+    )
+
+
 def bare_signature(function: Any) -> str:
     signature = inspect.signature(function)
     parameters = [
