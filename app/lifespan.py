@@ -52,7 +52,11 @@ async def open_context(settings: Settings) -> AsyncIterator[Context]:
         # Closed first: appends already accepted are sent before the pipeline and client go.
         streams = StreamWriter(store)
         stack.push_async_callback(streams.aclose)
-        broker = Broker(store=store, settings=settings.messaging)
+        broker = Broker(
+            store=store,
+            settings=settings.messaging,
+            channel_series=settings.metrics.channel_series,
+        )
         yield Context(settings=settings, store=store, streams=streams, services={Broker: broker})
 
 

@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from redis.exceptions import ResponseError
 
 if TYPE_CHECKING:
     from app.redis import RedisStore
@@ -51,10 +52,18 @@ class StreamGauges:
     async def read(self, store: RedisStore, stream: str, label: str | None = None) -> None:
         """Read ``stream`` and its groups and add their samples (labelled ``label`` or the key)."""
         name = label or stream
-        length, groups = await asyncio.gather(
+        replies: tuple[Any, Any] = await asyncio.gather(
             store.call(stream, "XLEN", stream, what="metrics: stream length"),
             store.call(stream, "XINFO", "GROUPS", stream, what="metrics: stream groups"),
+            return_exceptions=True,
         )
+        length, groups = replies
+        if isinstance(length, BaseException):
+            raise length
+        if isinstance(groups, ResponseError) and length == 0:
+            groups = []  # no stream yet (its consumers create it): no groups either
+        elif isinstance(groups, BaseException):
+            raise groups
         self.length.add_metric([name], float(length))
         oldest = await asyncio.gather(
             *(

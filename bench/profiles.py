@@ -1,13 +1,15 @@
 """Benchmark: profile read and create against the ceiling of a FastAPI route without Redis.
 
 Run: ``python bench/profiles.py [--connections 64] [--duration 10] [--processes 1] [--repeat 3]
-[--no-pin] [--baseline DIR]`` (needs ``wrk``: ``apt-get install -y wrk``). It starts a local
-3-shard Redis Cluster on free loopback ports, serves the service and the ceiling app the same
-way (uvicorn, same processes, no access log, the same CPUs: by default CPUs of their own, with
-Redis and wrk on the others), loads each with wrk and prints requests per second, p50, p99 and
+[--no-pin] [--baseline DIR] [--scrape S]`` (needs ``wrk``: ``apt-get install -y wrk``). It starts
+a local 3-shard Redis Cluster on free loopback ports, serves the service and the ceiling app the
+same way (uvicorn, same processes, no access log, the same CPUs: by default CPUs of their own,
+with Redis and wrk on the others), loads each with wrk and prints requests per second, p50, p99 and
 the ratio. ``--baseline DIR`` also serves the service from another checkout of this project
 (``git worktree add DIR <commit>``), in the same run and the same way, to compare a change with
-what it changes. Only ever targets 127.0.0.1.
+what it changes. ``--scrape S`` has a Prometheus-like scraper GET every target's ``/metrics``
+every S seconds while it is loaded (a target without that route answers 404, which costs it
+about as much as nothing). Only ever targets 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -20,7 +22,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,6 +146,28 @@ def load(url: str, script: str, connections: int, duration: int) -> Result:
     return Result(rps, p50, p99, "; ".join(problems) or "none")
 
 
+@contextmanager
+def scraping(url: str, every_s: float | None) -> Iterator[None]:
+    """Scrape ``url``/metrics every ``every_s`` seconds in a thread while the block runs."""
+    if every_s is None:
+        yield
+        return
+    stop = threading.Event()
+
+    def scrape() -> None:
+        with httpx.Client(base_url=url, timeout=10) as http:
+            while not stop.wait(every_s):
+                http.get("/metrics")
+
+    thread = threading.Thread(target=scrape, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def pin_load_away_from_servers(processes: int) -> set[int]:
     """Keep this process and what it starts (the Redis nodes, wrk) off the CPUs the servers
     get, and return those: one per uvicorn process.
@@ -177,6 +204,12 @@ def main() -> None:
         default=True,
         help="serve on CPUs of their own, away from Redis and wrk (Linux, needs more CPUs "
         "than --processes); --no-pin lets them all share every CPU",
+    )
+    parser.add_argument(
+        "--scrape",
+        type=float,
+        metavar="S",
+        help="GET each target's /metrics every S seconds during its load",
     )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -219,7 +252,9 @@ def main() -> None:
                     for target, port in targets.items():
                         url = f"http://{HOST}:{port}"
                         load(url, script, args.connections, 2)  # warm-up
-                        runs[target].append(load(url, script, args.connections, args.duration))
+                        with scraping(url, args.scrape):
+                            result = load(url, script, args.connections, args.duration)
+                        runs[target].append(result)
                 rows.extend((name, target, median(results)) for target, results in runs.items())
         finally:
             for process in servers:
@@ -232,6 +267,7 @@ def main() -> None:
         f"{args.processes} uvicorn process(es), {os.cpu_count()} CPUs, wrk -t1 on this machine, "
         f"servers {'pinned to CPUs ' + str(sorted(server_cpus)) if server_cpus else 'not pinned'}, "
         f"median of {args.repeat} alternating runs"
+        + (f", /metrics scraped every {args.scrape:g}s" if args.scrape else "")
     )
     print(f"{'route':22} {'target':8} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8}  errors")
     for name, target, r in rows:

@@ -3,10 +3,10 @@
 --       {customer:<id>}:deleted-by (one slot).
 -- ARGV[1]: the id; ARGV[2]: the request id; ARGV[3]: how long to remember the request (s);
 -- ARGV[4]: the versions the client accepts as ",3,5," ('' for any).
--- Returns {outcome, version}: 1 deleted (or already deleted by this same request), 0 no such
+-- Returns {outcome, version}: 1 deleted, 3 already deleted by this same request, 0 no such
 -- customer, 2 the version is not one expected (nothing is deleted then).
 if redis.call('GET', KEYS[4]) == ARGV[2] then
-  return {1, 0}
+  return {3, 0}
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return {0, 0}

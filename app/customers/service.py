@@ -21,7 +21,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import NamedTuple
 
-from app.customers import keys
+from app.customers import keys, metrics
 from app.customers.exceptions import (
     CreatedCustomerDeleted,
     CustomerChanged,
@@ -78,10 +78,12 @@ class ChangeOutcome(IntEnum):
     """What ``update_customer.lua`` and ``delete_customer.lua`` did (they share these codes)."""
 
     NOT_FOUND = 0
-    # Updated or deleted (also by an earlier run of this same request).
+    # Updated (also by an earlier run of this same request) or deleted.
     DONE = 1
     # The customer's version is not one the precondition accepts: nothing was written.
     VERSION_MISMATCH = 2
+    # Deleted by an earlier run of this same request: nothing was written.
+    REPEATED = 3
 
 
 class Changed(NamedTuple):
@@ -200,6 +202,7 @@ async def create_customer(
     )
     if outcome is CreateOutcome.REPEATED:
         return await read_customer(store=store, customer_id=customer_id)
+    metrics.CREATED.inc()
     return Customer(customer_id, dict(fields), 1)
 
 
@@ -254,7 +257,7 @@ async def delete_customer(
 ) -> None:
     """Delete a customer; raise CustomerNotFound or CustomerChanged."""
     slot = keys.customer_slot(customer_id)
-    await _change(
+    changed = await _change(
         DELETE_CUSTOMER,
         store,
         customer_id=customer_id,
@@ -272,3 +275,5 @@ async def delete_customer(
         ],
         what="delete customer",
     )
+    if changed.outcome is ChangeOutcome.DONE:
+        metrics.DELETED.inc()

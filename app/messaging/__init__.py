@@ -2,7 +2,8 @@
 
 Public to other domains (import them from ``app.messaging``, not its modules): ``Broker`` (the
 lifespan builds one per process; ``BrokerDep`` in routes), ``Queue`` and what its steps take and
-answer (``QueueCreate``, ``MessagePublish``, ``Delivery``, ``QueueNotFound``), and ``from_ms``.
+answer (``QueueCreate``, ``MessagePublish``, ``Delivery``, ``QueueNotFound``), ``from_ms``, and
+``channel_overview`` (the queues and topics by depth, for the dashboard).
 """
 
 from app.domain import Domain, KeyPattern
@@ -10,6 +11,7 @@ from app.messaging import keys
 from app.messaging.broker import Broker
 from app.messaging.dependencies import BrokerDep
 from app.messaging.exceptions import QueueNotFound
+from app.messaging.overview import ChannelPage, ChannelRow, channel_overview, gauges
 from app.messaging.queues import Queue
 from app.messaging.router import messages_router, queues_router, topics_router
 from app.messaging.schemas import Delivery, MessagePublish, QueueCreate, from_ms
@@ -19,20 +21,25 @@ __all__ = [
     "QUEUE_COMMANDS",
     "Broker",
     "BrokerDep",
+    "ChannelPage",
+    "ChannelRow",
     "Delivery",
     "MessagePublish",
     "Queue",
     "QueueCreate",
     "QueueNotFound",
+    "channel_overview",
     "from_ms",
     "queue_key_patterns",
 ]
 
 
 def queue_key_patterns(name: str) -> list[KeyPattern]:
-    """Return the keys a user of the queue ``name`` touches: the queue's and its traces."""
+    """Return the keys a user of the queue ``name`` touches: the queue's, its traces, and the
+    registry its create adds it to."""
     prefix = keys.queue_prefix(name)
     return [
+        KeyPattern(keys.QUEUE_REGISTRY, "write", "the registry of queues"),
         KeyPattern(prefix + "*", "read-write", f"the queue {name}"),
         # Messages minted in the queue's slot carry its slot tag, and so do their traces.
         KeyPattern(
@@ -65,6 +72,7 @@ QUEUE_COMMANDS = (
     "+zrem",
     "+zcard",
     "+zpopmin",
+    "+zrange",
     "+zrangebyscore",
 )
 # What topic.lua runs besides those.
@@ -98,6 +106,9 @@ DOMAIN = Domain(
             "a topic's config and stream, its groups' leases and dead letters, its markers",
         ),
         KeyPattern("{*}:trace:*", "read-write", "message traces, in the slot their id names"),
+        KeyPattern(keys.QUEUE_REGISTRY, "read-write", "the queues' names, for the metrics"),
+        KeyPattern(keys.TOPIC_REGISTRY, "read-write", "the topics' names, for the metrics"),
     ],
     commands=[*QUEUE_COMMANDS, *TOPIC_COMMANDS],
+    gauges=gauges,
 )

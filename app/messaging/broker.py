@@ -18,6 +18,7 @@ from app.config import MessagingSettings
 from app.messaging import keys
 from app.messaging.channel import ChannelContext
 from app.messaging.exceptions import TraceNotFound
+from app.messaging.metrics import ChannelCounters
 from app.messaging.queues import Queue
 from app.messaging.schemas import MessageTrace, TraceEvent, check_name, from_ms
 from app.messaging.topics import Topic
@@ -42,10 +43,21 @@ class StoredEvent(BaseModel):
 class Broker:
     """Queues, topics and traces, with in-process wake-ups for long-polling receivers."""
 
-    def __init__(self, *, store: RedisStore, settings: MessagingSettings) -> None:
+    def __init__(
+        self,
+        *,
+        store: RedisStore,
+        settings: MessagingSettings,
+        channel_series: int | None = None,
+    ) -> None:
         self.store = store
         self.settings = settings
-        self._channels = ChannelContext(store=store, settings=settings)
+        # The label values of the queue and topic counters: ``channel_series`` names of each
+        # kind keep their own (metrics.channel_series; its default when not given).
+        counters = (
+            ChannelCounters() if channel_series is None else ChannelCounters.capped(channel_series)
+        )
+        self._channels = ChannelContext(store=store, settings=settings, counters=counters)
 
     def queue(self, name: str) -> Queue:
         """Return a handle on the queue ``name`` (it need not exist yet)."""

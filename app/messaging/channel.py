@@ -9,6 +9,7 @@ channel imports the broker.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -17,6 +18,7 @@ from typing import Generic, TypeAlias, TypeVar
 from app.config import MessagingSettings
 from app.messaging import keys
 from app.messaging.exceptions import MessageNotFound, WrongReceipt
+from app.messaging.metrics import ChannelCounters
 from app.messaging.schemas import Published
 from app.records.ids import new_ulid
 from app.redis import RedisStore
@@ -93,11 +95,13 @@ class Wakeups:
 
 @dataclass(frozen=True)
 class ChannelContext:
-    """What queues and topics use of their broker: the store, the settings, the wake-ups."""
+    """What queues and topics use of their broker: the store, the settings, the wake-ups and
+    the label values of their counters."""
 
     store: RedisStore
     settings: MessagingSettings
     wakeups: Wakeups = field(default_factory=Wakeups)
+    counters: ChannelCounters = field(default_factory=ChannelCounters)
 
 
 class Channel(Generic[E]):
@@ -112,6 +116,7 @@ class Channel(Generic[E]):
         context: ChannelContext,
         name: str,
         prefix: str,
+        registry: str,
         script_keys: list[str],
         script: LuaScript,
         outcomes: type[E],
@@ -121,6 +126,7 @@ class Channel(Generic[E]):
         self.name = name
         self.prefix = prefix
         self.slot = keys.slot_of(prefix)
+        self._registry = registry
         self._script = script
         self._keys = script_keys
         self._outcomes = outcomes
@@ -142,6 +148,19 @@ class Channel(Generic[E]):
         if not reply:
             raise ScriptContractError(f"{what}: the script answered no outcome")
         return outcome_of(self._outcomes, reply[0]), reply[1:]
+
+    async def register(self) -> None:
+        """Add the channel to its kind's registry, where the metrics find it (idempotent).
+
+        The registry is in another slot than the channel's keys, so this is a step of its own
+        after a successful create; every create call runs it again, so a channel whose
+        registration was lost (or that was created before the registry existed) is registered
+        by its next create call.
+        """
+        now_ms = str(round(time.time() * 1000))
+        await self.context.store.call(
+            self._registry, "ZADD", self._registry, "NX", now_ms, self.name, what="register"
+        )
 
     def check(self, outcome: E, *, subject: str = "") -> E:
         """Raise the domain error ``outcome`` names; return a successful outcome."""

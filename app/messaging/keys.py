@@ -18,6 +18,11 @@ carries the slot of its queue or topic (``app.records.ids``), and ``slot_tag`` n
 slot, so the scripts append to the trace in the same step as the change it records, and
 ``GET /messages/{id}/trace`` finds the trace from the id alone.
 
+Registries: ``messaging:queues`` and ``messaging:topics`` are sorted sets of the names of the
+queues and topics created (scored by when each was first registered), so the metrics and the
+dashboard find them without a SCAN. Each is one key in a slot of its own, apart from the
+channels' slots, so a create registers in a second step (see ``Channel.register``).
+
 Names may not hold braces (they would move keys out of the tag's slot) nor anything outside
 ``[A-Za-z0-9_.:-]``; the schemas check that before any key is built.
 """
@@ -26,6 +31,9 @@ from __future__ import annotations
 
 from app.records.ids import ulid_slot
 from app.slots import key_slot, slot_tag
+
+QUEUE_REGISTRY = "messaging:queues"
+TOPIC_REGISTRY = "messaging:topics"
 
 
 def queue_prefix(name: str) -> str:

@@ -16,6 +16,14 @@ local NOW = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 
 local NOT_FOUND, WRONG_RECEIPT, CONFLICT, PRIORITY_ON_FIFO = -1, -2, -3, -4
 
+-- What this call's housekeeping and releases did: leases that expired and messages
+-- dead-lettered. The steps that may do either answer it last (``swept()``), for the metrics.
+local expired_count, dead_count = 0, 0
+
+local function swept()
+  return { expired_count, dead_count }
+end
+
 local function ms(number)
   return string.format('%.0f', number)
 end
@@ -97,6 +105,7 @@ local function dead_letter(id, reason)
   redis.call('HSET', msg_key(id), 'state', 'dead', 'reason', reason, 'dead_at', ms(NOW))
   redis.call('RPUSH', dead_key, id)
   trace(id, 'dead-lettered', { reason = reason })
+  dead_count = dead_count + 1
 end
 
 -- A lease ended without an ack (expired or nacked): deliver again after ``delay`` ms, or
@@ -126,6 +135,7 @@ local function housekeep(cfg, limit)
     redis.call('ZREM', inflight_key, id)
     local m = redis.call('HMGET', msg_key(id), 'consumer', 'attempts')
     trace(id, 'expired', { consumer = m[1], attempt = tonumber(m[2]) })
+    expired_count = expired_count + 1
     release(cfg, id, 0, 'lease expired')
   end
 end
@@ -164,7 +174,7 @@ end
 if op == 'config' then
   housekeep(cfg, tonumber(ARGV[6]))
   local c = redis.call('HMGET', config_key, 'created_at')
-  return { 1, cfg.kind, cfg.visibility, cfg.max, c[1], counts(cfg) }
+  return { 1, cfg.kind, cfg.visibility, cfg.max, c[1], counts(cfg), swept() }
 end
 
 if op == 'publish' then
@@ -241,7 +251,7 @@ if op == 'receive' then
         out[#out + 1] = leased(id, m, tonumber(m[4]), m[5], tonumber(m[6]))
       end
     end
-    return { 1, out }
+    return { 1, out, swept() }
   end
   housekeep(cfg, limit)
   local ids = {}
@@ -264,7 +274,7 @@ if op == 'receive' then
   if #ids > 0 then
     redis.call('SET', marker, cjson.encode(ids), 'PX', cfg.visibility)
   end
-  return { 1, out }
+  return { 1, out, swept() }
 end
 
 -- The message ``id`` as leased under ``receipt``: its hash fields, or a status when the
@@ -308,7 +318,7 @@ if op == 'nack' then
   local id, receipt, delay = ARGV[6], ARGV[7], tonumber(ARGV[8])
   local m, status = check_lease(id, receipt, 'nacked')
   if not m then
-    return { 1, status }
+    return { 1, status, swept() }
   end
   redis.call('ZREM', inflight_key, id)
   local fields = { consumer = m[3], attempt = tonumber(m[4]), r = receipt }
@@ -317,7 +327,7 @@ if op == 'nack' then
   end
   trace(id, 'nacked', fields)
   release(cfg, id, delay, 'nacked')
-  return { 1, 1 }
+  return { 1, 1, swept() }
 end
 
 if op == 'extend' then
@@ -336,7 +346,42 @@ end
 
 if op == 'stats' then
   housekeep(cfg, tonumber(ARGV[6]))
-  return { 1, counts(cfg) }
+  return { 1, counts(cfg), swept() }
+end
+
+-- The ids at the ends of the line, whose ages bound how long a ready message has waited
+-- without reading the whole line: a fifo queue's head (the next out, usually the oldest) and
+-- tail (where redriven messages go); a priority queue's next message and the first of its
+-- lowest priority (the one a stream of higher priorities starves).
+local function line_ends(cfg)
+  local ids = {}
+  if cfg.kind == 'fifo' then
+    for _, index in ipairs({ 0, -1 }) do
+      for _, id in ipairs(redis.call('LRANGE', ready_key, index, index)) do
+        ids[#ids + 1] = id
+      end
+    end
+    return ids
+  end
+  local members = redis.call('ZRANGE', ready_key, 0, 0)
+  local last = redis.call('ZRANGE', ready_key, -1, -1, 'WITHSCORES')
+  if last[1] then
+    for _, member in ipairs(redis.call('ZRANGEBYSCORE', ready_key, last[2], last[2], 'LIMIT', 0,
+        1)) do
+      members[#members + 1] = member
+    end
+  end
+  for _, member in ipairs(members) do
+    ids[#ids + 1] = string.sub(member, string.find(member, ':', 1, true) + 1)
+  end
+  return ids
+end
+
+if op == 'gauge' then
+  -- ARGV[6]: housekeeping limit. What the metrics read: the counts, the ids at the ends of the
+  -- line, what the housekeeping did.
+  housekeep(cfg, tonumber(ARGV[6]))
+  return { 1, counts(cfg), line_ends(cfg), swept() }
 end
 
 if op == 'dead_letters' then
@@ -348,7 +393,7 @@ if op == 'dead_letters' then
       'reason', 'dead_at')
     out[#out + 1] = { id, m[1], m[2], m[3], m[4], m[5], m[6] }
   end
-  return { 1, out, redis.call('LLEN', dead_key) }
+  return { 1, out, redis.call('LLEN', dead_key), swept() }
 end
 
 if op == 'redrive' then

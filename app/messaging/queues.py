@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from enum import IntEnum
 from pathlib import Path
@@ -45,6 +46,7 @@ from app.messaging.channel import (
     settlements,
 )
 from app.messaging.exceptions import PriorityOnFifoQueue, QueueKindConflict, QueueNotFound
+from app.messaging.metrics import QueueEvent
 from app.messaging.schemas import (
     DeadLetter,
     Delivery,
@@ -57,6 +59,7 @@ from app.messaging.schemas import (
     from_ms,
 )
 from app.records.codec import compact_json
+from app.records.ids import parse_ulid
 from app.scripting import (
     LuaScript,
     Reply,
@@ -65,12 +68,15 @@ from app.scripting import (
     as_int_list,
     as_list,
     as_str,
+    as_str_list,
     outcome_of,
     raise_for,
 )
 
 QUEUE_SCRIPT = LuaScript.load(Path(__file__).with_name("queue.lua"))
 REDRIVE_BATCH = 500
+# A ULID's first 48 of its 128 bits are its creation time in milliseconds.
+ULID_TIME_SHIFT = 80
 
 
 class QueueOutcome(IntEnum):
@@ -82,6 +88,16 @@ class QueueOutcome(IntEnum):
     NOT_FOUND = -1
     CONFLICT = -3
     PRIORITY_ON_FIFO = -4
+
+
+@dataclass(frozen=True)
+class QueueGauge:
+    """What the metrics read of a queue: its counts and its oldest ready message's age."""
+
+    counts: QueueCounts
+    # Age of the oldest message at either end of the line (see ``line_ends`` in queue.lua),
+    # 0 when none is ready.
+    oldest_ready_age_s: float
 
 
 QUEUE_ERRORS: ChannelErrors[QueueOutcome] = {
@@ -100,6 +116,7 @@ class Queue(Channel[QueueOutcome]):
             context=context,
             name=name,
             prefix=keys.queue_prefix(name),
+            registry=keys.QUEUE_REGISTRY,
             script_keys=keys.queue_keys(name),
             script=QUEUE_SCRIPT,
             outcomes=QueueOutcome,
@@ -123,13 +140,15 @@ class Queue(Channel[QueueOutcome]):
             what="create queue",
         )
         self.check(outcome, subject=as_str(kind))
+        await self.register()
         return outcome is QueueOutcome.DONE
 
     async def info(self) -> QueuePublic:
         """Return the queue's settings and counts; raise QueueNotFound."""
-        kind, visibility_ms, max_deliveries, created_at, counts = await self.run(
+        kind, visibility_ms, max_deliveries, created_at, counts, swept = await self.run(
             "config", self._housekeeping, what="read queue"
         )
+        self._count_swept(swept)
         return QueuePublic(
             name=self.name,
             kind=_kind(kind),
@@ -159,14 +178,16 @@ class Queue(Channel[QueueOutcome]):
             ]
             for message in messages
         ]
-        return await self.publish_rows(rows, what="publish messages")
+        published = await self.publish_rows(rows, what="publish messages")
+        self._count("published", sum(not p.duplicate for p in published))
+        return published
 
     async def receive(self, *, consumer: str, limit: int = 10, wait_s: float = 0) -> list[Delivery]:
         """Lease up to ``limit`` messages to ``consumer``, waiting up to ``wait_s`` for one."""
         return await self.poll(lambda: self._receive_once(consumer, limit), wait_s)
 
     async def _receive_once(self, consumer: str, count: int) -> list[Delivery]:
-        (leased,) = await self.run(
+        leased, swept = await self.run(
             "receive",
             consumer,
             str(count),
@@ -174,7 +195,10 @@ class Queue(Channel[QueueOutcome]):
             self._housekeeping,
             what="receive messages",
         )
-        return [_delivery(row) for row in as_list(leased)]
+        self._count_swept(swept)
+        deliveries = [_delivery(row) for row in as_list(leased)]
+        self._count("delivered", len(deliveries))
+        return deliveries
 
     async def ack(self, message_id: str, receipt: str) -> None:
         """Acknowledge a leased message: it is done and removed. Raise on a wrong receipt."""
@@ -191,14 +215,18 @@ class Queue(Channel[QueueOutcome]):
             return []
         args = [part for pair in settled for part in pair]
         (statuses,) = await self.run("ack", *args, what="acknowledge messages")
-        return settlements(statuses)
+        outcomes = settlements(statuses)
+        self._count("acked", outcomes.count(Settlement.DONE))
+        return outcomes
 
     async def nack(self, message_id: str, receipt: str, *, delay_s: float = 0) -> None:
         """Give a leased message back: visible again after ``delay_s`` (or dead-lettered)."""
-        (status,) = await self.run(
+        status, swept = await self.run(
             "nack", message_id, receipt, milliseconds(delay_s), what="give back a message"
         )
-        raise_for(outcome_of(Settlement, status), SETTLE_ERRORS, message_id)
+        self._count_swept(swept)
+        if raise_for(outcome_of(Settlement, status), SETTLE_ERRORS, message_id) is Settlement.DONE:
+            self._count("nacked")
         self.wake()
 
     async def extend(
@@ -214,20 +242,32 @@ class Queue(Channel[QueueOutcome]):
 
     async def counts(self) -> QueueCounts:
         """Return how many messages are ready, delayed, in flight and dead-lettered."""
-        (counts,) = await self.run("stats", self._housekeeping, what="count messages")
+        counts, swept = await self.run("stats", self._housekeeping, what="count messages")
+        self._count_swept(swept)
         return _counts(counts)
+
+    async def gauge(self, *, now_ms: float) -> QueueGauge:
+        """Return the counts and the oldest ready age (at ``now_ms``) the metrics export."""
+        counts, ends, swept = await self.run("gauge", self._housekeeping, what="gauge queue")
+        self._count_swept(swept)
+        created = [_created_ms(message_id) for message_id in as_str_list(ends)]
+        oldest = min(created) if created else now_ms
+        return QueueGauge(
+            counts=_counts(counts), oldest_ready_age_s=max(0.0, now_ms - oldest) / 1000
+        )
 
     async def dead_letters(
         self, *, offset: int = 0, limit: int = 100
     ) -> tuple[list[DeadLetter], int]:
         """Return a page of dead letters, oldest first, and how many there are."""
-        rows, total = await self.run(
+        rows, total, swept = await self.run(
             "dead_letters",
             self._housekeeping,
             str(offset),
             str(offset + limit - 1),
             what="read dead letters",
         )
+        self._count_swept(swept)
         return [_dead_letter(row) for row in as_list(rows)], as_int(total)
 
     async def redrive(self, *, limit: int | None = None) -> int:
@@ -241,9 +281,23 @@ class Queue(Channel[QueueOutcome]):
             moved += as_int(count)
             if as_int(count) < batch:
                 break
+        self._count("redriven", moved)
         if moved:
             self.wake()
         return moved
+
+    def _count(self, event: QueueEvent, count: int = 1) -> None:
+        self.context.counters.queue(self.name, event, count)
+
+    def _count_swept(self, reply: Reply) -> None:
+        # What a step's housekeeping (and a nack) did: leases expired, messages dead-lettered.
+        expired, dead = as_int_list(reply)
+        self._count("expired", expired)
+        self._count("dead_lettered", dead)
+
+
+def _created_ms(message_id: str) -> int:
+    return parse_ulid(message_id) >> ULID_TIME_SHIFT
 
 
 def _kind(reply: Reply) -> Kind:

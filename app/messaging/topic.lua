@@ -21,6 +21,9 @@ local NOW = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 local NOT_FOUND, WRONG_RECEIPT, GROUP_NOT_FOUND = -1, -2, -5
 local LEASE_OWNER = 'leases'
 
+-- Messages this call dead-lettered: a receive answers it last, for the metrics.
+local dead_count = 0
+
 local function ms(number)
   return string.format('%.0f', number)
 end
@@ -228,6 +231,7 @@ local function dead_letter(id, entry_id, fields, attempts, reason)
   redis.call('RPUSH', dead_key, cjson.encode({ id = id, entry = entry_id, body = fields.body,
     attempts = attempts, reason = reason, published_at = fields.published_at, dead_at = NOW }))
   trace(id, 'dead-lettered', { group = group, reason = reason })
+  dead_count = dead_count + 1
   release(id, entry_id)
 end
 
@@ -255,7 +259,7 @@ if op == 'receive' then
           ms(tonumber(redis.call('ZSCORE', ends_key, id))) }
       end
     end
-    return { 1, out }
+    return { 1, out, dead_count }
   end
   local lease_until = NOW + cfg.visibility
   local ids = {}
@@ -312,7 +316,7 @@ if op == 'receive' then
   if released then
     trim()
   end
-  return { 1, out }
+  return { 1, out, dead_count }
 end
 
 -- The lease ``receipt`` holds on message ``id``, or a status when it holds none.

@@ -37,6 +37,7 @@ from app.messaging.channel import (
     settlements,
 )
 from app.messaging.exceptions import GroupNotFound, TopicNotFound
+from app.messaging.metrics import TopicEvent
 from app.messaging.schemas import (
     GroupCounts,
     Published,
@@ -92,6 +93,7 @@ class Topic(Channel[TopicOutcome]):
             context=context,
             name=name,
             prefix=keys.topic_prefix(name),
+            registry=keys.TOPIC_REGISTRY,
             script_keys=keys.topic_keys(name),
             script=TOPIC_SCRIPT,
             outcomes=TopicOutcome,
@@ -106,7 +108,9 @@ class Topic(Channel[TopicOutcome]):
             str(settings.max_deliveries),
             what="create topic",
         )
-        return self.check(outcome) is TopicOutcome.DONE
+        created = self.check(outcome) is TopicOutcome.DONE
+        await self.register()
+        return created
 
     async def info(self) -> TopicPublic:
         """Return the topic's rules, length and groups; raise TopicNotFound."""
@@ -138,7 +142,9 @@ class Topic(Channel[TopicOutcome]):
     async def publish_many(self, messages: Sequence[TopicPublish]) -> list[Published]:
         """Append messages to the topic, in order; answer their ids (see Queue.publish_many)."""
         rows = [[compact_json(message.body), message.dedupe_id or ""] for message in messages]
-        return await self.publish_rows(rows, what="publish to topic")
+        published = await self.publish_rows(rows, what="publish to topic")
+        self._count("published", sum(not p.duplicate for p in published))
+        return published
 
     async def publish(self, message: TopicPublish) -> Published:
         """Append one message to the topic."""
@@ -156,7 +162,7 @@ class Topic(Channel[TopicOutcome]):
         return await self.poll(lambda: self._receive_once(group, consumer, limit), wait_s)
 
     async def _receive_once(self, group: str, consumer: str, limit: int) -> list[TopicDelivery]:
-        (leased,) = await self.run(
+        leased, dead = await self.run(
             "receive",
             group,
             consumer,
@@ -165,7 +171,10 @@ class Topic(Channel[TopicOutcome]):
             subject=group,
             what="receive from topic",
         )
-        return [_delivery(row) for row in as_list(leased)]
+        self._count("dead_lettered", as_int(dead))
+        deliveries = [_delivery(row) for row in as_list(leased)]
+        self._count("delivered", len(deliveries))
+        return deliveries
 
     async def ack_many(self, group: str, settled: Sequence[tuple[str, str]]) -> list[Settlement]:
         """Acknowledge (id, receipt) pairs for ``group``; answer an outcome per pair."""
@@ -175,7 +184,9 @@ class Topic(Channel[TopicOutcome]):
         (statuses,) = await self.run(
             "ack", group, *args, subject=group, what="acknowledge topic messages"
         )
-        return settlements(statuses)
+        outcomes = settlements(statuses)
+        self._count("acked", outcomes.count(Settlement.DONE))
+        return outcomes
 
     async def ack(self, group: str, message_id: str, receipt: str) -> None:
         """Acknowledge one message for ``group``; raise on a wrong receipt."""
@@ -193,7 +204,8 @@ class Topic(Channel[TopicOutcome]):
             subject=group,
             what="give back a topic message",
         )
-        raise_for(outcome_of(Settlement, status), SETTLE_ERRORS, message_id)
+        if raise_for(outcome_of(Settlement, status), SETTLE_ERRORS, message_id) is Settlement.DONE:
+            self._count("nacked")
         self.wake()
 
     async def dead_letters(
@@ -209,6 +221,9 @@ class Topic(Channel[TopicOutcome]):
             what="read topic dead letters",
         )
         return [_dead_letter(row) for row in as_list(rows)], as_int(total)
+
+    def _count(self, event: TopicEvent, count: int = 1) -> None:
+        self.context.counters.topic(self.name, event, count)
 
 
 def _group_counts(reply: Reply) -> GroupCounts:

@@ -40,7 +40,7 @@ from app.scripting import (
     outcome_of,
     raise_for,
 )
-from app.sessions import keys
+from app.sessions import keys, metrics
 from app.sessions.cookies import cookie_header
 from app.sessions.exceptions import SessionEnded
 from app.sessions.tokens import SessionId, Signer
@@ -76,6 +76,8 @@ class WriteOutcome(IntEnum):
     # A logout ended the session meanwhile: nothing was written.
     ENDED = 0
     WRITTEN = 1
+    # Written, and stored for the first time by this write.
+    CREATED = 2
 
 
 WRITE_ERRORS: OutcomeErrors[WriteOutcome, []] = {
@@ -287,6 +289,8 @@ class Session:
         """Set the keys in ``values`` (JSON values) and remove those in ``remove``."""
         written = await _write(self._store, self._config, self.id, values, remove)
         raise_for(written, WRITE_ERRORS)
+        if written is WriteOutcome.CREATED:
+            metrics.CREATED.inc()
         if not self.stored:
             self.cookie = self._config.signer.cookie_value(self.id)
         self.stored = True
@@ -300,13 +304,15 @@ class Session:
         new = SessionId.new(keys.user_tag(user_name))
         data = {**self.data, USER_NAME: user_name}
         await _login(self._store, self._config, new, user_name, data)
+        metrics.LOGINS.inc()
+        metrics.CREATED.inc()
         self.id, self.user, self.data, self.stored = new, user_name.casefold(), data, True
         self.cookie = self._config.signer.cookie_value(new)
-        await _end_sessions(self._store, self._config, [(old, old_user)])
+        await _end_sessions(self._store, self._config, [(old, old_user)], reason="login")
 
     async def end(self) -> None:
         """End this session: delete its data and clear the cookie."""
-        await _end_sessions(self._store, self._config, [(self.id, self.user)])
+        await _end_sessions(self._store, self._config, [(self.id, self.user)], reason="logout")
         self.data, self.user, self.stored = {}, None, False
         self.cookie = ""
 
@@ -342,7 +348,10 @@ class Session:
         user, ended = self.user, 0
         while found := await _user_session_ids(self._store, user, limit=END_BATCH):
             ended += await _end_sessions(
-                self._store, self._config, [(session_id, user) for session_id, _ in found]
+                self._store,
+                self._config,
+                [(session_id, user) for session_id, _ in found],
+                reason="logout_everywhere",
             )
         self.data, self.user, self.stored = {}, None, False
         self.cookie = ""
@@ -373,8 +382,13 @@ async def _user_session_ids(
 
 
 async def _end_sessions(
-    store: RedisStore, config: SessionConfig, sessions: list[tuple[SessionId, str | None]]
+    store: RedisStore,
+    config: SessionConfig,
+    sessions: list[tuple[SessionId, str | None]],
+    *,
+    reason: metrics.EndReason,
 ) -> int:
+    """End ``sessions``; return how many of them were stored."""
     by_slot: dict[str, list[tuple[SessionId, str | None]]] = {}
     for session_id, user in sessions:
         by_slot.setdefault(session_id.tag, []).append((session_id, user))
@@ -394,7 +408,9 @@ async def _end_sessions(
             args=[str(config.lifetime_ms), *entries],
             what="end sessions",
         )
-        ended += as_int(reply)
+        count = as_int(reply)
+        metrics.ENDED.labels(reason).inc(count)
+        ended += count
     return ended
 
 

@@ -4,7 +4,7 @@
 -- ARGV: now (ms), lifetime (ms), rolling ('1'/'0'), the session id, the number of pairs to set,
 --       then field, value pairs, then fields to remove.
 -- Returns 0 if the session has ended (nothing is written: a write racing a logout cannot bring
--- the session back), else 1.
+-- the session back), 2 if this write stored it for the first time, else 1.
 if redis.call('EXISTS', KEYS[2]) == 1 then
   return 0
 end
@@ -26,5 +26,8 @@ if new or ARGV[3] == '1' then
   if user then
     redis.call('ZADD', KEYS[3], tonumber(ARGV[1]) + tonumber(ARGV[2]), user .. '\0' .. ARGV[4])
   end
+end
+if new then
+  return 2
 end
 return 1

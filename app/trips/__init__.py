@@ -4,6 +4,7 @@ as hash slots, assignment races settled in one script, trip documents as JSON.""
 import logging
 
 from app.domain import Context, Domain, KeyPattern
+from app.trips.metrics import gauges
 from app.trips.router import drivers_router, trips_router
 from app.trips.service import TripsConfig, server_has_json
 
@@ -41,6 +42,8 @@ DOMAIN = Domain(
         "+hset",
         "+zrange",
         "+geosearch",
+        # Run by the gauges hook (waiting trips per region).
+        "+zcard",
         # Run by the trip script.
         "+set",
         "+exists",
@@ -55,4 +58,5 @@ DOMAIN = Domain(
     # as text: a deployment must not drop them once documents are stored natively.
     optional_commands=["+json.get", "+json.set"],
     setup=setup,
+    gauges=gauges,
 )

@@ -36,7 +36,7 @@ from app.scripting import (
     outcome_of,
     raise_for,
 )
-from app.trips import keys
+from app.trips import keys, metrics
 from app.trips.exceptions import (
     BadMove,
     DocumentRefused,
@@ -280,19 +280,24 @@ async def assign_trip(
             raise UnknownDriver(driver_id) from None
         raise OutsideRegion(driver.region, trip.region)
     now, _ = _now()
-    answer = await _run_step(
-        store,
-        config,
-        Step("assign", trip_id, driver_id=driver_id),
-        script_keys=[
-            keys.trip_key(trip_id),
-            keys.trip_doc_key(trip_id),
-            *_region_keys(trip_slot),
-            keys.driver_key(driver_id),
-        ],
-        args=[trip_id, driver_id, now],
-        what="assign trip",
-    )
+    try:
+        answer = await _run_step(
+            store,
+            config,
+            Step("assign", trip_id, driver_id=driver_id),
+            script_keys=[
+                keys.trip_key(trip_id),
+                keys.trip_doc_key(trip_id),
+                *_region_keys(trip_slot),
+                keys.driver_key(driver_id),
+            ],
+            args=[trip_id, driver_id, now],
+            what="assign trip",
+        )
+    except (TripTaken, DriverBusy):
+        metrics.CONFLICTS.inc()
+        raise
+    metrics.ASSIGNED.inc()
     return _trip(answer.text)
 
 

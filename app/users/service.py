@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from app.records.model import read_record, save_record
 from app.redis import RedisStore
+from app.users import metrics
 from app.users.schemas import User
 
 
 async def save_user(*, store: RedisStore, user: User) -> str:
     """Store a new user and return its pk; raise UniqueValueTaken if its name is taken."""
-    return await save_record(store, user)
+    pk = await save_record(store, user)
+    metrics.CREATED.inc()
+    return pk
 
 
 async def read_user(*, store: RedisStore, pk: str) -> User:

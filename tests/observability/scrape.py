@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+
+from app.config import Settings
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -41,3 +44,13 @@ def label_values(samples: Samples) -> set[str]:
 def series(samples: Samples, name: str) -> list[Mapping[str, str]]:
     """Return the label sets of the samples of ``name``."""
     return [dict(labels) for (n, labels) in samples if n == name]
+
+
+def delta(after: Samples, before: Samples, name: str, **labels: str) -> float:
+    """Return how much the samples of ``name`` with ``labels`` grew between two scrapes."""
+    return value(after, name, **labels) - value(before, name, **labels)
+
+
+def with_metrics(settings: Settings, **metrics: Any) -> Settings:
+    """Return ``settings`` with these ``[metrics]`` settings changed."""
+    return settings.model_copy(update={"metrics": settings.metrics.model_copy(update=metrics)})

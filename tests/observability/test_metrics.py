@@ -15,18 +15,17 @@ from redis.asyncio.cluster import RedisCluster
 from app.config import Settings
 from app.local_cluster import LocalCluster
 from tests.conftest import eventually, make_settings, running_app
-from tests.observability.scrape import Samples, label_values, scrape, series, value
+from tests.observability.scrape import (
+    delta,
+    label_values,
+    scrape,
+    series,
+    value,
+    with_metrics,
+)
 from tests.service import Service
 
 PROFILE_ROUTE = "/profile/{user}"
-
-
-def with_metrics(settings: Settings, **metrics: Any) -> Settings:
-    return settings.model_copy(update={"metrics": settings.metrics.model_copy(update=metrics)})
-
-
-def delta(after: Samples, before: Samples, name: str, **labels: str) -> float:
-    return value(after, name, **labels) - value(before, name, **labels)
 
 
 async def test_requests_are_counted_by_route_template_and_status_class(
