@@ -401,6 +401,11 @@ class LocalCluster:
                         return f"node {node.port} knows {info.get('cluster_known_nodes')} nodes"
                     if int(info.get("cluster_slots_ok", 0)) != TOTAL_SLOTS:
                         return f"node {node.port} sees {info.get('cluster_slots_ok')} slots ok"
+                    # What a client learns the topology from: a replica in sync can still be
+                    # missing from it for a moment, and a client that starts then never sees it.
+                    for entry in command(client, "CLUSTER", "SLOTS"):
+                        if len(entry) - 3 != self.spec.replicas_per_shard:
+                            return f"node {node.port} lists slots {entry[0]}- without all replicas"
                     replication = client.info("replication")
                     if replication["role"] == "master":
                         masters += 1

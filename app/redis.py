@@ -130,6 +130,8 @@ class RetryPolicy:
 
 def count_error(command: str, exc: BaseException) -> None:
     """Count a failed Redis command in the metrics (and a pool without a free connection)."""
+    if isinstance(exc, rexc.NoScriptError):
+        return  # a script not cached on that node yet: loaded and sent again (app.scripting)
     REDIS_ERRORS.labels(command, type(exc).__name__).inc()
     if isinstance(exc, rexc.MaxConnectionsError):
         REDIS_POOL_EXHAUSTED.inc()

@@ -37,7 +37,7 @@ async def create_queues(url: str, start: int, stop: int) -> None:
         async def one(index: int) -> None:
             async with gate:
                 name = f"bench-{index:05d}"
-                (await http.post(f"/queues/{name}")).raise_for_status()
+                (await http.put(f"/queues/{name}")).raise_for_status()
                 if index % 10 == 0:
                     sent = await http.post(f"/queues/{name}/messages", json={"body": "x"})
                     sent.raise_for_status()

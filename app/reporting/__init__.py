@@ -3,6 +3,7 @@ the counts the profile domain's aggregator keeps."""
 
 from app.domain import Domain, KeyPattern
 from app.reporting.router import router
+from app.reporting.service import top_profiles as top_profiles
 
 DOMAIN = Domain(
     name="reporting",
