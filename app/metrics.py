@@ -98,6 +98,14 @@ REDIS_FAILOVERS = Counter(
 )
 
 
+# Series that exist from the start, at 0: Prometheus's increase() cannot see a counter's first
+# step from nothing, so an alert on the first exhausted retry would miss it.
+for _outcome in ("recovered", "exhausted"):
+    REDIS_RETRY_OUTCOMES.labels(_outcome)
+for _kind in ("moved", "ask"):
+    REDIS_REDIRECTIONS.labels(_kind)
+
+
 def status_class(status: int) -> str:
     """Return the status class label of an HTTP status: ``2xx``, ``4xx``..."""
     return f"{status // 100}xx"
