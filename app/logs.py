@@ -50,6 +50,7 @@ LINE_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 # off: the service writes one line per request itself, with the request id (app.middleware).
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.asgi")
 UVICORN_ACCESS_LOGGER = "uvicorn.access"
+ACCESS_LOGGER = "app.access"
 
 REDACTED = "***"
 # scheme://user:password@host: the password runs to the last "@" before the host, as URL
@@ -106,6 +107,8 @@ def secrets_of(settings: Settings) -> tuple[str, ...]:
         password = urlsplit(settings.redis.url).password
         if password:
             found |= {password, unquote(password)}
+    # As a JSON line writes them, should they hold a quote or a backslash.
+    found |= {json.dumps(secret, ensure_ascii=False)[1:-1] for secret in found}
     # Longest first: a secret that contains another is replaced whole.
     return tuple(sorted((s for s in found if len(s) >= MIN_LITERAL_SECRET), key=len, reverse=True))
 
@@ -206,3 +209,7 @@ def configure_logging(settings: Settings, stream: TextIO | None = None) -> None:
     access = logging.getLogger(UVICORN_ACCESS_LOGGER)
     access.handlers.clear()
     access.propagate = False
+    # The service's own access line (app.middleware.RequestContext asks this logger first).
+    logging.getLogger(ACCESS_LOGGER).setLevel(
+        logging.NOTSET if settings.logging.access_log else logging.WARNING
+    )

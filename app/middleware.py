@@ -19,7 +19,7 @@ from app.metrics import (
     status_class,
 )
 
-access_logger = logging.getLogger("app.access")
+access_logger = logging.getLogger(logs.ACCESS_LOGGER)
 
 REQUEST_ID_HEADER = b"x-request-id"
 # Any other method is counted as "other", so a client cannot invent label values.
