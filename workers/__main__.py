@@ -1,16 +1,25 @@
-"""Run the stream workers alone, without the HTTP API: ``python -m workers``."""
+"""Run the stream workers alone, without the HTTP API: ``python -m workers [--metrics-port P]``.
+
+With ``--metrics-port``, the process's own metrics (events applied, messages handled, Redis
+commands and retries) are served in the Prometheus text format on that port, at ``/metrics``,
+on ``server.host``: the values read from Redis (lag, depths) are the API's to serve.
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import logging
 import signal
 import sys
 
+from prometheus_client import start_http_server
+
 from app.config import ConfigError, Settings, load_settings
 from app.lifespan import open_context
 from app.logs import configure_logging, redact
 from app.main import DOMAINS
+from app.metrics import scrape_registry
 from workers.pool import WorkerPool
 
 logger = logging.getLogger("workers")
@@ -35,10 +44,18 @@ async def run(settings: Settings) -> None:
         logger.info("stopping workers")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m workers", description=__doc__)
+    parser.add_argument(
+        "--metrics-port", type=int, help="serve this process's metrics on this port"
+    )
+    args = parser.parse_args(argv)
     try:
         settings = load_settings()
         configure_logging(settings)
+        if args.metrics_port is not None:
+            start_http_server(args.metrics_port, settings.server.host, scrape_registry())
+            logger.info("metrics on http://%s:%d/metrics", settings.server.host, args.metrics_port)
         asyncio.run(run(settings))
     except ConfigError as exc:
         # The offending value is quoted, and a REDIS_URL may hold a password.

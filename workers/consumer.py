@@ -74,13 +74,7 @@ class StreamConsumer:
             await self._run()
 
     async def _run(self) -> None:
-        spec = self.spec
-        logger.info(
-            "consumer starting: stream=%s group=%s consumer=%s",
-            spec.stream,
-            spec.group,
-            self.consumer,
-        )
+        logger.info("consumer starting")
         while not self.stopping:
             try:
                 await self._ensure_group()
@@ -93,31 +87,14 @@ class StreamConsumer:
                     await self._back_off(exc)
                     continue
                 # A restarted or flushed Redis lost the group: create it again and go on.
-                logger.warning(
-                    "consumer group vanished, recreating: stream=%s group=%s",
-                    spec.stream,
-                    spec.group,
-                )
+                logger.warning("consumer group vanished, recreating")
             except Exception as exc:
                 await self._back_off(exc)
-        logger.info(
-            "consumer stopped: stream=%s group=%s consumer=%s acknowledged=%d",
-            spec.stream,
-            spec.group,
-            self.consumer,
-            self.stats.acknowledged,
-        )
+        logger.info("consumer stopped: acknowledged=%d", self.stats.acknowledged)
 
     async def _back_off(self, exc: Exception) -> None:
         self.stats.errors += 1
-        logger.error(
-            "consumer error, backing off: stream=%s group=%s consumer=%s error=%s",
-            self.spec.stream,
-            self.spec.group,
-            self.consumer,
-            describe(exc),
-            exc_info=exc,
-        )
+        logger.error("consumer error, backing off: error=%s", describe(exc), exc_info=exc)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), self.settings.error_backoff_s)
 
@@ -128,9 +105,7 @@ class StreamConsumer:
                 await self.store.client.xgroup_create(
                     self.spec.stream, self.spec.group, id="0", mkstream=True
                 )
-            logger.info(
-                "created consumer group: stream=%s group=%s", self.spec.stream, self.spec.group
-            )
+            logger.info("created consumer group")
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -157,12 +132,7 @@ class StreamConsumer:
     def _report_lost(self, ids: list[str]) -> None:
         # Deleted (trimmed, XDEL) while pending: the entry's data is gone and cannot be applied.
         self.stats.lost += len(ids)
-        logger.error(
-            "pending entries were deleted before processing: stream=%s group=%s ids=%s",
-            self.spec.stream,
-            self.spec.group,
-            ids,
-        )
+        logger.error("pending entries were deleted before processing: ids=%s", ids)
 
     async def _claim_stale_if_due(self) -> None:
         now = time.monotonic()
@@ -185,13 +155,7 @@ class StreamConsumer:
             claimed = usable_entries(claimed)
             if claimed:
                 self.stats.claimed += len(claimed)
-                logger.info(
-                    "claimed stale entries: stream=%s group=%s consumer=%s count=%d",
-                    self.spec.stream,
-                    self.spec.group,
-                    self.consumer,
-                    len(claimed),
-                )
+                logger.info("claimed stale entries: count=%d", len(claimed))
                 await self._apply(claimed)
             if cursor == CURSOR_DONE:
                 return

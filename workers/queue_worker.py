@@ -77,7 +77,7 @@ class QueueWorker(Generic[L]):
             await self._run()
 
     async def _run(self) -> None:
-        logger.info("queue worker starting: queue=%s consumer=%s", self.queue.name, self.consumer)
+        logger.info("queue worker starting")
         while not self._stopping.is_set():
             try:
                 leased = await self.queue.receive(
@@ -93,20 +93,13 @@ class QueueWorker(Generic[L]):
             except Exception as exc:
                 self.stats.errors += 1
                 logger.error(
-                    "queue worker error, backing off: queue=%s consumer=%s error=%s",
-                    self.queue.name,
-                    self.consumer,
+                    "queue worker error, backing off: error=%s",
                     describe(exc),
                     exc_info=not isinstance(exc, AppError),
                 )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), self.error_backoff_s)
-        logger.info(
-            "queue worker stopped: queue=%s consumer=%s handled=%d",
-            self.queue.name,
-            self.consumer,
-            self.stats.handled,
-        )
+        logger.info("queue worker stopped: handled=%d", self.stats.handled)
 
     async def _handle(self, delivery: L) -> None:
         keeper = asyncio.create_task(
@@ -117,9 +110,7 @@ class QueueWorker(Generic[L]):
         except Exception as exc:
             self.stats.failed += 1
             logger.warning(
-                "message failed, giving it back: queue=%s id=%s attempt=%d error=%s",
-                self.queue.name,
-                delivery.id,
+                "message failed, giving it back: attempt=%d error=%s",
                 delivery.attempt,
                 describe(exc),
             )
@@ -146,20 +137,10 @@ class QueueWorker(Generic[L]):
                     delivery.id, delivery.receipt, visibility_timeout_s=self.lease_s
                 )
             except AppError as exc:
-                logger.warning(
-                    "lease lost while handling: queue=%s id=%s error=%s",
-                    self.queue.name,
-                    delivery.id,
-                    exc.message,
-                )
+                logger.warning("lease lost while handling: error=%s", exc.message)
                 return
             except Exception as exc:
-                logger.warning(
-                    "could not extend lease, trying again: queue=%s id=%s error=%s",
-                    self.queue.name,
-                    delivery.id,
-                    describe(exc),
-                )
+                logger.warning("could not extend lease, trying again: error=%s", describe(exc))
 
     async def _settle(self, step: Awaitable[None], delivery: L) -> None:
         try:
@@ -167,9 +148,4 @@ class QueueWorker(Generic[L]):
         except AppError as exc:
             # The lease ended first (the handler outlived the visibility timeout): the message
             # is, or will be, delivered again; the handler's effect must bear a second run.
-            logger.warning(
-                "could not settle message: queue=%s id=%s error=%s",
-                self.queue.name,
-                delivery.id,
-                exc.message,
-            )
+            logger.warning("could not settle message: error=%s", exc.message)
