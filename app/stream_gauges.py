@@ -13,7 +13,6 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
-from redis.exceptions import ResponseError
 
 if TYPE_CHECKING:
     from app.redis import RedisStore
@@ -49,21 +48,20 @@ class StreamGauges:
             labels=GROUP_LABELS,
         )
 
-    async def read(self, store: RedisStore, stream: str, label: str | None = None) -> None:
-        """Read ``stream`` and its groups and add their samples (labelled ``label`` or the key)."""
+    async def read(self, store: RedisStore, stream: str, label: str | None = None) -> bool:
+        """Read ``stream`` and its groups and add their samples (labelled ``label`` or the key).
+
+        Return whether the stream exists: one that does not yet (its producers or consumers
+        create it) adds no sample, and is not asked for groups (XINFO would fail on it).
+        """
         name = label or stream
-        replies: tuple[Any, Any] = await asyncio.gather(
+        found, length = await asyncio.gather(
+            store.call(stream, "EXISTS", stream, what="metrics: stream exists"),
             store.call(stream, "XLEN", stream, what="metrics: stream length"),
-            store.call(stream, "XINFO", "GROUPS", stream, what="metrics: stream groups"),
-            return_exceptions=True,
         )
-        length, groups = replies
-        if isinstance(length, BaseException):
-            raise length
-        if isinstance(groups, ResponseError) and length == 0:
-            groups = []  # no stream yet (its consumers create it): no groups either
-        elif isinstance(groups, BaseException):
-            raise groups
+        if not found:
+            return False
+        groups = await store.call(stream, "XINFO", "GROUPS", stream, what="metrics: groups")
         self.length.add_metric([name], float(length))
         oldest = await asyncio.gather(
             *(
@@ -83,6 +81,7 @@ class StreamGauges:
             self.pending.add_metric(labels, float(_field(group, "pending") or 0))
             self.consumers.add_metric(labels, float(_field(group, "consumers") or 0))
             self.oldest_pending_age.add_metric(labels, _oldest_age_s(summary, now_ms))
+        return True
 
     def families(self) -> list[Metric]:
         """Return the families filled so far."""

@@ -276,19 +276,16 @@ async def _gauge(broker: Broker, name: str, now_ms: float) -> QueueGauge | None:
 
 async def _read_topics(store: RedisStore, names: list[str]) -> list[ChannelRow]:
     streams = [keys.topic_keys(name)[1] for name in names]
-    # A topic nobody published to nor subscribed has no stream yet (XINFO would fail on it).
-    exists = await asyncio.gather(
-        *(store.call(key, "EXISTS", key, what="metrics: topic stream") for key in streams)
+    read = [StreamGauges() for _ in names]
+    # A topic nobody published to nor subscribed has no stream yet: it reads as empty.
+    found = await asyncio.gather(
+        *(gauge.read(store, stream) for gauge, stream in zip(read, streams, strict=True))
     )
     present = [
-        (name, stream) for name, stream, found in zip(names, streams, exists, strict=True) if found
+        (gauge, name) for gauge, name, exists in zip(read, names, found, strict=True) if exists
     ]
-    read = [StreamGauges() for _ in present]
-    await asyncio.gather(
-        *(gauge.read(store, stream) for gauge, (_, stream) in zip(read, present, strict=True))
-    )
     rows = {name: ChannelRow(kind="topic", name=name) for name in names}
-    for gauge, (name, _) in zip(read, present, strict=True):
+    for gauge, name in present:
         rows[name] = _topic_row(name, gauge)
     return list(rows.values())
 

@@ -223,3 +223,16 @@ async def test_a_failed_node_shows_in_the_error_and_retry_metrics(
         assert value(after, "mdb_redis_cluster_shards") == 3
     finally:
         cluster.restart_node(victim)
+
+
+async def test_a_stream_not_created_yet_is_not_an_error(settings: Settings) -> None:
+    # Without workers nothing creates profile:events (nor a group) before the first event.
+    quiet = settings.model_copy(
+        update={"workers": settings.workers.model_copy(update={"enabled": False})}
+    )
+    async with running_app(with_metrics(quiet, state_cache_s=0)) as (http, _state):
+        before = await scrape(http)
+        after = await scrape(http)
+    assert value(after, "mdb_metrics_state_up", source="profiles") == 1
+    assert delta(after, before, "mdb_redis_command_errors_total") == 0
+    assert series(after, "mdb_stream_length") == []
