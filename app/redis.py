@@ -187,7 +187,7 @@ class RedisStore:
         """Return whether the client talks to a Redis Cluster."""
         return isinstance(self.client, RedisCluster)
 
-    async def call(self, key: str, *command: EncodableT, what: str) -> Any:
+    async def call(self, key: str, *command: EncodableT, what: str, probe: bool = False) -> Any:
         """Run one command that touches only ``key``'s slot, under the retry policy.
 
         In a cluster the command goes straight to the node that serves the key's slot, from the
@@ -199,7 +199,8 @@ class RedisStore:
         for those. A MOVED or ASK reply, or a failed node, hands the command to the general
         path, which follows the redirection and refreshes the slot table (and, after a failure
         where the command may have run, sends it again, as redis-py's own retries do: the
-        writes here are idempotent, or say why not).
+        writes here are idempotent, or say why not). A ``probe`` asks whether the server can
+        do something: its error reply is an answer, not counted as a failed command.
         """
         client = self.client
         name = command_name(command)
@@ -221,7 +222,8 @@ class RedisStore:
                 if not _transient(exc):
                     raise
             except Exception as exc:
-                count_error(name, exc)
+                if not probe:
+                    count_error(name, exc)
                 raise
         reply = await self.retry.run(lambda: self._call_general(command), what=what, command=name)
         _observe(name, time.perf_counter() - started)

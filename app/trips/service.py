@@ -154,7 +154,7 @@ async def server_has_json(store: RedisStore) -> bool:
     """Return whether the server has native JSON commands (MemoryDB, Redis Stack)."""
     probe = "trips:json-probe"
     try:
-        await store.call(probe, "JSON.GET", probe, what="probe JSON commands")
+        await store.call(probe, "JSON.GET", probe, what="probe JSON commands", probe=True)
     except rexc.NoPermissionError:
         # An ACL user without the JSON commands: documents are kept as text, which it can edit.
         return False
