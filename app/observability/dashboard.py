@@ -19,7 +19,7 @@ import weakref
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import anyio
 from fastapi import APIRouter, Query, Request
@@ -28,9 +28,9 @@ from fastapi.templating import Jinja2Templates
 from prometheus_client.metrics_core import Metric
 from pydantic import Field
 
+from app import messaging
 from app.domain import Context
 from app.errors import NotFound
-from app.messaging import channel_overview
 from app.metrics import scrape_registry
 from app.observability.state import StateCache
 from app.redis import describe
@@ -353,13 +353,22 @@ def _streams(samples: Samples) -> list[Stream]:
     return streams
 
 
+async def _overview(
+    context: Context, kind: Literal["queue", "topic"], *, offset: int, limit: int
+) -> messaging.ChannelPage | None:
+    """Return a page of queues or topics, or None (logged) when they cannot be read."""
+    try:
+        return await messaging.channel_overview(context, kind=kind, offset=offset, limit=limit)
+    except Exception as exc:  # the rest of the dashboard still answers
+        logger.warning("dashboard: reading the %ss failed: %s", kind, describe(exc))
+        return None
+
+
 async def _queues(
     context: Context, samples: Samples, *, offset: int, limit: int
 ) -> QueuePage | None:
-    try:
-        page = await channel_overview(context, kind="queue", offset=offset, limit=limit)
-    except Exception as exc:  # the rest of the dashboard still answers
-        logger.warning("dashboard: reading the queues failed: %s", describe(exc))
+    page = await _overview(context, "queue", offset=offset, limit=limit)
+    if page is None:
         return None
     events = samples.by_two("mdb_queue_events_total", "queue", "event")
     return QueuePage(
@@ -386,10 +395,8 @@ async def _queues(
 async def _topics(
     context: Context, samples: Samples, *, offset: int, limit: int
 ) -> TopicPage | None:
-    try:
-        page = await channel_overview(context, kind="topic", offset=offset, limit=limit)
-    except Exception as exc:  # the rest of the dashboard still answers
-        logger.warning("dashboard: reading the topics failed: %s", describe(exc))
+    page = await _overview(context, "topic", offset=offset, limit=limit)
+    if page is None:
         return None
     events = samples.by_two("mdb_topic_events_total", "topic", "event")
     return TopicPage(
