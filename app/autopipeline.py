@@ -33,12 +33,15 @@ from redis.exceptions import DataError, ResponseError
 from redis.typing import EncodableT
 
 from app import redis_internals
-from app.metrics import REDIS_PIPELINE_BATCH
+from app.metrics import REDIS_PIPELINE_BATCH, HistogramTally
 from app.redis_internals import ClusterNode, Connection
 
 # Commands per write; a turn with more starts another batch, so one huge turn does not make
 # the first caller wait for thousands of replies.
 MAX_BATCH = 256
+
+# Commands per batch, tallied (app.metrics).
+_BATCH_SIZES = HistogramTally(REDIS_PIPELINE_BATCH)
 
 Queued = tuple[tuple[EncodableT, ...], "asyncio.Future[Any]"]
 
@@ -110,7 +113,7 @@ class AutoPipeline:
             sent.append((command, reply))
         if not sent:
             return
-        REDIS_PIPELINE_BATCH.observe(len(sent))
+        _BATCH_SIZES.observe(len(sent))
         connection = None
         answered = 0
         try:

@@ -16,6 +16,7 @@ from app.autopipeline import AutoPipeline
 from app.config import ConfigError, Settings, load_settings
 from app.domain import Context, Domain
 from app.messaging import Broker
+from app.metrics import flushing
 from app.redis import RedisStore, connect_client, retry_policy
 from app.runtime import tune_garbage_collector
 from app.streams import StreamWriter
@@ -43,6 +44,8 @@ async def open_context(settings: Settings) -> AsyncIterator[Context]:
             "`python -m app serve`, which starts an embedded local Redis Cluster"
         )
     async with AsyncExitStack() as stack:
+        # Closed last: what the others count while closing is flushed too.
+        await stack.enter_async_context(flushing())
         client = await connect_client(settings.redis, settings.redis.url)
         stack.push_async_callback(client.aclose)
         pipeline = AutoPipeline(timeout_s=settings.redis.socket_timeout_s)

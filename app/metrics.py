@@ -7,6 +7,13 @@ before it starts them: prometheus-client then keeps each process's values in fil
 the answering process merges them (its multiprocess mode), so a scrape sees the sum over
 processes, whichever one answers.
 
+The busiest paths (every request, every Redis command) do not call prometheus-client for each
+event: its values take a lock (and, with several processes, a write to a shared file) per
+update, which cost a measurable share of a profile read. They count into ``Tally`` objects,
+plain numbers that ``flush`` adds to the prometheus-client values in bulk: before every scrape
+in the answering process, and once a second in every process (``flushing``), so a scrape sees
+the other processes' counts at most a second late.
+
 Names follow ``mdb_<what>_<unit>`` (docs/observability.md lists every metric). Label values
 come from bounded sets only: route templates, command names from the code, queue and topic names
 up to a cap (``ChannelLabels``), never user names, ids or raw paths.
@@ -14,10 +21,14 @@ up to a cap (``ChannelLabels``), never user names, ids or raw paths.
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.metrics_core import Metric
@@ -74,7 +85,8 @@ REDIS_RETRIES = Counter(
 )
 REDIS_RETRY_OUTCOMES = Counter(
     f"{PREFIX}_redis_retried_operations",
-    "Operations that needed retries, by how they ended: recovered, or exhausted (answered 503).",
+    "Operations that needed retries, by how they ended: recovered (the server answered again), "
+    "or exhausted (answered 503).",
     ["outcome"],
 )
 REDIS_REDIRECTIONS = Counter(
@@ -104,6 +116,87 @@ for _outcome in ("recovered", "exhausted"):
     REDIS_RETRY_OUTCOMES.labels(_outcome)
 for _kind in ("moved", "ask"):
     REDIS_REDIRECTIONS.labels(_kind)
+
+
+# How often every process adds its tallies to the values a scrape reads.
+FLUSH_S = 1.0
+
+
+class Tally:
+    """Counts for one counter or gauge child, kept as a plain number until ``flush``: add to
+    ``pending`` (a gauge going down subtracts)."""
+
+    __slots__ = ("child", "pending")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.pending = 0.0
+        _TALLIES.append(self)
+
+    def flush(self) -> None:
+        if self.pending:
+            amount, self.pending = self.pending, 0.0
+            self.child.inc(amount)
+
+
+class HistogramTally:
+    """Observations for one histogram child, kept as bucket counts until ``flush``.
+
+    It adds them to the child's bucket and sum values directly (prometheus-client's Histogram
+    has no bulk observe); ``tests/unit/test_metrics.py`` pins the attributes it uses.
+    """
+
+    __slots__ = ("bounds", "child", "counts", "total")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.bounds: list[float] = list(child._upper_bounds)
+        self.counts = [0] * len(self.bounds)
+        self.total = 0.0
+        _TALLIES.append(self)
+
+    def observe(self, value: float) -> None:
+        """Record one observation (in the first bucket whose bound is at least ``value``)."""
+        self.counts[bisect.bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+    def flush(self) -> None:
+        if not any(self.counts):
+            return
+        counts, self.counts = self.counts, [0] * len(self.bounds)
+        total, self.total = self.total, 0.0
+        for bucket, count in zip(self.child._buckets, counts, strict=True):
+            if count:
+                bucket.inc(count)
+        self.child._sum.inc(total)
+
+
+_TALLIES: list[Tally | HistogramTally] = []
+
+
+def flush() -> None:
+    """Add every tally of this process to the values a scrape reads."""
+    for tally in _TALLIES:
+        tally.flush()
+
+
+@asynccontextmanager
+async def flushing(every_s: float = FLUSH_S) -> AsyncIterator[None]:
+    """Flush this process's tallies every ``every_s`` seconds, and once more on exit."""
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            flush()
+
+    task = asyncio.get_running_loop().create_task(loop(), name="metrics-flush")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
+        flush()
 
 
 def status_class(status: int) -> str:
@@ -149,7 +242,11 @@ def process_exited(pid: int) -> None:
 
 
 def scrape_registry(extra: Iterable[Collector] = ()) -> CollectorRegistry:
-    """Return the registry a scrape reads: every process's metrics, plus ``extra`` collectors."""
+    """Return the registry a scrape reads: every process's metrics, plus ``extra`` collectors.
+
+    This process's tallies are flushed first, so its own counts are exact.
+    """
+    flush()
     if multiprocess_dir() is None:
         registry = REGISTRY
         if not extra:

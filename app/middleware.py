@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
 
-from prometheus_client.metrics import MetricWrapperBase
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import logs
@@ -16,6 +14,8 @@ from app.metrics import (
     HTTP_IN_PROGRESS,
     HTTP_REQUESTS,
     UNMATCHED,
+    HistogramTally,
+    Tally,
     status_class,
 )
 
@@ -37,9 +37,10 @@ class RequestContext:
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        # Label children by (method, route, status class): looking them up costs a lock each.
-        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
-        self._in_progress: dict[str, MetricWrapperBase] = {}
+        # Tallies by (method, route, status), made on first use (app.metrics: a request counts
+        # into plain numbers, added to the metrics in bulk).
+        self._tallies: dict[tuple[str, str, int], tuple[Tally, HistogramTally]] = {}
+        self._in_progress: dict[str, Tally] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -48,7 +49,8 @@ class RequestContext:
         started = time.perf_counter()
         request_id = logs.request_id_from(_header(scope, REQUEST_ID_HEADER))
         method = scope["method"] if scope["method"] in METHODS else "other"
-        token = logs.bind(request_id=request_id)
+        # A request starts with no context of its own: nothing to merge.
+        token = logs.CONTEXT.set({"request_id": request_id})
         status = 500
         echoed = (REQUEST_ID_HEADER, request_id.encode("latin-1"))
 
@@ -61,23 +63,23 @@ class RequestContext:
 
         in_progress = self._in_progress.get(method)
         if in_progress is None:
-            in_progress = self._in_progress[method] = HTTP_IN_PROGRESS.labels(method)
-        in_progress.inc()  # type: ignore[attr-defined]
+            in_progress = self._in_progress[method] = Tally(HTTP_IN_PROGRESS.labels(method))
+        in_progress.pending += 1
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            in_progress.dec()  # type: ignore[attr-defined]
+            in_progress.pending -= 1
             elapsed = time.perf_counter() - started
             route = _route_template(scope)
-            key = (method, route, status_class(status))
-            children = self._children.get(key)
-            if children is None:
-                children = self._children[key] = (
-                    HTTP_REQUESTS.labels(*key),
-                    HTTP_DURATION.labels(*key),
+            tallies = self._tallies.get((method, route, status))
+            if tallies is None:
+                labels = (method, route, status_class(status))
+                tallies = self._tallies[method, route, status] = (
+                    Tally(HTTP_REQUESTS.labels(*labels)),
+                    HistogramTally(HTTP_DURATION.labels(*labels)),
                 )
-            children[0].inc()
-            children[1].observe(elapsed)
+            tallies[0].pending += 1
+            tallies[1].observe(elapsed)
             # logging.access_log = false raises this logger's level (app.logs).
             if access_logger.isEnabledFor(logging.INFO):
                 access_logger.info(

@@ -29,6 +29,7 @@ from app.metrics import (
     REDIS_REDIRECTIONS,
     REDIS_RETRIES,
     REDIS_RETRY_OUTCOMES,
+    HistogramTally,
 )
 
 logger = logging.getLogger(__name__)
@@ -84,18 +85,24 @@ class RetryPolicy:
         return float(self.backoff.compute(attempt))
 
     async def run(
-        self, operation: Callable[[], Awaitable[T]], *, what: str, command: str = "other"
+        self,
+        operation: Callable[[], Awaitable[T]],
+        *,
+        what: str,
+        command: str = "other",
+        retried: bool = False,
     ) -> T:
         """Run ``operation``, retrying transient Redis failures; raise ServiceUnavailable.
 
-        ``command`` labels the operation's failures in the metrics (a bounded set of names).
+        ``command`` labels the operation's failures in the metrics (a bounded set of names);
+        ``retried`` says that this run is already a retry of a failed first attempt.
         """
         attempt = 0
         while True:
             try:
                 async with asyncio.timeout(self.timeout_s):
                     result = await operation()
-                if attempt:
+                if attempt or retried:
                     REDIS_RETRY_OUTCOMES.labels("recovered").inc()
                 return result
             except AUTH_ERRORS:
@@ -126,6 +133,12 @@ class RetryPolicy:
                 attempt += 1
                 REDIS_RETRIES.inc()
                 await asyncio.sleep(pause)
+            except rexc.ResponseError:
+                # The server answered (a new primary without the script cached says NOSCRIPT):
+                # the failure is over; the error is the command's own.
+                if attempt or retried:
+                    REDIS_RETRY_OUTCOMES.labels("recovered").inc()
+                raise
 
 
 def count_error(command: str, exc: BaseException) -> None:
@@ -205,6 +218,7 @@ class RedisStore:
         client = self.client
         name = command_name(command)
         started = time.perf_counter()
+        retried = False
         if isinstance(client, RedisCluster):
             # The common case, kept out of the retry loop's frames and timer: the batch's own
             # timer (AutoPipeline.timeout_s) bounds the wait.
@@ -221,11 +235,16 @@ class RedisStore:
                 count_error(name, exc)
                 if not _transient(exc):
                     raise
+                # The general path below is this command's retry.
+                retried = True
+                REDIS_RETRIES.inc()
             except Exception as exc:
                 if not probe:
                     count_error(name, exc)
                 raise
-        reply = await self.retry.run(lambda: self._call_general(command), what=what, command=name)
+        reply = await self.retry.run(
+            lambda: self._call_general(command), what=what, command=name, retried=retried
+        )
         _observe(name, time.perf_counter() - started)
         return reply
 
@@ -249,15 +268,15 @@ class RedisStore:
         return await self.retry.run(lambda: operation(self.client), what=what, command=command)
 
 
-# Histogram children by command name: looking one up by label costs a lock each time.
-_DURATION_CHILDREN: dict[str, Any] = {}
+# Latency tallies by command name, made on first use (app.metrics).
+_DURATIONS: dict[str, HistogramTally] = {}
 
 
 def _observe(command: str, elapsed: float) -> None:
-    child = _DURATION_CHILDREN.get(command)
-    if child is None:
-        child = _DURATION_CHILDREN[command] = REDIS_DURATION.labels(command)
-    child.observe(elapsed)
+    tally = _DURATIONS.get(command)
+    if tally is None:
+        tally = _DURATIONS[command] = HistogramTally(REDIS_DURATION.labels(command))
+    tally.observe(elapsed)
 
 
 def retry_policy(settings: RedisSettings) -> RetryPolicy:
