@@ -1,6 +1,13 @@
 """Command line: ``python -m app serve [--host H] [--port P] [--workers N]``."""
 
+# ruff: noqa: E402  (the environment is read before anything imports prometheus-client)
 from __future__ import annotations
+
+import os
+
+# This process supervises and counts nothing: kept out of prometheus-client's multiprocess mode
+# (which needs the directory at import), it hands the directory to the HTTP processes.
+METRICS_DIR = os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 
 import argparse
 import logging
@@ -46,6 +53,7 @@ def main(argv: list[str] | None = None) -> None:
         port=args.port or settings.server.port,
         workers=workers,
         log_level=settings.server.log_level,
+        metrics_dir=METRICS_DIR,
     )
     logger.info(
         "starting: redis=%s listen=%s:%d processes=%d",

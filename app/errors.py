@@ -153,14 +153,15 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    logger.error(
-        "unhandled error: method=%s path=%s",
-        request.method,
-        request.url.path,
-        exc_info=exc,
-    )
+def unexpected_error(method: str, path: str, exc: BaseException) -> JSONResponse:
+    """Log an error no handler expected (with its traceback) and return the 500 answer."""
+    logger.error("unhandled error: method=%s path=%s", method, path, exc_info=exc)
     return JSONResponse({"message": "Internal server error"}, status_code=500)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    # Only for errors outside app.middleware.RequestContext, which answers the others itself.
+    return unexpected_error(request.method, request.url.path, exc)
 
 
 def register_error_handlers(app: FastAPI) -> None:

@@ -28,7 +28,7 @@ from pythonjsonlogger.json import JsonFormatter as BaseJsonFormatter
 from app.config import Settings
 
 # A client's X-Request-ID is kept when it is this sane; anything else gets a new id.
-SANE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 
 # The context fields of the running request or batch, added to every log record made in it.
 CONTEXT: ContextVar[dict[str, Any]] = ContextVar("log_context", default={})  # noqa: B039
@@ -55,7 +55,7 @@ ACCESS_LOGGER = "app.access"
 REDACTED = "***"
 # scheme://user:password@host: the password runs to the last "@" before the host, as URL
 # parsers read it; a "/" or a space ends the URL's authority.
-URL_PASSWORD = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)[^\s/]*@")
+URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/@]*:)[^\s/]*@")
 # redis-py also takes the password as a query parameter: ...?password=secret. A JSON escape
 # (\" inside a JSON line) is part of the value, not its end.
 QUERY_PASSWORD = re.compile(r"(?P<head>[?&]password=)(?:\\.|[^&\s\"\\])*")
@@ -68,7 +68,7 @@ def request_id_from(header: bytes | None) -> str:
     """Return the client's request id when it sent a sane one, else a new one."""
     if header:
         text = header.decode("latin-1")
-        if SANE_REQUEST_ID.match(text):
+        if SANE_REQUEST_ID.fullmatch(text):
             return text
     # 128 random bits, as a UUID4 has, without its cost (an id, not a secret).
     return f"{random.getrandbits(128):032x}"

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import bisect
 import os
-import shutil
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -229,10 +228,11 @@ def multiprocess_dir() -> Path | None:
 
 
 def prepare_multiprocess_dir(path: Path) -> None:
-    """Empty ``path`` (creating it) for a new run: files of a previous run would be summed in."""
-    if path.exists():
-        shutil.rmtree(path)
-    path.mkdir(parents=True)
+    """Remove the metrics files of a previous run from ``path`` (creating it): they would be
+    summed in. Nothing else in the directory is touched."""
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
 
 
 def process_exited(pid: int) -> None:

@@ -9,6 +9,7 @@ import time
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import logs
+from app.errors import unexpected_error
 from app.metrics import (
     HTTP_DURATION,
     HTTP_IN_PROGRESS,
@@ -29,10 +30,12 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 class RequestContext:
     """Give every request an id, count and time it, and log one line when it is answered.
 
-    The id is the client's ``X-Request-ID`` when it is sane (``app.logs.request_id_from``), else
-    a new one; the response echoes it and every log record made while serving the request
-    carries it. The metrics are labelled by the route template the router matched
-    (``/profile/{user}``), never by the raw path, so their label values stay bounded.
+    The id is the client's ``X-Request-ID`` when it is sane (``app.logs.request_id_from``),
+    else a new one; the response echoes it and every log record made while serving the request
+    carries it. An error no handler expected is answered here as the JSON 500, so that answer
+    and its log line carry the id too. The metrics are labelled by the route template the
+    router matched (``/profile/{user}``), never by the raw path, so their label values stay
+    bounded.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -51,7 +54,7 @@ class RequestContext:
         method = scope["method"] if scope["method"] in METHODS else "other"
         # A request starts with no context of its own: nothing to merge.
         token = logs.CONTEXT.set({"request_id": request_id})
-        status = 500
+        status = 0
         echoed = (REQUEST_ID_HEADER, request_id.encode("latin-1"))
 
         async def send_with_id(message: Message) -> None:
@@ -67,8 +70,17 @@ class RequestContext:
         in_progress.pending += 1
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as exc:
+            if status:  # the answer had begun: nothing else can be sent
+                raise
+            # Answered here, not by the framework's last-resort handler outside this
+            # middleware: the 500 carries the request id, and so does its log line.
+            await unexpected_error(scope["method"], scope["path"], exc)(
+                scope, receive, send_with_id
+            )
         finally:
             in_progress.pending -= 1
+            status = status or 500
             elapsed = time.perf_counter() - started
             route = _route_template(scope)
             tallies = self._tallies.get((method, route, status))

@@ -27,12 +27,7 @@ import uvicorn
 from app.config import Settings, load_settings
 from app.local_cluster import ClusterSpec, LocalCluster
 from app.logs import configure_logging
-from app.metrics import (
-    MULTIPROCESS_ENV,
-    multiprocess_dir,
-    prepare_multiprocess_dir,
-    process_exited,
-)
+from app.metrics import MULTIPROCESS_ENV, prepare_multiprocess_dir, process_exited
 from workers.pool import PROCESS_INDEX_ENV
 
 logger = logging.getLogger(__name__)
@@ -61,6 +56,8 @@ class ServeOptions:
     port: int
     workers: int
     log_level: str
+    # PROMETHEUS_MULTIPROC_DIR as the operator gave it (None: a temporary directory).
+    metrics_dir: str | None = None
 
 
 def embedded_cluster(settings: Settings) -> LocalCluster:
@@ -150,19 +147,18 @@ def _stop_when_orphaned(parent: int) -> None:
     threading.Thread(target=watch, name="orphan-watch", daemon=True).start()
 
 
-def _metrics_dir() -> tuple[Path, bool]:
-    """Point the children's metrics at an empty directory (prometheus-client's multiprocess
-    mode): the given PROMETHEUS_MULTIPROC_DIR, else a temporary one. Return it and whether it
-    is temporary."""
-    given = multiprocess_dir()
-    path = given or Path(tempfile.mkdtemp(prefix="mdb-metrics-"))
+def _metrics_dir(given: str | None) -> tuple[Path, bool]:
+    """Point the children's metrics at a directory without a previous run's files
+    (prometheus-client's multiprocess mode): the one given, else a temporary one. Return it
+    and whether it is temporary."""
+    path = Path(given) if given else Path(tempfile.mkdtemp(prefix="mdb-metrics-"))
     prepare_multiprocess_dir(path)
     os.environ[MULTIPROCESS_ENV] = str(path)
     return path, given is None
 
 
 def _serve_processes(options: ServeOptions) -> None:
-    metrics_dir, temporary = _metrics_dir()
+    metrics_dir, temporary = _metrics_dir(options.metrics_dir)
     sock = _uvicorn_config(options).bind_socket()
     context = multiprocessing.get_context("spawn")
     stopping = threading.Event()

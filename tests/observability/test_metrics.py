@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.multiprocess import MultiProcessCollector
 from redis.asyncio.cluster import RedisCluster
 
 from app.config import Settings
@@ -153,18 +154,25 @@ def test_metrics_are_not_in_the_openapi_schema(openapi: dict[str, Any]) -> None:
 async def test_several_processes_are_summed_and_redis_is_read_once(
     cluster: LocalCluster, redis: RedisCluster, tmp_path: Path
 ) -> None:
-    service = Service(tmp_path / "unused", redis_url=cluster.url)
+    files = tmp_path / "metrics"
+    service = Service(
+        tmp_path / "unused", redis_url=cluster.url, PROMETHEUS_MULTIPROC_DIR=str(files)
+    )
     service.start("--workers", "2")
     try:
         users = [f"multi-{uuid.uuid4().hex}" for _ in range(4)]
         async with httpx.AsyncClient(base_url=service.url) as http:
             for user in users:
                 assert (await http.post(f"/profile/{user}", json={"a": "1"})).status_code == 201
-        # A new connection per request, so that both processes serve some.
-        for turn in range(40):
+
+        async def read(turn: int) -> None:
+            # A new connection per request, 8 at a time, so that both processes serve some.
             async with httpx.AsyncClient(base_url=service.url) as http:
                 answer = await http.get(f"/profile/{users[turn % 4]}")
             assert answer.status_code == 200
+
+        for first in range(0, 40, 8):
+            await asyncio.gather(*(read(turn) for turn in range(first, first + 8)))
         length = await redis.xlen("profile:events")
         get = {"method": "GET", "route": PROFILE_ROUTE, "status": "2xx"}
 
@@ -183,6 +191,18 @@ async def test_several_processes_are_summed_and_redis_is_read_once(
             assert value(samples, "mdb_stream_length", stream="profile:events") <= length
             assert len(series(samples, "mdb_redis_cluster_node_info")) == 6
         assert totals == {40}, "every process's scrape shows the sum over processes"
+        # ... and the sum is over several processes: each one's own file holds some of them.
+        served = [
+            sum(
+                sample.value
+                for family in MultiProcessCollector.merge([str(path)])  # type: ignore[no-untyped-call]
+                for sample in family.samples
+                if sample.name == "mdb_http_requests_total" and get.items() <= sample.labels.items()
+            )
+            for path in files.glob("counter_*.db")
+        ]
+        assert sum(served) == 40
+        assert len([n for n in served if n > 0]) == 2, served
     finally:
         assert service.signal(signal.SIGTERM) == 0
 

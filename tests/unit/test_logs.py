@@ -16,6 +16,7 @@ from typing import Any, Literal
 import httpx
 import pytest
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
@@ -333,3 +334,24 @@ async def test_the_access_line_can_be_turned_off(output: io.StringIO) -> None:
         assert len(found) == expected
         output.seek(0)
         output.truncate()
+
+
+async def test_an_unexpected_error_is_answered_with_its_request_id(output: io.StringIO) -> None:
+    configure(output, "json")
+
+    async def broken(request: Request) -> PlainTextResponse:
+        raise RuntimeError("a bug")
+
+    # As create_app places it: inside the framework's last-resort error handler.
+    app = Starlette(routes=[Route("/broken", broken)], middleware=[Middleware(RequestContext)])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        answer = await http.get("/broken", headers={"X-Request-ID": "bug-42"})
+    assert answer.status_code == 500
+    assert answer.json() == {"message": "Internal server error"}
+    assert answer.headers["x-request-id"] == "bug-42"
+    error = next(line for line in json_lines(output) if line["logger"] == "app.errors")
+    assert error["request_id"] == "bug-42"
+    assert "RuntimeError: a bug" in error["exc_info"]
+    access = next(line for line in json_lines(output) if line["logger"] == "app.access")
+    assert (access["status"], access["request_id"]) == (500, "bug-42")
