@@ -20,11 +20,12 @@ under ``queue="_other"`` and ``stream="_other", group="_other"`` (their ages: th
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import weakref
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, TypeVar
 
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
@@ -34,11 +35,17 @@ from app.messaging.broker import Broker
 from app.messaging.exceptions import QueueNotFound
 from app.messaging.queues import QueueGauge
 from app.metrics import OTHER
-from app.redis import RedisStore
+from app.redis import RedisStore, describe
 from app.stream_gauges import StreamGauges
 
 ChannelKind = Literal["queue", "topic"]
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
 QUEUE_STATES = ("ready", "delayed", "inflight", "dead")
+# One channel's read may take this long; a channel on a shard in trouble is left out of this
+# refresh (counted in mdb_channels_read) instead of taking every channel's gauges with it.
+CHANNEL_TIMEOUT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -249,8 +256,10 @@ def _deepest_first(rows: list[ChannelRow]) -> list[ChannelRow]:
 async def _read_queues(broker: Broker, names: list[str]) -> list[ChannelRow]:
     now_ms = time.time() * 1000
     read = await asyncio.gather(
-        *(_gauge(broker, name, now_ms) for name in names),
+        *(_bounded(broker.queue(name).gauge(now_ms=now_ms)) for name in names),
+        return_exceptions=True,
     )
+    _log_failures("queues", names, read)
     return [
         ChannelRow(
             kind="queue",
@@ -262,32 +271,52 @@ async def _read_queues(broker: Broker, names: list[str]) -> list[ChannelRow]:
             oldest_age_s=found.oldest_ready_age_s,
         )
         for name, found in zip(names, read, strict=True)
-        if found is not None
+        # A queue registered whose keys were deleted by hand (QueueNotFound) shows nothing.
+        if isinstance(found, QueueGauge)
     ]
-
-
-async def _gauge(broker: Broker, name: str, now_ms: float) -> QueueGauge | None:
-    try:
-        return await broker.queue(name).gauge(now_ms=now_ms)
-    except QueueNotFound:
-        # Registered, then its keys were deleted by hand: nothing to show.
-        return None
 
 
 async def _read_topics(store: RedisStore, names: list[str]) -> list[ChannelRow]:
     streams = [keys.topic_keys(name)[1] for name in names]
     read = [StreamGauges() for _ in names]
-    # A topic nobody published to nor subscribed has no stream yet: it reads as empty.
     found = await asyncio.gather(
-        *(gauge.read(store, stream) for gauge, stream in zip(read, streams, strict=True))
+        *(_bounded(gauge.read(store, stream)) for gauge, stream in zip(read, streams, strict=True)),
+        return_exceptions=True,
     )
-    present = [
-        (gauge, name) for gauge, name, exists in zip(read, names, found, strict=True) if exists
+    _log_failures("topics", names, found)
+    rows = []
+    for gauge, name, exists in zip(read, names, found, strict=True):
+        if exists is True:
+            rows.append(_topic_row(name, gauge))
+        elif exists is False:  # nobody published to it nor subscribed yet: no stream
+            rows.append(ChannelRow(kind="topic", name=name))
+    return rows
+
+
+async def _bounded(read: Awaitable[T]) -> T:
+    async with asyncio.timeout(CHANNEL_TIMEOUT_S):
+        return await read
+
+
+def _log_failures(kind: str, names: list[str], results: Sequence[object]) -> None:
+    failed = [
+        (name, result)
+        for name, result in zip(names, results, strict=True)
+        if isinstance(result, BaseException) and not isinstance(result, QueueNotFound)
     ]
-    rows = {name: ChannelRow(kind="topic", name=name) for name in names}
-    for gauge, name in present:
-        rows[name] = _topic_row(name, gauge)
-    return list(rows.values())
+    for _name, result in failed:
+        if not isinstance(result, Exception):  # cancelled: the refresh itself is stopping
+            raise result
+    if failed:
+        name, error = failed[0]
+        logger.warning(
+            "metrics: %d of %d %s could not be read (first: %s: %s)",
+            len(failed),
+            len(names),
+            kind,
+            name,
+            describe(error),
+        )
 
 
 def _topic_row(name: str, gauge: StreamGauges) -> ChannelRow:

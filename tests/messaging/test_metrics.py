@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from redis.asyncio.cluster import RedisCluster
 
 from app.config import Settings
 from app.domain import Context
@@ -18,14 +19,18 @@ from app.messaging import Broker, QueueCreate, channel_overview
 from app.messaging.schemas import MessagePublish
 from tests.conftest import eventually, running_app
 from tests.messaging.test_queues import ack, make_queue, publish, receive
-from tests.observability.scrape import Samples, label_values, scrape, series, value
+from tests.observability.scrape import (
+    Samples,
+    delta,
+    label_values,
+    scrape,
+    series,
+    value,
+    with_metrics,
+)
 
 QUEUE_EVENTS = "mdb_queue_events_total"
 TOPIC_EVENTS = "mdb_topic_events_total"
-
-
-def with_metrics(settings: Settings, **metrics: Any) -> Settings:
-    return settings.model_copy(update={"metrics": settings.metrics.model_copy(update=metrics)})
 
 
 @pytest.fixture
@@ -37,10 +42,6 @@ async def metered(quiet_settings: Settings) -> AsyncIterator[tuple[httpx.AsyncCl
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def delta(after: Samples, before: Samples, name: str, **labels: str) -> float:
-    return value(after, name, **labels) - value(before, name, **labels)
 
 
 def depth(samples: Samples, queue: str, state: str) -> float:
@@ -266,3 +267,24 @@ async def test_the_queue_worker_path_counts_too(settings: Settings) -> None:
     assert delta(after, before, QUEUE_EVENTS, **labels, event="delivered") == 1
     assert delta(after, before, QUEUE_EVENTS, **labels, event="acked") == 1
     assert [depth(after, "video-chunking", s) for s in ("ready", "inflight")] == [0, 0]
+
+
+async def test_a_queue_that_cannot_be_read_leaves_the_others_reported(
+    metered: tuple[httpx.AsyncClient, AppState], redis: RedisCluster
+) -> None:
+    http, _state = metered
+    good, broken = unique("fine"), unique("broken")
+    for name in (good, broken):
+        await make_queue(http, name)
+    await publish(http, "x", name=good)
+    # A key of the wrong type (written by other code) makes the broken queue's read fail.
+    await redis.set("{queue:" + broken + "}:ready", "not a list")
+    samples = await scrape(http)
+    assert value(samples, "mdb_metrics_state_up", source="messaging") == 1
+    assert depth(samples, good, "ready") == 1
+    assert broken not in {labels["queue"] for labels in series(samples, "mdb_queue_messages")}
+    assert (
+        value(samples, "mdb_channels", kind="queue")
+        - value(samples, "mdb_channels_read", kind="queue")
+        >= 1
+    )
