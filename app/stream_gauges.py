@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
+from app.metrics import OTHER
+
 if TYPE_CHECKING:
     from app.redis import RedisStore
 
@@ -48,11 +50,21 @@ class StreamGauges:
             labels=GROUP_LABELS,
         )
 
-    async def read(self, store: RedisStore, stream: str, label: str | None = None) -> bool:
+    async def read(
+        self,
+        store: RedisStore,
+        stream: str,
+        label: str | None = None,
+        *,
+        max_groups: int | None = None,
+    ) -> bool:
         """Read ``stream`` and its groups and add their samples (labelled ``label`` or the key).
 
         Return whether the stream exists: one that does not yet (its producers or consumers
-        create it) adds no sample, and is not asked for groups (XINFO would fail on it).
+        create it) adds no sample, and is not asked for groups (XINFO would fail on it). With
+        ``max_groups``, only that many groups (the furthest behind) have series of their own
+        and are asked for their oldest pending entry; the others are summed under the group
+        ``_other``, so a stream with thousands of groups costs no more.
         """
         name = label or stream
         found, length = await asyncio.gather(
@@ -63,29 +75,46 @@ class StreamGauges:
             return False
         groups = await store.call(stream, "XINFO", "GROUPS", stream, what="metrics: groups")
         self.length.add_metric([name], float(length))
+        counted = [_group_counts(group, length) for group in groups]
+        counted.sort(key=lambda group: (-(group[1] + group[2]), group[0]))
+        keep = len(counted) if max_groups is None else max_groups
+        own, others = counted[:keep], counted[keep:]
         oldest = await asyncio.gather(
             *(
-                store.call(
-                    stream, "XPENDING", stream, _field(g, "name"), what="metrics: pending entries"
-                )
-                for g in groups
+                store.call(stream, "XPENDING", stream, group, what="metrics: pending entries")
+                for group, *_counts in own
             )
         )
         now_ms = time.time() * 1000
-        for group, summary in zip(groups, oldest, strict=True):
-            labels = [name, str(_field(group, "name"))]
-            lag = _field(group, "lag")
-            # Redis 7 answers nil when it cannot tell (entries deleted in the group's range):
-            # then every entry after the last delivered one is the best bound it has.
-            self.lag.add_metric(labels, float(lag) if lag is not None else float(length))
-            self.pending.add_metric(labels, float(_field(group, "pending") or 0))
-            self.consumers.add_metric(labels, float(_field(group, "consumers") or 0))
+        for (group, lag, pending, consumers), summary in zip(own, oldest, strict=True):
+            labels = [name, group]
+            self.lag.add_metric(labels, lag)
+            self.pending.add_metric(labels, pending)
+            self.consumers.add_metric(labels, consumers)
             self.oldest_pending_age.add_metric(labels, _oldest_age_s(summary, now_ms))
+        if others:
+            labels = [name, OTHER]
+            self.lag.add_metric(labels, sum(group[1] for group in others))
+            self.pending.add_metric(labels, sum(group[2] for group in others))
+            self.consumers.add_metric(labels, sum(group[3] for group in others))
         return True
 
     def families(self) -> list[Metric]:
         """Return the families filled so far."""
         return [self.length, self.lag, self.pending, self.oldest_pending_age, self.consumers]
+
+
+def _group_counts(group: Any, length: float) -> tuple[str, float, float, float]:
+    """Return a group's name, lag, pending entries and consumers from XINFO GROUPS."""
+    lag = _field(group, "lag")
+    return (
+        str(_field(group, "name")),
+        # Redis 7 answers nil when it cannot tell (entries deleted in the group's range): then
+        # every entry of the stream is the bound it has.
+        float(lag) if lag is not None else float(length),
+        float(_field(group, "pending") or 0),
+        float(_field(group, "consumers") or 0),
+    )
 
 
 def _field(group: Any, name: str) -> Any:

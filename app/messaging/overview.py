@@ -231,7 +231,9 @@ async def _read(context: Context) -> Snapshot:
     broker = context.need(Broker)
     queues, topics = await asyncio.gather(
         _read_queues(broker, queue_names[:queue_share]),
-        _read_topics(store, topic_names[:topic_share]),
+        _read_topics(
+            store, topic_names[:topic_share], max_groups=context.settings.metrics.channel_series
+        ),
     )
     return Snapshot(
         queues=_deepest_first(queues),
@@ -276,11 +278,14 @@ async def _read_queues(broker: Broker, names: list[str]) -> list[ChannelRow]:
     ]
 
 
-async def _read_topics(store: RedisStore, names: list[str]) -> list[ChannelRow]:
+async def _read_topics(store: RedisStore, names: list[str], *, max_groups: int) -> list[ChannelRow]:
     streams = [keys.topic_keys(name)[1] for name in names]
     read = [StreamGauges() for _ in names]
     found = await asyncio.gather(
-        *(_bounded(gauge.read(store, stream)) for gauge, stream in zip(read, streams, strict=True)),
+        *(
+            _bounded(gauge.read(store, stream, max_groups=max_groups))
+            for gauge, stream in zip(read, streams, strict=True)
+        ),
         return_exceptions=True,
     )
     _log_failures("topics", names, found)

@@ -229,6 +229,32 @@ async def test_only_the_deepest_channels_get_series_of_their_own(
     assert value(samples, "mdb_channels_read", kind="topic") == 3
 
 
+async def test_only_the_furthest_behind_groups_of_a_topic_get_series(
+    quiet_settings: Settings,
+) -> None:
+    capped = with_metrics(quiet_settings, state_cache_s=0, channel_series=2)
+    name = unique("fan")
+    stream = "{topic:" + name + "}:stream"
+    async with running_app(capped) as (http, _state):
+        assert (await http.put(f"/topics/{name}")).status_code == 201
+        for group in ("a", "b", "c", "d"):
+            assert (await http.put(f"/topics/{name}/groups/{group}")).status_code == 201
+        for n in range(3):
+            await http.post(f"/topics/{name}/messages", json={"body": n})
+        # Each group reads a different number: lag 3, 2, 1, 0 and as many pending (3 behind
+        # each: the ties go by name).
+        for group, count in (("b", 1), ("c", 2), ("d", 3)):
+            got = await http.post(f"/topics/{name}/groups/{group}/receive", json={"max": count})
+            assert len(got.json()["messages"]) == count
+        samples = await scrape(http)
+    groups = {s["group"] for s in series(samples, "mdb_stream_group_lag") if s["stream"] == stream}
+    assert groups == {"a", "b", "_other"}
+    assert value(samples, "mdb_stream_group_lag", stream=stream, group="a") == 3
+    assert value(samples, "mdb_stream_group_lag", stream=stream, group="_other") == 1 + 0
+    assert value(samples, "mdb_stream_group_pending", stream=stream, group="_other") == 2 + 3
+    assert value(samples, "mdb_stream_group_consumers", stream=stream, group="_other") == 2
+
+
 async def test_max_channels_bounds_what_a_refresh_reads(quiet_settings: Settings) -> None:
     bounded = with_metrics(quiet_settings, state_cache_s=0, max_channels=3)
     async with running_app(bounded) as (http, state):
