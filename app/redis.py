@@ -252,20 +252,13 @@ class RedisStore:
         # The client's general path: it follows MOVED and ASK and refreshes the slot table.
         return await self.client.execute_command(*command)
 
-    async def run(
-        self,
-        operation: Callable[[RedisClient], Awaitable[Any]],
-        *,
-        what: str,
-        command: str = "other",
-    ) -> Any:
+    async def run(self, operation: Callable[[RedisClient], Awaitable[Any]], *, what: str) -> Any:
         """Run ``operation(client)`` under the retry policy.
 
         redis-py types replies as ``bytes | str`` whatever ``decode_responses`` says; callers
-        annotate what they receive (this client always decodes to ``str``). ``command`` names
-        the operation in the metrics.
+        annotate what they receive (this client always decodes to ``str``).
         """
-        return await self.retry.run(lambda: operation(self.client), what=what, command=command)
+        return await self.retry.run(lambda: operation(self.client), what=what)
 
 
 # Latency tallies by command name, made on first use (app.metrics).

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib.metadata
 import logging
 import platform
 import time
@@ -27,11 +28,11 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from app import redis_internals
 from app.domain import Context
 from app.metrics import REDIS_FAILOVERS
-from app.redis import describe
+from app.redis import RedisClient, describe
 
 logger = logging.getLogger(__name__)
 
-VERSION = "0.1.0"
+VERSION = importlib.metadata.version("memorydb-microservices")
 # One node's INFO may take this long before the node counts as down for this refresh.
 NODE_TIMEOUT_S = 1.0
 
@@ -45,7 +46,7 @@ class StateCache:
         self._families: list[Metric] = []
         self._read_at = -float("inf")
         self._lock = asyncio.Lock()
-        self._primaries: dict[str, str] = {}
+        self._primaries: set[str] = set()
 
     async def families(self) -> list[Metric]:
         """Return the state's metric families, reading Redis again if they are stale."""
@@ -111,18 +112,16 @@ class StateCache:
         if isinstance(client, RedisCluster):
             layout = redis_internals.shards(client)
             shards.add_metric([], float(len(layout)))
-            targets: list[ClusterNode | None] = []
-            primaries: dict[str, str] = {}
+            targets: list[ClusterNode] = []
             for primary, replicas in layout:
                 nodes.add_metric([primary.name, "primary", primary.name], 1.0)
                 targets.append(primary)
                 for replica in replicas:
                     nodes.add_metric([replica.name, "replica", primary.name], 1.0)
                     targets.append(replica)
-                primaries[primary.name] = primary.name
-            self._notice_failovers(set(primaries))
+            self._notice_failovers({primary.name for primary, _replicas in layout})
             infos = await asyncio.gather(*(self._info(client, node) for node in targets))
-            names = [node.name for node in targets if node is not None]
+            names = [node.name for node in targets]
         else:
             kwargs = client.connection_pool.connection_kwargs
             name = f"{kwargs.get('host', '')}:{kwargs.get('port', '')}"
@@ -134,19 +133,18 @@ class StateCache:
 
     def _notice_failovers(self, primaries: set[str]) -> None:
         """Count the shards whose primary is a node that was not a primary at the last read."""
-        known = set(self._primaries)
-        if known and primaries != known:
-            REDIS_FAILOVERS.inc(max(1, len(primaries - known)))
-        self._primaries = dict.fromkeys(primaries, "")
+        if self._primaries and primaries != self._primaries:
+            REDIS_FAILOVERS.inc(max(1, len(primaries - self._primaries)))
+        self._primaries = primaries
 
     @staticmethod
-    async def _info(client: object, node: ClusterNode | None) -> dict[str, object] | None:
+    async def _info(client: RedisClient, node: ClusterNode | None) -> dict[str, object] | None:
         try:
             async with asyncio.timeout(NODE_TIMEOUT_S):
-                if node is None:
-                    info = await client.info()  # type: ignore[attr-defined]
+                if isinstance(client, RedisCluster):
+                    info = await client.info(target_nodes=node)
                 else:
-                    info = await client.info(target_nodes=node)  # type: ignore[attr-defined]
+                    info = await client.info()
         except Exception as exc:
             logger.warning(
                 "metrics: INFO from %s failed: %s", node.name if node else "redis", describe(exc)
