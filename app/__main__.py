@@ -1,4 +1,5 @@
-"""Command line: ``python -m app serve [--host H] [--port P] [--workers N]``."""
+"""Command line: ``python -m app serve [--services a,b] [--host H] [--port P] [--workers N]``,
+and ``python -m app acl [redis|memorydb]`` (the services' least-privilege ACL users)."""
 
 # ruff: noqa: E402  (the environment is read before anything imports prometheus-client)
 from __future__ import annotations
@@ -16,6 +17,7 @@ import sys
 from app.config import ConfigError, load_settings
 from app.local_cluster import LocalClusterError
 from app.logs import configure_logging, redact
+from app.main import running_domains
 from app.serve import ChildrenFailing, ServeOptions, serve
 
 # Run as ``python -m app``, __name__ is "__main__": name the logger after the package.
@@ -29,16 +31,35 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "serve",
         help="run the service (with an embedded local Redis Cluster when REDIS_URL is not set)",
     )
+    run.add_argument(
+        "--services",
+        help="comma-separated services to run (default: server.services, else all of them): "
+        "profiles, reporting, customers, users, sessions, messaging, videos, trips",
+    )
     run.add_argument("--host", help="address to listen on (default: server.host)")
     run.add_argument("--port", type=int, help="port to listen on (default: server.port)")
     run.add_argument("--workers", type=int, help="HTTP processes (default: server.workers)")
+    acl = commands.add_parser(
+        "acl",
+        add_help=False,
+        help="print the services' least-privilege ACL users (redis, memorydb; none: explain)",
+    )
+    acl.add_argument("arguments", nargs=argparse.REMAINDER)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.command == "acl":
+        from app.acl import cli
+
+        sys.exit(cli(args.arguments))
+    if args.services is not None:
+        # The HTTP processes load their settings themselves: they find the choice here.
+        os.environ["APP_SERVER__SERVICES"] = args.services
     try:
         settings = load_settings()
+        services = [domain.name for domain in running_domains(settings) if not domain.always]
     except ConfigError as exc:
         # The offending value is quoted, and a REDIS_URL may hold a password.
         print(redact(str(exc)), file=sys.stderr)
@@ -56,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
         metrics_dir=METRICS_DIR,
     )
     logger.info(
-        "starting: redis=%s listen=%s:%d processes=%d",
+        "starting: services=%s redis=%s listen=%s:%d processes=%d",
+        ",".join(services),
         settings.redis.url or "embedded",
         options.host,
         options.port,

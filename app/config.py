@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -24,6 +25,7 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -71,19 +73,47 @@ class EmbeddedSettings(Section):
     data_dir: Path = Path("var/redis")
     redis_server: str = "redis-server"
     start_timeout_s: PositiveFloat = 60.0
+    # Create a least-privilege ACL user per service on every node (passwords generated once and
+    # kept in acl-passwords.json in data_dir) and connect each service with its own user.
+    acl: bool = False
 
     def resolved_data_dir(self) -> Path:
         """Return the data directory, relative paths taken from the project root."""
         return self.data_dir if self.data_dir.is_absolute() else PROJECT_ROOT / self.data_dir
 
 
+def _names(value: object) -> object:
+    """Accept a list of names as a comma-separated string (the environment's form) too."""
+    if isinstance(value, str):
+        return tuple(name.strip() for name in value.split(",") if name.strip())
+    return value
+
+
 class ServerSettings(Section):
+    # The services this process runs (empty: all of them): their routes and workers; health,
+    # docs and metrics always run. "profiles,reporting" in the environment.
+    services: Annotated[tuple[str, ...], NoDecode] = ()
     host: str = "127.0.0.1"
     port: Port = 8000
     workers: PositiveInt = 1
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     # Outside "development", start-up refuses the default or a short sessions.secret_key.
     environment: Literal["development", "production"] = "development"
+
+    @field_validator("services", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        return _names(value)
+
+
+class ServiceSettings(Section):
+    # This service's own Redis (its cluster, or its user on the shared one); empty: redis.url.
+    redis_url: str = ""
+
+    @field_validator("redis_url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        return RedisSettings._known_scheme(value)
 
 
 class WorkerSettings(Section):
@@ -187,6 +217,18 @@ class Settings(BaseSettings):
     trips: TripSettings = TripSettings()
     logging: LoggingSettings = LoggingSettings()
     metrics: MetricsSettings = MetricsSettings()
+    # Per service, by name: [services.customers] redis_url = "..."
+    services: dict[str, ServiceSettings] = {}
+
+    def redis_url_for(self, service: str) -> str:
+        """Return the Redis URL ``service`` connects with: its own, else redis.url."""
+        own = self.services.get(service)
+        return own.redis_url if own is not None and own.redis_url else self.redis.url
+
+    def same_cluster(self, service: str, other: str) -> bool:
+        """Return whether two services' URLs name the same endpoint (scheme, host and port;
+        the user and password may differ)."""
+        return _endpoint(self.redis_url_for(service)) == _endpoint(self.redis_url_for(other))
 
     @model_validator(mode="after")
     def _blocking_reads_fit_the_socket_timeout(self) -> Settings:
@@ -228,6 +270,11 @@ class Settings(BaseSettings):
             env_settings,
             TomlConfigSettingsSource(settings_cls, toml_file=config_file()),
         )
+
+
+def _endpoint(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme, (parts.hostname or "").lower(), parts.port
 
 
 class RedisUrlSource(PydanticBaseSettingsSource):

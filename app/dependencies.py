@@ -2,17 +2,40 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import APIRouter, Depends, Header, Request
 
 from app.domain import WorkerHealth
 from app.redis import RedisStore
 from app.streams import StreamWriter
 
+# The service of each route, by the route's id (routes are not hashable; they live as long as
+# their domain's module). FastAPI puts the route a request matched, the very object of the
+# service's router, in ``scope["route"]``.
+_ROUTE_SERVICES: dict[int, str] = {}
+
+
+def claim_routes(service: str, router: APIRouter) -> None:
+    """Record that ``router``'s routes belong to ``service`` (``app.main.create_app``)."""
+    for route in router.routes:
+        _ROUTE_SERVICES[id(route)] = service
+
+
+def own_resource(request: Request, name: str) -> Any:
+    """Return the lifespan's resource ``name`` (store, streams, broker) for the service of the
+    request's route: its own when it connects with its own Redis URL, else the process's."""
+    state = request.state
+    scoped: dict[str, dict[str, Any]] = state.scoped
+    if scoped:
+        own = scoped.get(_ROUTE_SERVICES.get(id(request.scope.get("route")), ""))
+        if own is not None:
+            return own[name]
+    return getattr(state, name)
+
 
 async def get_store(request: Request) -> RedisStore:
-    """Return the Redis store the lifespan opened."""
+    """Return the Redis store the lifespan opened for the route's service."""
     return store_of(request)
 
 
@@ -24,14 +47,20 @@ def store_of(request: Request) -> RedisStore:
     parameter machinery once more (path, query, header and cookie parameters, the cache), a
     visible share of a read's CPU (docs/benchmarks.md).
     """
-    store: RedisStore = request.state.store
+    store: RedisStore = own_resource(request, "store")
     return store
 
 
 def streams_of(request: Request) -> StreamWriter:
     """Return the stream writer the lifespan built (see ``store_of`` for why not a Depends)."""
-    streams: StreamWriter = request.state.streams
+    streams: StreamWriter = own_resource(request, "streams")
     return streams
+
+
+async def get_stores(request: Request) -> list[RedisStore]:
+    """Return every distinct store of the process (one per Redis URL its services use)."""
+    stores: list[RedisStore] = request.state.stores
+    return stores
 
 
 async def get_idempotency_key(
@@ -42,6 +71,7 @@ async def get_idempotency_key(
 
 
 RedisDep = Annotated[RedisStore, Depends(get_store)]
+StoresDep = Annotated[list[RedisStore], Depends(get_stores)]
 IdempotencyKeyDep = Annotated[str | None, Depends(get_idempotency_key)]
 
 

@@ -41,6 +41,7 @@ BatchHandler = Callable[[RedisStore, list[StreamEntry]], Awaitable[int]]
 # health checks, and ASK redirections during slot migration.
 CLIENT_COMMANDS = (
     "+cluster|slots",
+    "+cluster|shards",
     "+cluster|info",
     "+info",
     "+command",
@@ -68,6 +69,20 @@ class Context:
     services: Mapping[type[Any], object] = field(default_factory=dict)
     # The domains this process runs (the metrics ask each one for its gauges).
     domains: Sequence[Domain] = ()
+    # The contexts of the running services that connect with their own Redis URL (their own
+    # cluster, or their own ACL user): ``of`` hands each domain its own.
+    scoped: Mapping[str, Context] = field(default_factory=dict)
+
+    def of(self, domain: str) -> Context:
+        """Return the context ``domain`` runs with: its own store, stream writer and services."""
+        return self.scoped.get(domain, self)
+
+    def stores(self) -> list[RedisStore]:
+        """Return every distinct store of the process (one per Redis URL), this one first."""
+        found = {id(self.store): self.store}
+        for context in self.scoped.values():
+            found.setdefault(id(context.store), context.store)
+        return list(found.values())
 
     def need(self, kind: type[T]) -> T:
         """Return the service of type ``kind`` the lifespan registered; raise LookupError."""
@@ -171,6 +186,13 @@ class Domain:
 
     name: str
     routers: Sequence[APIRouter] = ()
+    # Part of every process (health, metrics), not a service of its own: ``--services``
+    # chooses among the others, and every service's ACL user gets these domains' commands.
+    always: bool = False
+    # Services whose keys this one reads or writes by design (reporting reads what the profile
+    # aggregator counts; videos publish to a messaging queue): they must share a cluster, and
+    # start-up refuses a configuration that splits them.
+    shares_cluster_with: Sequence[str] = ()
     middleware: Sequence[Middleware] = ()
     consumers: Sequence[ConsumerSpec] = ()
     queue_workers: Sequence[QueueWorkerSpec] = ()

@@ -77,6 +77,8 @@ class ClusterSpec:
     redis_server: str = "redis-server"
     node_timeout_ms: int = 2000
     tls: TlsFiles | None = None
+    # Users every node loads at start (``--aclfile``), so a restarted node keeps them.
+    acl_file: Path | None = None
     # Tests: the nodes end with the process that started them, even when it is killed. The
     # embedded default keeps them, so a service killed with SIGKILL finds them again.
     die_with_parent: bool = False
@@ -124,8 +126,10 @@ def node_args(spec: ClusterSpec, port: int, directory: str) -> list[str]:
             "--tls-ca-cert-file",
             str(spec.tls.ca),
         ]
+    users = ["--aclfile", str(spec.acl_file)] if spec.acl_file is not None else []
     return [
         *listen,
+        *users,
         "--bind", spec.host,
         "--cluster-enabled", "yes",
         "--cluster-config-file", "nodes.conf",
@@ -253,6 +257,10 @@ class ContainerNode:
 
         args = node_args(self.spec, self.port, "/data")
         container = DockerContainer(self.image).with_kwargs(network_mode="host")
+        if self.spec.acl_file is not None:
+            # At the same (absolute) path inside, which the arguments name.
+            path = self.spec.acl_file.resolve()
+            container = container.with_volume_mapping(path, str(path), "ro")
         self._container = container.with_command(["redis-server", *args]).start()
 
     def alive(self) -> bool:
@@ -311,6 +319,8 @@ class LocalCluster:
         for node in self.nodes:
             node.start()
         self._wait_pingable(timeout)
+        if self.spec.acl_file is not None:
+            self.load_acl()
         formed = [self._is_formed(node.port) for node in self.nodes]
         if not any(formed):
             self._create()
@@ -322,6 +332,28 @@ class LocalCluster:
                 "a new, empty cluster"
             )
         self.wait_ready(timeout)
+
+    def load_acl(self) -> None:
+        """Give every node the users of ``spec.acl_file`` as it is now.
+
+        A node started here has loaded it already; a node adopted from an earlier start may hold
+        an older file's users (ACL LOAD reads it again) or run without one (its users are set
+        one by one, and the file is loaded at its next start).
+        """
+        assert self.spec.acl_file is not None
+        path = self.spec.acl_file
+        users = [line.split() for line in path.read_text().splitlines() if line.strip()]
+        for node in self.nodes:
+            with single_node(self.spec.host, node.port, self.spec.tls) as client:
+                try:
+                    command(client, "ACL", "LOAD")
+                except redis.ResponseError as exc:
+                    if "not configured to use an ACL file" not in str(exc):
+                        raise LocalClusterError(
+                            f"redis node on port {node.port} refused the ACL file {path}: {exc}"
+                        ) from exc
+                    for words in users:
+                        command(client, "ACL", "SETUSER", *words[1:])
 
     def stop(self) -> None:
         """Shut every node down (the append-only files are already synced)."""

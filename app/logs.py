@@ -104,8 +104,9 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
 def secrets_of(settings: Settings) -> tuple[str, ...]:
     """Return the secret values in ``settings`` that must never be logged, longest first."""
     found = {settings.sessions.secret_key.get_secret_value()}
-    if settings.redis.url:
-        password = urlsplit(settings.redis.url).password
+    urls = [settings.redis.url, *(own.redis_url for own in settings.services.values())]
+    for url in urls:
+        password = urlsplit(url).password if url else None
         if password:
             found |= {password, unquote(password)}
     # As a JSON line writes them, should they hold a quote or a backslash.

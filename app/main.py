@@ -1,5 +1,5 @@
-"""The composition root: ``DOMAINS``, the one list of every domain, and ``create_app(settings)``;
-``app`` for ``uvicorn app.main:app``."""
+"""The composition root: ``DOMAINS``, the one list of every domain, the services a process runs
+(``running_domains``), and ``create_app(settings)``; ``app`` for ``uvicorn app.main:app``."""
 
 from __future__ import annotations
 
@@ -23,7 +23,8 @@ from app import (
     users,
     videos,
 )
-from app.config import Settings
+from app.config import ConfigError, Settings, load_settings
+from app.dependencies import claim_routes
 from app.domain import Domain
 from app.errors import register_error_handlers
 from app.lifespan import make_lifespan
@@ -43,6 +44,9 @@ DOMAINS: tuple[Domain, ...] = (
     trips.DOMAIN,
     observability.DOMAIN,
 )
+
+# What ``--services`` (server.services) chooses among: every domain but those every process runs.
+SERVICES: tuple[str, ...] = tuple(domain.name for domain in DOMAINS if not domain.always)
 
 # Request bodies above this are refused with 413 before they are read into memory; a profile
 # (256 fields of up to 64 KiB each) could be larger, but no sensible one is.
@@ -69,8 +73,56 @@ def _tags(domains: Sequence[Domain]) -> list[dict[str, str]]:
     return tags
 
 
-def create_app(settings: Settings | None = None, domains: Sequence[Domain] = DOMAINS) -> FastAPI:
-    """Build the application of ``domains``; settings are loaded at start-up when not given."""
+def running_domains(settings: Settings) -> tuple[Domain, ...]:
+    """Return the domains a process with ``settings`` runs, in ``DOMAINS`` order: the services
+    server.services names (all when empty) and the domains every process runs.
+
+    Raises ConfigError, one line, for an unknown service name (in server.services or a
+    ``[services.<name>]`` section) or for services that share data by design but are given
+    different clusters.
+    """
+    chosen = settings.server.services or SERVICES
+    for name, where in [
+        *((name, "server.services [env APP_SERVER__SERVICES]") for name in chosen),
+        *(
+            (name, f"services.{name} [env APP_SERVICES__{name.upper()}__...]")
+            for name in settings.services
+        ),
+    ]:
+        if name not in SERVICES:
+            raise ConfigError(
+                f"configuration error: {where}: unknown service {name!r} "
+                f"(services: {', '.join(SERVICES)})"
+            )
+    running = tuple(d for d in DOMAINS if d.always or d.name in chosen)
+    for domain in running:
+        for partner in domain.shares_cluster_with:
+            if not settings.same_cluster(domain.name, partner):
+                raise ConfigError(
+                    f"configuration error: services {domain.name!r} and {partner!r} share data "
+                    f"by design and must use the same cluster, but "
+                    f"services.{domain.name}.redis_url and services.{partner}.redis_url (or "
+                    "redis.url) name different ones (docs/deployment.md)"
+                )
+    return running
+
+
+def _configured_domains() -> tuple[Domain, ...]:
+    """Return the domains the configuration names; every domain when it cannot be loaded (the
+    lifespan then reports the configuration error, one line, at start-up)."""
+    try:
+        return running_domains(load_settings())
+    except ConfigError:
+        return DOMAINS
+
+
+def create_app(
+    settings: Settings | None = None, domains: Sequence[Domain] | None = None
+) -> FastAPI:
+    """Build the application of ``domains`` (default: those the settings run); settings are
+    loaded at start-up when not given."""
+    if domains is None:
+        domains = running_domains(settings) if settings is not None else _configured_domains()
     # Swagger UI (/docs) and ReDoc (/redoc) from assets the service serves itself: an
     # air-gapped deployment has its docs.
     app = FastAPIOffline(
@@ -79,7 +131,7 @@ def create_app(settings: Settings | None = None, domains: Sequence[Domain] = DOM
         description=DESCRIPTION,
         openapi_tags=_tags(domains),
         version="0.1.0",
-        lifespan=make_lifespan(settings, domains),
+        lifespan=make_lifespan(settings, domains, check=running_domains),
     )
     for domain in domains:
         for middleware in domain.middleware:
@@ -91,30 +143,58 @@ def create_app(settings: Settings | None = None, domains: Sequence[Domain] = DOM
     for domain in domains:
         for router in domain.routers:
             app.include_router(router, responses=COMMON_RESPONSES)
+            if not domain.always:
+                claim_routes(domain.name, router)
     _errors_as_json(app)
     return app
 
 
 def _errors_as_json(app: FastAPI) -> None:
-    """Make the schema say what the server does: every error answers JSON.
+    """Make the schema say what the server does: every error answers JSON, and a link leads
+    only to an operation this process serves.
 
     FastAPI files a route's error models under the route's own media type, so a page's 422
-    would read as HTML; the error handlers answer every error as JSON (``app.errors``).
+    would read as HTML; the error handlers answer every error as JSON (``app.errors``). A
+    video's link to its job's trace is the messaging service's: gone when that does not run.
     """
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = build()
-            for path in schema.get("paths", {}).values():
+            paths = schema.get("paths", {})
+            served = {
+                operation.get("operationId")
+                for path in paths.values()
+                for operation in path.values()
+            } | {
+                f"#/paths/{name.replace('~', '~0').replace('/', '~1')}/{method}"
+                for name, path in paths.items()
+                for method in path
+            }
+            for path in paths.values():
                 for operation in path.values():
                     for status, response in operation.get("responses", {}).items():
                         content = response.get("content", {})
                         if status[0] in "45" and "text/html" in content:
                             content.setdefault("application/json", content.pop("text/html"))
+                        links = response.get("links", {})
+                        for name, link in list(links.items()):
+                            target = link.get("operationId") or link.get("operationRef")
+                            if target not in served:
+                                del links[name]
+                        if "links" in response and not links:
+                            del response["links"]
         return app.openapi_schema or build()
 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-app = create_app()
+def __getattr__(name: str) -> Any:
+    """Build ``app`` on first use (``uvicorn app.main:app``), from the environment of that
+    moment: importing this module builds nothing."""
+    if name == "app":
+        built = create_app()
+        globals()["app"] = built
+        return built
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

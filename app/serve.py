@@ -17,15 +17,18 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from types import FrameType
+from urllib.parse import quote, urlsplit
 
 import uvicorn
 
+from app import acl
 from app.config import Settings, load_settings
-from app.local_cluster import ClusterSpec, LocalCluster
+from app.local_cluster import ClusterSpec, LocalCluster, LocalClusterError
 from app.logs import configure_logging
 from app.metrics import MULTIPROCESS_ENV, prepare_multiprocess_dir, process_exited
 from workers.pool import PROCESS_INDEX_ENV
@@ -49,6 +52,11 @@ class ChildrenFailing(RuntimeError):
 
 ORPHAN_CHECK_S = 1.0
 
+# Beside the embedded cluster's data (embedded.acl): the services' passwords, generated once, and
+# the ACL file every node loads (their SHA-256 hashes only).
+ACL_PASSWORDS_FILE = "acl-passwords.json"
+ACL_FILE = "users.acl"
+
 
 @dataclass(frozen=True)
 class ServeOptions:
@@ -63,15 +71,49 @@ class ServeOptions:
 def embedded_cluster(settings: Settings) -> LocalCluster:
     """Return the embedded cluster the configuration describes (not started)."""
     embedded = settings.embedded
+    data_dir = embedded.resolved_data_dir()
     spec = ClusterSpec(
-        data_dir=embedded.resolved_data_dir(),
+        data_dir=data_dir,
         host=embedded.host,
         base_port=embedded.base_port,
         shards=embedded.shards,
         replicas_per_shard=embedded.replicas_per_shard,
         redis_server=embedded.redis_server,
+        acl_file=data_dir / ACL_FILE if embedded.acl else None,
     )
     return LocalCluster(spec)
+
+
+def embedded_users(cluster: LocalCluster) -> dict[str, str]:
+    """Write the embedded cluster's ACL file, a user per service, from the passwords kept beside
+    its data (generated on first use); return the passwords (service -> password)."""
+    assert cluster.spec.acl_file is not None
+    try:
+        passwords = acl.load_or_create_passwords(cluster.spec.data_dir / ACL_PASSWORDS_FILE)
+    except acl.PasswordsFileError as exc:
+        raise LocalClusterError(
+            f"embedded.acl: {exc}: fix it, or remove it to give the users new passwords"
+        ) from exc
+    # Debian's redis-server has no JSON module: its commands are left out.
+    acl.write_aclfile(cluster.spec.acl_file, passwords)
+    return passwords
+
+
+def service_urls(
+    settings: Settings, cluster_url: str, passwords: Mapping[str, str]
+) -> dict[str, str]:
+    """Return the environment that connects each service without a Redis URL of its own to the
+    cluster at ``cluster_url`` as its own user (APP_SERVICES__<NAME>__REDIS_URL)."""
+    parts = urlsplit(cluster_url)
+    found: dict[str, str] = {}
+    for service, password in passwords.items():
+        own = settings.services.get(service)
+        if own is not None and own.redis_url:
+            continue
+        user = quote(acl.user_name(service), safe="")
+        netloc = f"{user}:{quote(password, safe='')}@{parts.netloc}"
+        found[f"APP_SERVICES__{service.upper()}__REDIS_URL"] = f"{parts.scheme}://{netloc}"
+    return found
 
 
 def serve(settings: Settings, options: ServeOptions) -> None:
@@ -87,10 +129,21 @@ def serve(settings: Settings, options: ServeOptions) -> None:
                 cluster.spec.data_dir,
                 cluster.ports,
             )
+            # Before the nodes start: they load it (and again whenever one restarts).
+            passwords = embedded_users(cluster) if cluster.spec.acl_file is not None else None
             cluster.start(timeout=settings.embedded.start_timeout_s)
             cluster.supervise()
             # The HTTP processes load their settings themselves and find the cluster here.
-            os.environ["REDIS_URL"] = cluster.url
+            if passwords is None:
+                os.environ["REDIS_URL"] = cluster.url
+            else:
+                # No REDIS_URL: no process of the service connects as the default user.
+                os.environ.update(service_urls(settings, cluster.url, passwords))
+                logger.info(
+                    "embedded ACL users on: each service connects as <service>-svc; passwords "
+                    "in %s",
+                    cluster.spec.data_dir / ACL_PASSWORDS_FILE,
+                )
         if options.workers == 1:
             os.environ[PROCESS_INDEX_ENV] = "0"
             uvicorn.Server(_uvicorn_config(options)).run()

@@ -14,10 +14,11 @@ import asyncio
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import pytest
@@ -35,8 +36,55 @@ BACKEND_ENV = "TEST_REDIS_BACKEND"
 IMAGE_ENV = "TEST_REDIS_IMAGE"
 
 
-def make_settings(url: str, **workers: Any) -> Settings:
-    """Return settings for an app under test: fast claims and backoff so tests run quickly."""
+# The tests of a service live in tests/<service>/: its app runs that service alone, connected
+# as the service's own generated ACL user (every node of the test cluster has them), so a key or
+# command its declaration lacks fails its tests with NOPERM.
+SERVICE_TESTS = (
+    "profiles",
+    "reporting",
+    "customers",
+    "users",
+    "sessions",
+    "messaging",
+    "videos",
+    "trips",
+)
+TESTS = Path(__file__).resolve().parent
+
+
+def service_password(service: str) -> str:
+    """Return the test cluster's password of ``service``'s ACL user."""
+    return f"test-{service}-password"
+
+
+def service_url(url: str, service: str) -> str:
+    """Return ``url`` (the cluster's, as the default user) as ``service``'s own user."""
+    from app.acl import user_name
+
+    parts = urlsplit(url)
+    netloc = f"{user_name(service)}:{service_password(service)}@{parts.netloc.rsplit('@')[-1]}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def service_acl_file(directory: Path) -> Path:
+    """Write an ACL file with every service's generated user (test passwords); return it.
+
+    Every node loads it at start (``ClusterSpec.acl_file``), and again when a test restarts it.
+    """
+    from app.acl import aclfile_lines
+
+    passwords = {service: service_password(service) for service in SERVICE_TESTS}
+    path = directory / "users.acl"
+    path.write_text("\n".join(aclfile_lines(passwords)) + "\n")
+    return path
+
+
+def make_settings(url: str, *, services: Sequence[str] = (), **workers: Any) -> Settings:
+    """Return settings for an app under test: fast claims and backoff so tests run quickly.
+
+    With ``services``, the app runs those alone, each connected as its own ACL user of the
+    cluster at ``url``.
+    """
     worker_settings = {
         "block_ms": 200,
         "claim_min_idle_ms": 1000,
@@ -45,10 +93,23 @@ def make_settings(url: str, **workers: Any) -> Settings:
         "drain_timeout_s": 5.0,
         **workers,
     }
+    own = {name: {"redis_url": service_url(url, name)} for name in services}
     return Settings(
-        redis={"url": url, "retry_backoff_base_s": 0.02, "retry_backoff_cap_s": 0.5},
+        redis={
+            # The first service's user: no part of the app falls back to the default user.
+            "url": service_url(url, services[0]) if services else url,
+            "retry_backoff_base_s": 0.02,
+            "retry_backoff_cap_s": 0.5,
+        },
         workers=worker_settings,
+        server={"services": tuple(services)},
+        services=own,
     )
+
+
+def with_workers(settings: Settings, **workers: Any) -> Settings:
+    """Return ``settings`` with these ``[workers]`` settings changed."""
+    return settings.model_copy(update={"workers": settings.workers.model_copy(update=workers)})
 
 
 @pytest.fixture(scope="session")
@@ -57,7 +118,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
     image = None
     if os.environ.get(BACKEND_ENV) == "testcontainers":
         image = os.environ.get(IMAGE_ENV, "redis:7.2")
-    spec = ClusterSpec(data_dir=tmp_path_factory.mktemp("cluster"), die_with_parent=True)
+    data_dir = tmp_path_factory.mktemp("cluster")
+    spec = ClusterSpec(data_dir=data_dir, die_with_parent=True, acl_file=service_acl_file(data_dir))
     local = LocalCluster(spec, container_image=image)
     local.start()
     yield local
@@ -74,8 +136,20 @@ def _empty_cluster(request: pytest.FixtureRequest) -> None:
 
 
 @pytest.fixture
-def settings(cluster: LocalCluster) -> Settings:
-    return make_settings(cluster.url)
+def services(request: pytest.FixtureRequest) -> tuple[str, ...]:
+    """The services the test's app runs, each as its own ACL user: those of the test's
+    ``services`` marker, else its folder's service (tests/<service>/); none elsewhere (every
+    service, as the cluster's default user)."""
+    marker = request.node.get_closest_marker("services")
+    if marker is not None:
+        return tuple(marker.args)
+    parts = request.path.resolve().relative_to(TESTS).parts
+    return (parts[0],) if len(parts) > 1 and parts[0] in SERVICE_TESTS else ()
+
+
+@pytest.fixture
+def settings(cluster: LocalCluster, services: tuple[str, ...]) -> Settings:
+    return make_settings(cluster.url, services=services)
 
 
 @asynccontextmanager
@@ -120,7 +194,7 @@ async def eventually(
     raise AssertionError(f"timed out after {within_s}s waiting for {what}")
 
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = TESTS.parent
 
 
 async def data_keys(redis: RedisCluster) -> set[str]:

@@ -31,14 +31,24 @@ from app.local_cluster import (
     single_node,
 )
 from app.redis import RetryPolicy, connect_client, open_store
-from tests.conftest import PROJECT_ROOT, eventually, make_settings, running_app
+from tests.conftest import (
+    PROJECT_ROOT,
+    eventually,
+    make_settings,
+    running_app,
+    service_acl_file,
+    service_url,
+)
 
 SEED = {"email": "ana@example.com", "username": "Ana"}
 
 
-async def profile_round_trip(url: str, **redis_settings: object) -> None:
-    """Create, read and report a profile through the app connected to ``url``."""
-    settings = make_settings(url)
+async def profile_round_trip(
+    url: str, *, services: tuple[str, ...] = (), **redis_settings: object
+) -> None:
+    """Create, read and report a profile through the app connected to ``url`` (as the services'
+    own users, with ``services``)."""
+    settings = make_settings(url, services=services)
     if redis_settings:
         settings = settings.model_copy(
             update={"redis": settings.redis.model_copy(update=redis_settings)}
@@ -198,7 +208,10 @@ def make_tls_files(directory: Path) -> TlsFiles:
 @pytest.fixture
 def tls_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     spec = ClusterSpec(
-        data_dir=tmp_path / "nodes", tls=make_tls_files(tmp_path), die_with_parent=True
+        data_dir=tmp_path / "nodes",
+        tls=make_tls_files(tmp_path),
+        die_with_parent=True,
+        acl_file=service_acl_file(tmp_path),
     )
     local = LocalCluster(spec)
     local.start()
@@ -210,7 +223,18 @@ def tls_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
 async def test_tls_cluster_with_rediss_url(tls_cluster: LocalCluster) -> None:
     assert tls_cluster.url.startswith("rediss://")
     assert tls_cluster.spec.tls is not None
-    await profile_round_trip(tls_cluster.url, tls_ca_file=str(tls_cluster.spec.tls.ca))
+    ca = str(tls_cluster.spec.tls.ca)
+    await profile_round_trip(tls_cluster.url, tls_ca_file=ca)
+    tls_cluster.flushall()
+    # The same over TLS with an ACL user per service: profiles and reporting, each its own.
+    await profile_round_trip(tls_cluster.url, services=("profiles", "reporting"), tls_ca_file=ca)
+    customers = service_url(tls_cluster.url, "customers")
+    assert customers.startswith("rediss://customers-svc:")
+    async with open_store(RedisSettings(tls_ca_file=ca), customers) as store:
+        with pytest.raises(rexc.NoPermissionError):
+            await store.call("profile:ana", "HGETALL", "profile:ana", what="test")
+        with pytest.raises(rexc.NoPermissionError):
+            await store.run(lambda client: client.flushall(), what="test")
 
 
 async def test_tls_with_an_untrusted_ca_is_refused(tls_cluster: LocalCluster) -> None:

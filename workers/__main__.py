@@ -1,4 +1,7 @@
-"""Run the stream workers alone, without the HTTP API: ``python -m workers [--metrics-port P]``.
+"""Run the stream workers alone, without the HTTP API:
+``python -m workers [--services a,b] [--metrics-port P]``.
+
+``--services`` (server.services) chooses whose workers run, as for ``python -m app serve``.
 
 With ``--metrics-port``, the process's own metrics (events applied, messages handled, Redis
 commands and retries) are served in the Prometheus text format on that port, at ``/metrics``,
@@ -18,7 +21,7 @@ from prometheus_client import start_http_server
 from app.config import ConfigError, Settings, load_settings
 from app.lifespan import open_context
 from app.logs import configure_logging, redact
-from app.main import DOMAINS
+from app.main import running_domains
 from app.metrics import scrape_registry
 from workers.pool import WorkerPool
 
@@ -26,19 +29,19 @@ logger = logging.getLogger("workers")
 
 
 async def run(settings: Settings) -> None:
-    """Run every domain's workers until SIGINT or SIGTERM, then drain them."""
-    if not settings.redis.url:
-        raise ConfigError(
-            "configuration error: redis.url [env REDIS_URL]: the workers need a Redis to consume"
-        )
+    """Run the workers of the configured services until SIGINT or SIGTERM, then drain them."""
+    domains = running_domains(settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    logger.info("starting workers: redis=%s", settings.redis.url)
+    logger.info(
+        "starting workers: services=%s",
+        ",".join(domain.name for domain in domains if not domain.always),
+    )
     async with (
-        open_context(settings) as context,
-        WorkerPool(context=context, domains=DOMAINS),
+        open_context(settings, domains) as context,
+        WorkerPool(context=context, domains=domains),
     ):
         await stop.wait()
         logger.info("stopping workers")
@@ -49,9 +52,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--metrics-port", type=int, help="serve this process's metrics on this port"
     )
+    parser.add_argument(
+        "--services",
+        help="comma-separated services whose workers run (default: server.services, else all)",
+    )
     args = parser.parse_args(argv)
     try:
-        settings = load_settings()
+        overrides = {} if args.services is None else {"server": {"services": args.services}}
+        settings = load_settings(**overrides)
         configure_logging(settings)
         if args.metrics_port is not None:
             start_http_server(args.metrics_port, settings.server.host, scrape_registry())

@@ -42,7 +42,7 @@ class WorkerPool:
         prefix = consumer_prefix(settings.workers)
         self.consumers = [
             StreamConsumer(
-                store=context.store,
+                store=context.of(domain.name).store,
                 spec=spec,
                 consumer=f"{prefix}-{spec.name}-{slot}",
                 settings=settings.workers,
@@ -55,7 +55,7 @@ class WorkerPool:
         for domain in domains:
             for worker in domain.queue_workers:
                 for slot in range(worker.count(settings)):
-                    job = worker.job(context)
+                    job = worker.job(context.of(domain.name))
                     self.queue_workers.append(
                         QueueWorker(
                             queue=job.queue,
@@ -104,7 +104,7 @@ class WorkerPool:
 
     def problem(self) -> str:
         """Return why the workers are not healthy, or '' when every consumer runs."""
-        if not self._tasks:
+        if not self._tasks and (self.consumers or self.queue_workers):
             return "workers are not running"
         for task in self._tasks:
             if task.done():

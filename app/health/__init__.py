@@ -6,5 +6,6 @@ from app.health.router import router
 DOMAIN = Domain(
     name="health",
     routers=[router],
+    always=True,
     commands=["+cluster|info", "+ping"],
 )

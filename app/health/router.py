@@ -7,8 +7,8 @@ import asyncio
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from app.dependencies import RedisDep, WorkersDep
-from app.redis import cluster_state, describe
+from app.dependencies import StoresDep, WorkersDep
+from app.redis import RedisStore, cluster_state, describe
 from app.schemas import Message
 
 READY_CHECK_TIMEOUT_S = 2.0
@@ -43,16 +43,21 @@ async def read_health() -> Message:
         },
     },
 )
-async def read_readiness(store: RedisDep, workers: WorkersDep) -> JSONResponse:
-    """Answer 200 when Redis is reachable with cluster_state ok and the workers run, else 503
-    naming the problem: what a load balancer's health check should ask."""
-    try:
-        state = await asyncio.wait_for(cluster_state(store), READY_CHECK_TIMEOUT_S)
-    except Exception as exc:
-        state = f"redis unreachable: {describe(exc)}"
-    problem = "" if state == "ok" else state
+async def read_readiness(stores: StoresDep, workers: WorkersDep) -> JSONResponse:
+    """Answer 200 when Redis is reachable with cluster_state ok (every cluster the process's
+    services use) and the workers run, else 503 naming the problem: what a load balancer's
+    health check should ask."""
+    states = await asyncio.gather(*(_state(store) for store in stores))
+    problem = next((state for state in states if state != "ok"), "")
     if not problem and workers is not None:
         problem = workers.problem()
     if problem:
         return JSONResponse({"message": problem}, status_code=503)
     return JSONResponse({"message": "ready"})
+
+
+async def _state(store: RedisStore) -> str:
+    try:
+        return await asyncio.wait_for(cluster_state(store), READY_CHECK_TIMEOUT_S)
+    except Exception as exc:
+        return f"redis unreachable: {describe(exc)}"

@@ -6,12 +6,13 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.dependencies import own_resource
 from app.messaging.broker import Broker
 
 
 async def get_broker(request: Request) -> Broker:
-    """Return the broker the lifespan built."""
-    broker: Broker = request.state.broker
+    """Return the broker the lifespan built for the route's service (messaging, or videos)."""
+    broker: Broker = own_resource(request, "broker")
     return broker
 
 

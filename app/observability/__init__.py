@@ -6,7 +6,7 @@ depths, the cluster's nodes) are read at scrape time by ``StateCache``, which as
 domain's ``gauges`` hook. docs/observability.md lists every metric.
 """
 
-from app.domain import Context, Domain, KeyPattern
+from app.domain import Context, Domain
 from app.observability.dashboard import dashboard_router
 from app.observability.router import router
 from app.observability.state import StateCache
@@ -24,12 +24,10 @@ async def _setup(context: Context) -> StateCache | None:
 DOMAIN = Domain(
     name="observability",
     routers=[router, dashboard_router],
+    always=True,
     setup=_setup,
-    # Besides each domain's gauges (run with that domain's access): every node's INFO, and the
-    # dashboard's top profiles (as the reporting domain reads them).
-    keys=[
-        KeyPattern("{profile:events}:read-counts", "read", "the top profiles, for the dashboard"),
-        KeyPattern("profile:*", "read", "whether a top profile still exists"),
-    ],
-    commands=["+info", "+cluster|slots", "+zrevrange", "+exists"],
+    # Besides each domain's gauges (run with that domain's access and store): every node's
+    # INFO. The dashboard's top profiles are read as the reporting domain reads them, with its
+    # store, when reporting or profiles runs in the process.
+    commands=["+info", "+cluster|slots"],
 )

@@ -356,9 +356,14 @@ def _streams(samples: Samples) -> list[Stream]:
 async def _overview(
     context: Context, kind: Literal["queue", "topic"], *, offset: int, limit: int
 ) -> messaging.ChannelPage | None:
-    """Return a page of queues or topics, or None (logged) when they cannot be read."""
+    """Return a page of queues or topics, or None (logged) when they cannot be read, or when
+    the process does not run the messaging service (its user may read no other's queues)."""
+    if not _runs(context, "messaging"):
+        return None
     try:
-        return await messaging.channel_overview(context, kind=kind, offset=offset, limit=limit)
+        return await messaging.channel_overview(
+            context.of("messaging"), kind=kind, offset=offset, limit=limit
+        )
     except Exception as exc:  # the rest of the dashboard still answers
         logger.warning("dashboard: reading the %ss failed: %s", kind, describe(exc))
         return None
@@ -459,6 +464,10 @@ def _api(samples: Samples) -> Api:
     )
 
 
+def _runs(context: Context, service: str) -> bool:
+    return any(domain.name == service for domain in context.domains)
+
+
 # The most-read profiles of each app, read at most once per state refresh like the metrics.
 _top_cache: weakref.WeakKeyDictionary[StateCache, tuple[float, list[ProfileReads] | None]] = (
     weakref.WeakKeyDictionary()
@@ -469,10 +478,15 @@ async def _top_profiles(state: StateCache) -> list[ProfileReads] | None:
     cached = _top_cache.get(state)
     if cached is not None and time.monotonic() - cached[0] < state.max_age_s:
         return cached[1]
+    # Read as the reporting service reads them, with the store (and user) of a service that
+    # may: none when the process runs neither.
+    reader = next((name for name in ("reporting", "profiles") if _runs(state.context, name)), "")
+    if not reader:
+        return None
     try:
         top = [
             ProfileReads(user=stat.user, reads=stat.score)
-            for stat in await top_profiles(store=state.context.store, n=TOP_PROFILES)
+            for stat in await top_profiles(store=state.context.of(reader).store, n=TOP_PROFILES)
         ]
     except Exception as exc:  # the rest of the dashboard still answers
         logger.warning("dashboard: reading the top profiles failed: %s", describe(exc))

@@ -80,7 +80,8 @@ class StateCache:
         ]
         for domain in self.context.domains:
             if domain.gauges is not None:
-                sources.append((domain.name, functools.partial(domain.gauges, self.context)))
+                own = self.context.of(domain.name)
+                sources.append((domain.name, functools.partial(domain.gauges, own)))
         timeout_s = self.context.settings.redis.socket_timeout_s
         results = await asyncio.gather(
             *(_bounded(read, timeout_s) for _, read in sources), return_exceptions=True
@@ -100,35 +101,43 @@ class StateCache:
         return [*_merged(found), up, refresh]
 
     async def _cluster(self) -> list[Metric]:
-        client = self.context.store.client
+        """Read the shape and nodes of every cluster the process's services use."""
         nodes = GaugeMetricFamily(
             "mdb_redis_cluster_node_info",
             "The nodes as the client sees them (1 each): role, and the shard's primary.",
             labels=["node", "role", "shard"],
         )
         shards = GaugeMetricFamily(
-            "mdb_redis_cluster_shards", "Shards (primaries serving slots) the client knows."
+            "mdb_redis_cluster_shards",
+            "Shards (primaries serving slots) the client knows, over every cluster it uses.",
         )
-        if isinstance(client, RedisCluster):
-            layout = redis_internals.shards(client)
-            shards.add_metric([], float(len(layout)))
-            targets: list[ClusterNode] = []
-            for primary, replicas in layout:
-                nodes.add_metric([primary.name, "primary", primary.name], 1.0)
-                targets.append(primary)
-                for replica in replicas:
-                    nodes.add_metric([replica.name, "replica", primary.name], 1.0)
-                    targets.append(replica)
-            self._notice_failovers({primary.name for primary, _replicas in layout})
-            infos = await asyncio.gather(*(self._info(client, node) for node in targets))
-            names = [node.name for node in targets]
-        else:
-            kwargs = client.connection_pool.connection_kwargs
-            name = f"{kwargs.get('host', '')}:{kwargs.get('port', '')}"
-            shards.add_metric([], 1.0)
-            nodes.add_metric([name, "primary", name], 1.0)
-            infos = [await self._info(client, None)]
-            names = [name]
+        # Each cluster once, whatever the number of users the services connect with.
+        clients: dict[frozenset[str], RedisClient] = {}
+        for store in self.context.stores():
+            clients.setdefault(frozenset(_node_names(store.client)), store.client)
+        primaries: set[str] = set()
+        reads: list[Awaitable[dict[str, object] | None]] = []
+        names: list[str] = []
+        for client in clients.values():
+            if isinstance(client, RedisCluster):
+                layout = redis_internals.shards(client)
+                for primary, replicas in layout:
+                    nodes.add_metric([primary.name, "primary", primary.name], 1.0)
+                    primaries.add(primary.name)
+                    for node in (primary, *replicas):
+                        if node is not primary:
+                            nodes.add_metric([node.name, "replica", primary.name], 1.0)
+                        reads.append(self._info(client, node))
+                        names.append(node.name)
+            else:
+                (name,) = _node_names(client)
+                primaries.add(name)
+                nodes.add_metric([name, "primary", name], 1.0)
+                reads.append(self._info(client, None))
+                names.append(name)
+        shards.add_metric([], float(len(primaries)))
+        self._notice_failovers(primaries)
+        infos = await asyncio.gather(*reads)
         return [shards, nodes, *_node_families(zip(names, infos, strict=True))]
 
     def _notice_failovers(self, primaries: set[str]) -> None:
@@ -151,6 +160,14 @@ class StateCache:
             )
             return None
         return dict(info)
+
+
+def _node_names(client: RedisClient) -> list[str]:
+    """Return the ``host:port`` of every node ``client`` knows (its one node, not a cluster)."""
+    if isinstance(client, RedisCluster):
+        return [node.name for node in client.get_nodes()]
+    kwargs = client.connection_pool.connection_kwargs
+    return [f"{kwargs.get('host', '')}:{kwargs.get('port', '')}"]
 
 
 def _node_families(nodes: Iterable[tuple[str, dict[str, object] | None]]) -> list[Metric]:

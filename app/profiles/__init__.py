@@ -48,6 +48,8 @@ DOMAIN = Domain(
         "+zadd",
         "+zincrby",
         "+zrem",
+        # The listing of profiles by reads.
+        "+zrevrange",
         # Its gauges: the stream's length, the group's lag and pending entries.
         "+xlen",
         "+xinfo|groups",

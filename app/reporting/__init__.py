@@ -8,6 +8,7 @@ from app.reporting.service import top_profiles as top_profiles
 DOMAIN = Domain(
     name="reporting",
     routers=[router],
+    shares_cluster_with=["profiles"],
     keys=[
         KeyPattern("{profile:events}:read-counts", "read", "the aggregator's read counts"),
         KeyPattern("profile:*", "read", "whether a counted profile still exists"),

@@ -11,6 +11,7 @@ DOMAIN = Domain(
     name="videos",
     routers=[router],
     queue_workers=[CHUNKER],
+    shares_cluster_with=["messaging"],
     keys=[
         KeyPattern("video:*", "read-write", "videos (one hash each)"),
         *queue_key_patterns(keys.CHUNKING_QUEUE),

@@ -9,15 +9,14 @@ import pytest
 
 from app.config import Settings
 from app.lifespan import AppState
-from app.local_cluster import LocalCluster
 from app.messaging.broker import Broker
-from tests.conftest import make_settings, running_app
+from tests.conftest import running_app, with_workers
 
 
 @pytest.fixture
-def quiet_settings(cluster: LocalCluster) -> Settings:
+def quiet_settings(settings: Settings) -> Settings:
     """Settings without workers (the chunking worker would take jobs from the test's queues)."""
-    return make_settings(cluster.url, enabled=False)
+    return with_workers(settings, enabled=False)
 
 
 @pytest.fixture

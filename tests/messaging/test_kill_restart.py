@@ -92,7 +92,10 @@ def at(event: dict[str, Any]) -> datetime:
 async def test_kill_9_mid_traffic_loses_nothing_and_never_shares_a_lease(
     service: Service,
 ) -> None:
-    service.start()
+    # The messaging service alone, as its own ACL user on the embedded cluster (embedded.acl):
+    # the restart finds the same users and passwords.
+    service.env["APP_EMBEDDED__ACL"] = "true"
+    service.start("--services", "messaging")
     async with httpx.AsyncClient(base_url=service.url) as http:
         created = await http.put(
             "/queues/chaos", json={"visibility_timeout_s": VISIBILITY_S, "max_deliveries": 100}
@@ -106,7 +109,7 @@ async def test_kill_9_mid_traffic_loses_nothing_and_never_shares_a_lease(
     assert traffic.published, "traffic flows before the kill"
     service.signal(signal.SIGKILL)
     await asyncio.sleep(0.5)
-    await asyncio.to_thread(service.start)
+    await asyncio.to_thread(service.start, "--services", "messaging")
 
     async def all_consumed() -> bool:
         return len(traffic.published) == MESSAGES and set(traffic.published.values()) <= (

@@ -274,6 +274,7 @@ async def test_max_channels_bounds_what_a_refresh_reads(quiet_settings: Settings
     assert (page.total, page.read, len(page.rows)) == (5, 3, 2)
 
 
+@pytest.mark.services("messaging", "videos")
 async def test_the_queue_worker_path_counts_too(settings: Settings) -> None:
     """The video chunker (a queue worker) leases and acknowledges through the same counters."""
     async with running_app(with_metrics(settings, state_cache_s=0)) as (http, _state):

@@ -25,6 +25,9 @@ async def events(redis: RedisCluster) -> list[dict[str, str]]:
     return [fields for _id, fields in entries]
 
 
+# The seeds' walkthrough ends with the report: profiles and reporting in one process, each as
+# its own user (two clients on one cluster).
+@pytest.mark.services("profiles", "reporting")
 async def test_seed_walkthrough(client: httpx.AsyncClient, redis: RedisCluster) -> None:
     for user, fields in SEED_PROFILES.items():
         created = await client.post(f"/profile/{user}", json=fields)

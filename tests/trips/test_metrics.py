@@ -3,18 +3,12 @@ app and under the domain's own ACL user, against the real cluster."""
 
 from __future__ import annotations
 
-from prometheus_client.metrics_core import Metric
 from redis.asyncio.cluster import RedisCluster
 
-from app.config import RedisSettings, Settings
-from app.domain import Context
-from app.local_cluster import LocalCluster
-from app.redis import open_store
-from app.streams import StreamWriter
-from app.trips import DOMAIN, keys
+from app.config import Settings
+from app.trips import keys
 from tests.conftest import running_app
 from tests.observability.scrape import delta, scrape, value, with_metrics
-from tests.test_domain_acl import PASSWORD, delete_user, rules, set_user
 from tests.trips.test_trips import LISBON, PORTO, assign, new_driver, new_trip
 
 
@@ -58,29 +52,3 @@ async def test_regions_beyond_the_cap_are_counted_not_read(
     assert value(found, "mdb_trip_region_slots") == 2
     assert value(found, "mdb_trip_region_slots_read") == 1
     assert value(found, "mdb_trips", status="requested") == await waiting_in(redis, slots[:1])
-
-
-def samples(families: list[Metric]) -> dict[str, float]:
-    return {sample.name: sample.value for family in families for sample in family.samples}
-
-
-async def test_the_gauges_run_under_the_domains_declared_user(
-    cluster: LocalCluster, settings: Settings
-) -> None:
-    async with running_app(settings) as (http, _state):
-        await new_trip(http)
-    user = "svc-trips-gauges"
-    set_user(cluster, user, rules(DOMAIN))
-    try:
-        url = f"redis://{user}:{PASSWORD}@127.0.0.1:{cluster.ports[0]}"
-        async with open_store(RedisSettings(), url) as store:
-            streams = StreamWriter(store)
-            try:
-                assert DOMAIN.gauges is not None
-                found = samples(list(await DOMAIN.gauges(Context(settings, store, streams))))
-            finally:
-                await streams.aclose()
-    finally:
-        delete_user(cluster, user)
-    assert found["mdb_trips"] == 1
-    assert found["mdb_trip_region_slots"] == 1

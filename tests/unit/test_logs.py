@@ -251,16 +251,19 @@ def test_configured_secrets_never_appear(output: io.StringIO, log_format: Format
         output,
         log_format,
         redis={"url": "redis://app:s3cr%40t-pass@127.0.0.1:1"},
+        services={"customers": {"redis_url": "redis://customers-svc:cust0mer-pass@h:1"}},
         sessions={"secret_key": key},
     )
     logger = logging.getLogger("app.test")
     # Outside a URL, where only knowing the value finds it.
     logger.error("AUTH with %s failed", "s3cr@t-pass")
     logger.info("signing with %s", key)
+    logger.error("AUTH as customers-svc with %s failed", "cust0mer-pass")
     text = output.getvalue()
     assert "s3cr" not in text
     assert key not in text
-    assert text.count("***") == 2
+    assert "cust0mer" not in text
+    assert text.count("***") == 3
 
 
 def test_a_secret_with_a_quote_is_redacted_in_json_too(output: io.StringIO) -> None:
