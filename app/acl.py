@@ -251,7 +251,7 @@ into nothing, and a bare ">" gives the user an EMPTY password that anyone can us
     [ -n "$(printenv "$var")" ] || { echo "$var is not set" >&2; exit 1; }
   done
   for node in 10.0.0.1:6379 10.0.0.2:6379 ...; do
-    envsubst < users.txt | REDISCLI_AUTH="$ADMIN_PASSWORD" redis-cli --user admin \
+    envsubst < users.txt | REDISCLI_AUTH="$ADMIN_PASSWORD" redis-cli --user admin \\
       -h "${node%:*}" -p "${node#*:}"
   done
 --json adds the JSON module's commands (JSON.GET, JSON.SET of trips): only for servers that

@@ -20,13 +20,13 @@ from cryptography.x509.oid import NameOID
 from redis import exceptions as rexc
 from redis.asyncio.cluster import RedisCluster
 
+from app.acl import user_name
 from app.config import RedisSettings
 from app.errors import ServiceUnavailable
 from app.local_cluster import (
     ClusterSpec,
     LocalCluster,
     TlsFiles,
-    command,
     free_cluster_ports,
     single_node,
 )
@@ -118,41 +118,19 @@ async def test_cluster_is_detected(cluster: LocalCluster) -> None:
     assert await detected_as_cluster(cluster.url) is True
 
 
-# The access string the README gives for the profile service's user on MemoryDB.
-README_ACCESS_STRING = (
-    "on ~profile:* ~{profile:* &* -@all +@read +@write +@stream +@scripting +@connection "
-    "+cluster|slots +cluster|shards +cluster|info +info +command"
-)
-
-
-def test_the_readme_shows_the_tested_access_string() -> None:
+def test_the_readme_deploys_with_the_generated_users() -> None:
     readme = (PROJECT_ROOT / "README.md").read_text()
-    assert f'--access-string "{README_ACCESS_STRING}"' in readme
+    assert "python -m app acl memorydb > users.sh" in readme
+    assert f"rediss://{user_name('profiles')}:$PROFILES_REDIS_PASSWORD@" in readme
 
 
-@pytest.fixture
-def acl_user(cluster: LocalCluster) -> Iterator[tuple[str, str]]:
-    """The README's service user on every node (ACL users are per node, as on MemoryDB)."""
-    user, password = "profile-svc", "s3cret-pass"
-    rules = README_ACCESS_STRING.split()
-    for port in cluster.ports:
-        with single_node("127.0.0.1", port) as node:
-            command(node, "ACL", "SETUSER", user, "reset", f">{password}", *rules)
-    yield user, password
-    for port in cluster.ports:
-        with single_node("127.0.0.1", port) as node:
-            node.acl_deluser(user)
+async def test_acl_users_in_the_urls(cluster: LocalCluster) -> None:
+    """The generated users (on every node, as MemoryDB's ACLs put them), one per service."""
+    await profile_round_trip(cluster.url, services=("profiles", "reporting"))
 
 
-async def test_acl_user_in_the_url(cluster: LocalCluster, acl_user: tuple[str, str]) -> None:
-    user, password = acl_user
-    await profile_round_trip(f"redis://{user}:{password}@127.0.0.1:{cluster.ports[0]}")
-
-
-async def test_wrong_password_fails_at_once(
-    cluster: LocalCluster, acl_user: tuple[str, str]
-) -> None:
-    user, _password = acl_user
+async def test_wrong_password_fails_at_once(cluster: LocalCluster) -> None:
+    user = user_name("profiles")
     with pytest.raises(rexc.AuthenticationError):
         await asyncio.wait_for(
             connect_client(RedisSettings(), f"redis://{user}:wrong@127.0.0.1:{cluster.ports[0]}"), 5
