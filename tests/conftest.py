@@ -15,7 +15,7 @@ import os
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -77,6 +77,25 @@ def service_acl_file(directory: Path) -> Path:
     path = directory / "users.acl"
     path.write_text("\n".join(aclfile_lines(passwords)) + "\n")
     return path
+
+
+@contextmanager
+def extra_cluster(directory: Path, **spec: Any) -> Iterator[LocalCluster]:
+    """Start another cluster (``ClusterSpec`` fields in ``spec``) in ``directory``, with the
+    services' users; stop it on exit."""
+    local = LocalCluster(
+        ClusterSpec(
+            data_dir=directory / "nodes",
+            die_with_parent=True,
+            acl_file=service_acl_file(directory),
+            **spec,
+        )
+    )
+    local.start()
+    try:
+        yield local
+    finally:
+        local.stop()
 
 
 def make_settings(url: str, *, services: Sequence[str] = (), **workers: Any) -> Settings:

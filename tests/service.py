@@ -103,9 +103,14 @@ class Service:
 def service(tmp_path: Path) -> Iterator[Service]:
     running = Service(tmp_path / "redis")
     yield running
+    clean_up(running)
+
+
+def clean_up(running: Service) -> None:
+    """Kill the service if it still runs, and stop the nodes it left (they outlive a kill -9 of
+    the service): adopted, then stopped."""
     if running.process is not None and running.process.poll() is None:
         running.signal(signal.SIGKILL)
-    # Whatever a test left behind (nodes outlive a kill -9 of the service): adopt and stop it.
     if any(not port_free(HOST, running.base_port + i) for i in range(NODES)):
         leftover = running.cluster()
         leftover.start()

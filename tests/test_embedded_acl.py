@@ -19,20 +19,14 @@ from app.acl import user_name, write_aclfile
 from app.local_cluster import ClusterSpec, LocalCluster, command, port_free, single_node
 from app.main import SERVICES
 from app.serve import ACL_FILE, ACL_PASSWORDS_FILE
-from tests.service import HOST, NODES, Service, free_base_port
+from tests.service import HOST, NODES, Service, clean_up, free_base_port
 
 
 @pytest.fixture
 def acl_service(tmp_path: Path) -> Iterator[Service]:
     running = Service(tmp_path / "redis", APP_EMBEDDED__ACL="true")
     yield running
-    if running.process is not None and running.process.poll() is None:
-        running.signal(signal.SIGKILL)
-    # Nodes outlive a kill -9 of the service: adopt and stop them.
-    if any(not port_free(HOST, running.base_port + i) for i in range(NODES)):
-        leftover = running.cluster()
-        leftover.start()
-        leftover.stop()
+    clean_up(running)
 
 
 def node_users(service: Service) -> list[set[str]]:

@@ -24,7 +24,6 @@ from app.acl import user_name
 from app.config import RedisSettings
 from app.errors import ServiceUnavailable
 from app.local_cluster import (
-    ClusterSpec,
     LocalCluster,
     TlsFiles,
     free_cluster_ports,
@@ -34,9 +33,9 @@ from app.redis import RetryPolicy, connect_client, open_store
 from tests.conftest import (
     PROJECT_ROOT,
     eventually,
+    extra_cluster,
     make_settings,
     running_app,
-    service_acl_file,
     service_url,
 )
 
@@ -185,16 +184,8 @@ def make_tls_files(directory: Path) -> TlsFiles:
 
 @pytest.fixture
 def tls_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
-    spec = ClusterSpec(
-        data_dir=tmp_path / "nodes",
-        tls=make_tls_files(tmp_path),
-        die_with_parent=True,
-        acl_file=service_acl_file(tmp_path),
-    )
-    local = LocalCluster(spec)
-    local.start()
-    yield local
-    local.stop()
+    with extra_cluster(tmp_path, tls=make_tls_files(tmp_path)) as local:
+        yield local
 
 
 @pytest.mark.slow

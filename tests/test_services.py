@@ -16,15 +16,15 @@ from redis.asyncio.cluster import RedisCluster
 
 from app.config import ConfigError, ServiceSettings, Settings, load_settings
 from app.lifespan import open_context
-from app.local_cluster import ClusterSpec, LocalCluster
+from app.local_cluster import LocalCluster
 from app.main import DOMAINS, SERVICES, create_app, running_domains
 from tests.conftest import (
     PROJECT_ROOT,
     data_keys,
     eventually,
+    extra_cluster,
     make_settings,
     running_app,
-    service_acl_file,
     service_url,
 )
 from workers.pool import WorkerPool
@@ -172,17 +172,8 @@ async def test_workers_run_only_for_the_chosen_services(settings: Settings) -> N
 @pytest.fixture
 def second_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
     """Another cluster (one shard, no replica) with the services' users."""
-    spec = ClusterSpec(
-        data_dir=tmp_path / "nodes",
-        shards=1,
-        replicas_per_shard=0,
-        die_with_parent=True,
-        acl_file=service_acl_file(tmp_path),
-    )
-    local = LocalCluster(spec)
-    local.start()
-    yield local
-    local.stop()
+    with extra_cluster(tmp_path, shards=1, replicas_per_shard=0) as local:
+        yield local
 
 
 @pytest.mark.slow
