@@ -79,6 +79,8 @@ class ClusterSpec:
     tls: TlsFiles | None = None
     # Users every node loads at start (``--aclfile``), so a restarted node keeps them.
     acl_file: Path | None = None
+    # Modules every node loads (``--loadmodule``): the JSON module's rejson.so, for example.
+    modules: tuple[Path, ...] = ()
     # Tests: the nodes end with the process that started them, even when it is killed. The
     # embedded default keeps them, so a service killed with SIGKILL finds them again.
     die_with_parent: bool = False
@@ -127,9 +129,11 @@ def node_args(spec: ClusterSpec, port: int, directory: str) -> list[str]:
             str(spec.tls.ca),
         ]
     users = ["--aclfile", str(spec.acl_file)] if spec.acl_file is not None else []
+    modules = [arg for module in spec.modules for arg in ("--loadmodule", str(module))]
     return [
         *listen,
         *users,
+        *modules,
         "--bind", spec.host,
         "--cluster-enabled", "yes",
         "--cluster-config-file", "nodes.conf",
