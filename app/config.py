@@ -32,6 +32,7 @@ from pydantic_settings import (
 )
 
 CONFIG_FILE_NAME = "alembic-free-config.toml"
+DEFAULT_REDIS_PORT = 6379
 ENV_PREFIX = "APP_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -243,7 +244,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _production_has_a_secret(self) -> Settings:
-        if self.server.environment == "development":
+        # Only a process that runs the sessions service signs anything (every one, by default).
+        running_sessions = not self.server.services or "sessions" in self.server.services
+        if self.server.environment == "development" or not running_sessions:
             return self
         secret = self.sessions.secret_key.get_secret_value()
         if secret == DEVELOPMENT_SECRET or len(secret) < MIN_SECRET_LENGTH:
@@ -272,9 +275,9 @@ class Settings(BaseSettings):
         )
 
 
-def _endpoint(url: str) -> tuple[str, str, int | None]:
+def _endpoint(url: str) -> tuple[str, str, int]:
     parts = urlsplit(url)
-    return parts.scheme, (parts.hostname or "").lower(), parts.port
+    return parts.scheme, (parts.hostname or "").lower(), parts.port or DEFAULT_REDIS_PORT
 
 
 class RedisUrlSource(PydanticBaseSettingsSource):

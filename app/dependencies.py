@@ -28,7 +28,12 @@ def own_resource(request: Request, name: str) -> Any:
     state = request.state
     scoped: dict[str, dict[str, Any]] = state.scoped
     if scoped:
-        own = scoped.get(_ROUTE_SERVICES.get(id(request.scope.get("route")), ""))
+        service = _ROUTE_SERVICES.get(id(request.scope.get("route")))
+        if service is None:
+            # Never another service's client: a route whose service is unknown here (a FastAPI
+            # that does not put the route in the scope) fails loudly instead.
+            raise RuntimeError(f"no service known for the route of {request.url.path}")
+        own = scoped.get(service)
         if own is not None:
             return own[name]
     return getattr(state, name)

@@ -31,6 +31,11 @@ class AppError(Exception):
         self.message = message
 
 
+class StartupRefused(RuntimeError):
+    """The service must not start on what it found (data it cannot serve); the message is one
+    line saying what to do."""
+
+
 class Unauthorized(AppError):
     status_code = 401
 

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from app.autopipeline import AutoPipeline
 from app.config import ConfigError, Settings, load_settings
 from app.domain import Context, Domain
+from app.errors import StartupRefused
 from app.messaging import Broker
 from app.metrics import flushing
 from app.redis import RedisStore, connect_client, retry_policy
@@ -142,7 +143,7 @@ def make_lifespan(
                 tune_garbage_collector()
                 yield {**state, **domain_states}
                 logger.info("shutting down: draining workers, closing redis")
-        except ConfigError as exc:
+        except (ConfigError, StartupRefused) as exc:
             logger.error("%s", exc)
             raise
 

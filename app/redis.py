@@ -289,6 +289,9 @@ def _client_options(settings: RedisSettings, url: str) -> dict[str, Any]:
         "socket_connect_timeout": settings.socket_connect_timeout_s,
         "max_connections": settings.max_connections,
         "health_check_interval": 30,
+        # No CLIENT SETINFO on connect: a least-privilege user may not run it (Redis 7.0 knows
+        # no such subcommand to grant), and every refusal would land in the server's ACL LOG.
+        "driver_info": None,
     }
     if url.startswith("rediss://"):
         options["ssl_cert_reqs"] = ssl.CERT_REQUIRED

@@ -78,10 +78,12 @@ def serving(env: dict[str, str], log: Path) -> Iterator[str]:
         while True:
             assert process.poll() is None, log.read_text()
             try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
+                ready = httpx.get(f"{url}/readyz", timeout=1).status_code == 200
             except httpx.HTTPError:
-                pass
+                ready = False
+            # Every process up, not only the one that answered.
+            if ready and log.read_text().count("Started server process") >= PROCESSES:
+                break
             assert time.monotonic() < deadline, "the service did not become ready"
             time.sleep(0.1)
         yield url

@@ -119,7 +119,7 @@ async def test_cluster_is_detected(cluster: LocalCluster) -> None:
 
 def test_the_readme_deploys_with_the_generated_users() -> None:
     readme = (PROJECT_ROOT / "README.md").read_text()
-    assert "python -m app acl memorydb > users.sh" in readme
+    assert "python -m app acl memorydb --services profiles,reporting > users.sh" in readme
     assert f"rediss://{user_name('profiles')}:$PROFILES_REDIS_PASSWORD@" in readme
 
 

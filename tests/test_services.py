@@ -77,14 +77,19 @@ def test_an_unknown_service_is_refused_naming_it(services: dict[str, object], wh
         ({"profiles": "redis://other:7000"}, False),
         ({"videos": "redis://other:7000"}, False),
         ({"messaging": "redis://u:p@other:7000", "videos": "redis://v:q@other:7000"}, True),
-        ({"reporting": "redis://reporting-svc:secret@shared:7000"}, True),
+        ({"reporting": "redis://reporting-svc:secret@shared:6379"}, True),
+        # The default port is the same endpoint as 6379 written out.
+        ({"reporting": "redis://reporting-svc:secret@shared"}, True),
     ],
 )
+@pytest.mark.parametrize("running", [(), ("customers",)])
 def test_services_that_share_data_must_share_a_cluster(
-    apart: dict[str, str], together: bool
+    apart: dict[str, str], together: bool, running: tuple[str, ...]
 ) -> None:
+    """Checked for every pair the configuration names, whichever services run here."""
     settings = Settings(
-        redis={"url": "redis://shared:7000"},
+        redis={"url": "redis://shared:6379"},
+        server={"services": running},
         services={name: {"redis_url": url} for name, url in apart.items()},
     )
     if together:
@@ -114,6 +119,12 @@ def test_an_unknown_service_fails_the_start_with_one_line(module: str) -> None:
     (line,) = done.stderr.strip().splitlines()
     assert "unknown service 'biling'" in line
     assert "profiles, reporting, customers" in line
+
+
+def test_workers_of_services_without_workers_end_at_once() -> None:
+    done = run_cli("workers", "--services", "reporting,customers", REDIS_URL="redis://x:1")
+    assert done.returncode == 0
+    assert "the services chosen run no workers" in done.stderr
 
 
 def test_a_split_of_profiles_from_reporting_fails_the_start() -> None:

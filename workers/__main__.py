@@ -19,6 +19,7 @@ import sys
 from prometheus_client import start_http_server
 
 from app.config import ConfigError, Settings, load_settings
+from app.errors import StartupRefused
 from app.lifespan import open_context
 from app.logs import configure_logging, redact
 from app.main import running_domains
@@ -39,12 +40,17 @@ async def run(settings: Settings) -> None:
         "starting workers: services=%s",
         ",".join(domain.name for domain in domains if not domain.always),
     )
-    async with (
-        open_context(settings, domains) as context,
-        WorkerPool(context=context, domains=domains),
-    ):
-        await stop.wait()
-        logger.info("stopping workers")
+    if not any(domain.consumers or domain.queue_workers for domain in domains):
+        logger.warning("the services chosen run no workers: nothing to do")
+        return
+    async with open_context(settings, domains) as context:
+        # What a domain checks at start-up (the messaging layout), as the API processes do.
+        for domain in domains:
+            if domain.setup is not None:
+                await domain.setup(context.of(domain.name))
+        async with WorkerPool(context=context, domains=domains):
+            await stop.wait()
+            logger.info("stopping workers")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -65,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
             start_http_server(args.metrics_port, settings.server.host, scrape_registry())
             logger.info("metrics on http://%s:%d/metrics", settings.server.host, args.metrics_port)
         asyncio.run(run(settings))
-    except ConfigError as exc:
+    except (ConfigError, StartupRefused) as exc:
         # The offending value is quoted, and a REDIS_URL may hold a password.
         print(redact(str(exc)), file=sys.stderr)
         sys.exit(2)

@@ -12,6 +12,8 @@ routes); code inside the service uses it directly::
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, ConfigDict
 
 from app.config import MessagingSettings
@@ -23,6 +25,9 @@ from app.messaging.queues import Queue
 from app.messaging.schemas import MessageTrace, TraceEvent, check_name, from_ms
 from app.messaging.topics import Topic
 from app.redis import RedisStore
+from app.scripting import LuaScript, as_str
+
+READ_TRACE = LuaScript.load(Path(__file__).with_name("read_trace.lua"))
 
 
 class StoredEvent(BaseModel):
@@ -69,11 +74,17 @@ class Broker:
 
     async def trace(self, message_id: str) -> MessageTrace:
         """Return a message's lifecycle, oldest event first; raise TraceNotFound."""
-        key = keys.trace_key(message_id)
-        raw: list[str] = await self.store.call(key, "LRANGE", key, 0, -1, what="read trace")
-        if not raw:
+        raw = await READ_TRACE(
+            self.store,
+            keys=keys.message_trace_keys(message_id),
+            args=[message_id],
+            what="read trace",
+        )
+        if raw is None:
             raise TraceNotFound(message_id)
-        return MessageTrace(id=message_id, events=[_event(item) for item in raw])
+        return MessageTrace(
+            id=message_id, events=[_event(line) for line in as_str(raw).split("\n")]
+        )
 
 
 def _event(text: str) -> TraceEvent:

@@ -131,18 +131,28 @@ class Channel(Generic[E]):
         self._keys = script_keys
         self._outcomes = outcomes
         self._errors = errors
-        self._head = [
-            name,
-            keys.trace_prefix(self.slot),
-            str(context.settings.trace_retention_s),
-            prefix,
-        ]
+        self._head = [name, str(context.settings.trace_retention_s)]
 
-    async def answer(self, step: str, *args: str, what: str) -> tuple[E, list[Reply]]:
-        """Run one step of the channel's script; return its outcome and the values after it."""
+    def marker(self, kind: str, value: str) -> str:
+        """Return the key of one of the channel's markers (see ``keys.marker``)."""
+        return keys.marker(self.prefix, kind, value)
+
+    @property
+    def sweep_limit(self) -> str:
+        """How many finished traces past their retention a publish or ack step removes."""
+        return str(self.context.settings.housekeeping_batch)
+
+    async def answer(
+        self, step: str, *args: str, extra_keys: Sequence[str] = (), what: str
+    ) -> tuple[E, list[Reply]]:
+        """Run one step of the channel's script (declaring ``extra_keys`` after the channel's
+        own: a group's, a step's markers); return its outcome and the values after it."""
         reply = as_list(
             await self._script(
-                self.context.store, keys=self._keys, args=[step, *self._head, *args], what=what
+                self.context.store,
+                keys=[*self._keys, *extra_keys],
+                args=[step, *self._head, *args],
+                what=what,
             )
         )
         if not reply:
@@ -166,21 +176,36 @@ class Channel(Generic[E]):
         """Raise the domain error ``outcome`` names; return a successful outcome."""
         return raise_for(outcome, self._errors, self.name, subject)
 
-    async def run(self, step: str, *args: str, subject: str = "", what: str) -> list[Reply]:
+    async def run(
+        self,
+        step: str,
+        *args: str,
+        extra_keys: Sequence[str] = (),
+        subject: str = "",
+        what: str,
+    ) -> list[Reply]:
         """Run one step; raise the domain error its outcome names; return the values after it."""
-        outcome, values = await self.answer(step, *args, what=what)
+        outcome, values = await self.answer(step, *args, extra_keys=extra_keys, what=what)
         self.check(outcome, subject=subject)
         return values
 
     async def publish_rows(self, rows: Sequence[list[str]], *, what: str) -> list[Published]:
-        """Publish messages given as script arguments (after each one's new id), in batches."""
+        """Publish messages given as script arguments, in batches: each row after its new id,
+        its last item the dedupe id ('' for none), followed by the index (from 1) of its
+        de-duplication marker among the keys the step declares ('0' for none)."""
         published: list[Published] = []
         window = str(self.context.settings.dedupe_window_s * 1000)
+        first_marker = len(self._keys) + 1
         for start in range(0, len(rows), PUBLISH_BATCH):
-            args = [window]
+            args = [window, self.sweep_limit]
+            markers: list[str] = []
             for row in rows[start : start + PUBLISH_BATCH]:
-                args += [new_ulid(slot=self.slot), *row]
-            (results,) = await self.run("publish", *args, what=what)
+                index = "0"
+                if row[-1]:
+                    index = str(first_marker + len(markers))
+                    markers.append(self.marker("dedupe", row[-1]))
+                args += [new_ulid(slot=self.slot), *row, index]
+            (results,) = await self.run("publish", *args, extra_keys=markers, what=what)
             published += [_published(result) for result in as_list(results)]
         self.wake()
         return published

@@ -1,22 +1,28 @@
 """Key names of the messaging domain, with the hash-slot reasoning behind them.
 
+Every key a messaging script touches is one it declares (the Redis docs require it; engines
+enforce it differently during slot migration, and ACL key patterns are checked on each): a
+channel's keys are a fixed set per queue or topic, and the keys of a single message (its state,
+body, trace, de-duplication marker) are fields of those sets, or markers whose names the caller
+knows before the step (a dedupe id, a receive call's nonce).
+
 Queues: every step on a queue (publish, receive, ack, nack, lease expiry, dead-lettering,
 redrive) is one script that changes several of its keys together: the ready list or sorted set,
-the delayed and in-flight sorted sets, the dead-letter list, the message hashes, the
-de-duplication markers and the messages' traces. So all of a queue's keys carry the hash tag
-``{queue:<name>}`` and share its slot; different queues hash to different slots, so they spread
-over the shards. The scripts derive the per-message keys (``…:msg:<id>``, ``…:dedupe:<id>``,
-``…:receive:<nonce>``) from that prefix: they are in the same slot by construction, which is why
-they need not be declared one by one.
+the delayed and in-flight sorted sets, the dead-letter list, the hashes of message bodies and
+message states, the markers and the messages' traces. So all of a queue's keys carry the hash
+tag ``{queue:<name>}`` and share its slot; different queues hash to different slots, so they
+spread over the shards.
 
 Topics: the stream, its consumer groups (which live inside the stream key), the topic's config,
-de-duplication markers and per-group dead-letter lists carry ``{topic:<name>}``, for the same
-reason.
+de-duplication and receive markers and the per-group lease hashes, lease-end sets and
+dead-letter lists carry ``{topic:<name>}``, for the same reason.
 
-Traces: a message's trace is a list under ``<slot tag>:trace:<id>``. Its id is a ULID that
-carries the slot of its queue or topic (``app.records.ids``), and ``slot_tag`` names a tag in that
-slot, so the scripts append to the trace in the same step as the change it records, and
-``GET /messages/{id}/trace`` finds the trace from the id alone.
+Traces: a message's trace is a field of the hash ``<slot tag>:traces`` (its events, one JSON
+object per line), and ``<slot tag>:trace-expiry`` says when each finished trace goes (swept by
+the steps that finish traces; a hash field has no expiry of its own before Redis 7.4). A
+message's id is a ULID that carries the slot of its queue or topic (``app.records.ids``), and
+``slot_tag`` names a tag in that slot, so the scripts append to the trace in the same step as
+the change it records, and ``GET /messages/{id}/trace`` finds the trace from the id alone.
 
 Registries: ``messaging:queues`` and ``messaging:topics`` are sorted sets of the names of the
 queues and topics created (scored by when each was first registered), so the metrics and the
@@ -42,9 +48,11 @@ def queue_prefix(name: str) -> str:
 
 
 def queue_keys(name: str) -> list[str]:
-    """Return the keys every queue script declares: config, ready, delayed, in flight, dead."""
+    """Return the keys every queue script declares: config, ready, delayed, in flight, dead,
+    message bodies, message states, and the traces of the queue's slot."""
     prefix = queue_prefix(name)
-    return [prefix + part for part in ("config", "ready", "delayed", "inflight", "dead")]
+    parts = ("config", "ready", "delayed", "inflight", "dead", "bodies", "meta")
+    return [prefix + part for part in parts] + trace_keys(key_slot(prefix))
 
 
 def topic_prefix(name: str) -> str:
@@ -53,9 +61,22 @@ def topic_prefix(name: str) -> str:
 
 
 def topic_keys(name: str) -> list[str]:
-    """Return the keys every topic script declares: its config and its stream."""
+    """Return the keys every topic script declares: its config, its stream, and the traces of
+    its slot."""
     prefix = topic_prefix(name)
-    return [prefix + "config", prefix + "stream"]
+    return [prefix + "config", prefix + "stream", *trace_keys(key_slot(prefix))]
+
+
+def group_keys(topic: str, group: str) -> list[str]:
+    """Return the keys of a topic's consumer group: its leases, their ends, its dead letters."""
+    prefix = topic_prefix(topic)
+    return [prefix + "leases:" + group, prefix + "lease-ends:" + group, prefix + "dead:" + group]
+
+
+def marker(prefix: str, kind: str, value: str) -> str:
+    """Return the key of a channel's marker: ``dedupe`` (a dedupe id), ``receive`` and
+    ``redrive`` (a call's nonce), in the channel's slot."""
+    return f"{prefix}{kind}:{value}"
 
 
 def slot_of(prefix: str) -> int:
@@ -63,11 +84,12 @@ def slot_of(prefix: str) -> int:
     return key_slot(prefix)
 
 
-def trace_prefix(slot: int) -> str:
-    """Return the prefix of the trace keys of messages minted in ``slot``."""
-    return slot_tag(slot) + ":trace:"
+def trace_keys(slot: int) -> list[str]:
+    """Return the traces hash and the trace expiry set of messages minted in ``slot``."""
+    tag = slot_tag(slot)
+    return [tag + ":traces", tag + ":trace-expiry"]
 
 
-def trace_key(message_id: str) -> str:
-    """Return the key of a message's trace (the id must be a valid ULID)."""
-    return trace_prefix(ulid_slot(message_id)) + message_id
+def message_trace_keys(message_id: str) -> list[str]:
+    """Return ``trace_keys`` of a message's slot (the id must be a valid ULID)."""
+    return trace_keys(ulid_slot(message_id))

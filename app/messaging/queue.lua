@@ -1,15 +1,18 @@
 -- Every step on a queue, as one script: ARGV[1] names the step.
--- KEYS: config (hash), ready (list for fifo, sorted set for priority), delayed (sorted set:
--- visible-at ms), inflight (sorted set: lease-until ms), dead (list of ids). ARGV[2..5]: the
--- queue's name, the trace key prefix, the trace retention (s), the queue's key prefix; the
--- step's own arguments follow. Every key touched is in the queue's slot (see keys.py); the
--- per-message keys are built from the prefix.
+-- KEYS (every key the script touches is declared, all in the queue's slot; see keys.py):
+--   1 config (hash), 2 ready (list for fifo, sorted set for priority), 3 delayed (sorted set:
+--   visible-at ms), 4 inflight (sorted set: lease-until ms), 5 dead (list of ids),
+--   6 bodies (hash: message id -> body), 7 meta (hash: message id -> the message's state as
+--   JSON), 8 traces (hash: message id -> its events, one JSON object per line), 9 trace
+--   expiry (sorted set: message id -> when its trace goes, ms), then the step's markers
+--   (de-duplication, receive, redrive), which the caller names.
+-- ARGV[2..3]: the queue's name, the trace retention (s); the step's own arguments follow.
 -- Time is the server's (TIME), read once per call, so leases and delays do not depend on the
 -- clocks of the API processes.
-local config_key, ready_key, delayed_key, inflight_key, dead_key =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local op, queue, trace_prefix, retention, prefix =
-  ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local config_key, ready_key, delayed_key, inflight_key, dead_key, bodies_key, meta_key,
+  traces_key, expiry_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7],
+  KEYS[8], KEYS[9]
+local op, queue, retention = ARGV[1], ARGV[2], tonumber(ARGV[3])
 
 local clock = redis.call('TIME')
 local NOW = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
@@ -28,29 +31,59 @@ local function ms(number)
   return string.format('%.0f', number)
 end
 
-local function msg_key(id)
-  return prefix .. 'msg:' .. id
+-- A message's state: p priority, o publish order, a attempts, t published at, d dedupe id,
+-- s state (ready, delayed, inflight, dead), r receipt, c consumer, l lease until, v visible at,
+-- why and x (the reason and time it was dead-lettered).
+local function load(id)
+  local raw = redis.call('HGET', meta_key, id)
+  if not raw then
+    return nil
+  end
+  return cjson.decode(raw)
 end
 
--- A trace lives as long as its message, then ``retention`` seconds from its ack (the only step
--- that removes a message), so it needs one EXPIRE, not one per event.
+local function save(id, m)
+  redis.call('HSET', meta_key, id, cjson.encode(m))
+end
+
+-- A message's trace: its events, one JSON object per line. It lives as long as its message,
+-- then ``retention`` seconds from its ack (the only step that removes a message): the trace
+-- expiry set says when, and steps that finish traces sweep the due ones (``sweep``).
 local function trace(id, event, fields)
   fields.event = event
   fields.at = NOW
   fields.queue = queue
-  redis.call('RPUSH', trace_prefix .. id, cjson.encode(fields))
+  local line = cjson.encode(fields)
+  local old = redis.call('HGET', traces_key, id)
+  redis.call('HSET', traces_key, id, old and (old .. '\n' .. line) or line)
+end
+
+local function traced(id)
+  return redis.call('HEXISTS', traces_key, id) == 1
 end
 
 -- Whether the trace holds ``event`` carrying this receipt: the step already ran, and this call
 -- is a re-send of it. (A trace is short: a few events per delivery, at most 100 deliveries.)
 local function already(id, event, receipt)
-  for _, raw in ipairs(redis.call('LRANGE', trace_prefix .. id, 0, -1)) do
-    local seen = cjson.decode(raw)
+  local raw = redis.call('HGET', traces_key, id)
+  if not raw then
+    return false
+  end
+  for line in string.gmatch(raw, '[^\n]+') do
+    local seen = cjson.decode(line)
     if seen.event == event and seen.r == receipt then
       return true
     end
   end
   return false
+end
+
+local function sweep(limit)
+  local due = redis.call('ZRANGEBYSCORE', expiry_key, '-inf', NOW, 'LIMIT', 0, limit)
+  if #due > 0 then
+    redis.call('HDEL', traces_key, unpack(due))
+    redis.call('ZREM', expiry_key, unpack(due))
+  end
 end
 
 local function load_config()
@@ -63,7 +96,7 @@ end
 
 -- Put a message in line. A redelivery goes to the head of a fifo queue (it was first in line
 -- before); a priority queue orders by priority, then by the publish sequence the message keeps.
-local function push_ready(cfg, id, front, priority, order)
+local function push_ready(cfg, id, front, m)
   if cfg.kind == 'fifo' then
     if front then
       redis.call('LPUSH', ready_key, id)
@@ -71,18 +104,17 @@ local function push_ready(cfg, id, front, priority, order)
       redis.call('RPUSH', ready_key, id)
     end
   else
-    redis.call('ZADD', ready_key, -tonumber(priority), order .. ':' .. id)
+    redis.call('ZADD', ready_key, -m.p, m.o .. ':' .. id)
   end
 end
 
 -- Make a message that was leased, delayed or dead receivable again (its lease, if it had one,
 -- is already cleared: see release).
-local function make_ready(cfg, id, front)
-  local key = msg_key(id)
-  local m = redis.call('HMGET', key, 'priority', 'order')
-  push_ready(cfg, id, front, m[1], m[2])
-  redis.call('HSET', key, 'state', 'ready')
-  redis.call('HDEL', key, 'visible_at')
+local function make_ready(cfg, id, m, front)
+  push_ready(cfg, id, front, m)
+  m.s = 'ready'
+  m.v = nil
+  save(id, m)
 end
 
 local function pop_ready(cfg, count)
@@ -101,8 +133,9 @@ local function pop_ready(cfg, count)
   return ids
 end
 
-local function dead_letter(id, reason)
-  redis.call('HSET', msg_key(id), 'state', 'dead', 'reason', reason, 'dead_at', ms(NOW))
+local function dead_letter(id, m, reason)
+  m.s, m.why, m.x = 'dead', reason, NOW
+  save(id, m)
   redis.call('RPUSH', dead_key, id)
   trace(id, 'dead-lettered', { reason = reason })
   dead_count = dead_count + 1
@@ -110,17 +143,16 @@ end
 
 -- A lease ended without an ack (expired or nacked): deliver again after ``delay`` ms, or
 -- dead-letter the message when it has had all its deliveries.
-local function release(cfg, id, delay, why)
-  local key = msg_key(id)
-  redis.call('HDEL', key, 'receipt', 'consumer', 'lease_until')
-  local attempts = tonumber(redis.call('HGET', key, 'attempts'))
-  if attempts >= cfg.max then
-    dead_letter(id, why .. ' on delivery ' .. attempts .. ' of ' .. cfg.max)
+local function release(cfg, id, m, delay, why)
+  m.r, m.c, m.l = nil, nil, nil
+  if m.a >= cfg.max then
+    dead_letter(id, m, why .. ' on delivery ' .. m.a .. ' of ' .. cfg.max)
   elseif delay > 0 then
     redis.call('ZADD', delayed_key, NOW + delay, id)
-    redis.call('HSET', key, 'state', 'delayed', 'visible_at', ms(NOW + delay))
+    m.s, m.v = 'delayed', NOW + delay
+    save(id, m)
   else
-    make_ready(cfg, id, true)
+    make_ready(cfg, id, m, true)
   end
 end
 
@@ -129,14 +161,19 @@ end
 local function housekeep(cfg, limit)
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', delayed_key, '-inf', NOW, 'LIMIT', 0, limit)) do
     redis.call('ZREM', delayed_key, id)
-    make_ready(cfg, id, false)
+    local m = load(id)
+    if m then
+      make_ready(cfg, id, m, false)
+    end
   end
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', inflight_key, '-inf', NOW, 'LIMIT', 0, limit)) do
     redis.call('ZREM', inflight_key, id)
-    local m = redis.call('HMGET', msg_key(id), 'consumer', 'attempts')
-    trace(id, 'expired', { consumer = m[1], attempt = tonumber(m[2]) })
-    expired_count = expired_count + 1
-    release(cfg, id, 0, 'lease expired')
+    local m = load(id)
+    if m then
+      trace(id, 'expired', { consumer = m.c, attempt = m.a })
+      expired_count = expired_count + 1
+      release(cfg, id, m, 0, 'lease expired')
+    end
   end
 end
 
@@ -152,7 +189,7 @@ local function counts(cfg)
 end
 
 if op == 'create' then
-  local kind, visibility, max = ARGV[6], ARGV[7], ARGV[8]
+  local kind, visibility, max = ARGV[4], ARGV[5], ARGV[6]
   local existing = redis.call('HGET', config_key, 'kind')
   if existing and existing ~= kind then
     return { CONFLICT, existing }
@@ -172,17 +209,19 @@ if not cfg then
 end
 
 if op == 'config' then
-  housekeep(cfg, tonumber(ARGV[6]))
+  housekeep(cfg, tonumber(ARGV[4]))
   local c = redis.call('HMGET', config_key, 'created_at')
   return { 1, cfg.kind, cfg.visibility, cfg.max, c[1], counts(cfg), swept() }
 end
 
 if op == 'publish' then
-  -- ARGV[6]: de-duplication window (ms); then per message: id, body, priority, delay (ms),
-  -- dedupe id ('' for none). Answers each message's id and whether this call enqueued it.
-  local window = ARGV[6]
+  -- ARGV[4]: de-duplication window (ms), ARGV[5]: how many due traces to sweep; then per
+  -- message: id, body, priority, delay (ms), dedupe id ('' for none), the index in KEYS of its
+  -- de-duplication marker ('0' for none). Answers each message's id and whether this call
+  -- enqueued it.
+  local window = ARGV[4]
   if cfg.kind == 'fifo' then
-    for i = 9, #ARGV, 5 do
+    for i = 8, #ARGV, 6 do
       if ARGV[i] ~= '0' then
         return { PRIORITY_ON_FIFO }
       end
@@ -193,12 +232,12 @@ if op == 'publish' then
   -- update per call, not per message.
   local seq = tonumber(redis.call('HGET', config_key, 'seq') or '0')
   local first_seq = seq
-  for i = 7, #ARGV, 5 do
-    local id, body, priority, delay, dedupe = ARGV[i], ARGV[i + 1], ARGV[i + 2],
-      tonumber(ARGV[i + 3]), ARGV[i + 4]
+  for i = 6, #ARGV, 6 do
+    local id, body, priority, delay, dedupe, marker_index = ARGV[i], ARGV[i + 1],
+      tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), ARGV[i + 4], tonumber(ARGV[i + 5])
     local first = nil
-    if dedupe ~= '' then
-      local marker = prefix .. 'dedupe:' .. dedupe
+    if marker_index > 0 then
+      local marker = KEYS[marker_index]
       first = redis.call('GET', marker)
       if not first then
         redis.call('SET', marker, id, 'PX', window)
@@ -206,22 +245,23 @@ if op == 'publish' then
     end
     if first and first ~= id then
       out[#out + 1] = { first, 0 }
-    elseif redis.call('EXISTS', trace_prefix .. id) == 1 then
+    elseif traced(id) then
       -- A re-sent call (redis-py after a lost reply): this call published the message.
       out[#out + 1] = { id, 1 }
     else
       seq = seq + 1
-      local order = string.format('%016d', seq)
-      local fields = { priority = tonumber(priority) }
-      redis.call('HSET', msg_key(id), 'body', body, 'priority', priority, 'order', order,
-        'attempts', 0, 'published_at', ms(NOW), 'dedupe_id', dedupe, 'state', 'ready')
+      local m = { p = priority, o = string.format('%016d', seq), a = 0, t = NOW, d = dedupe,
+        s = 'ready' }
+      local fields = { priority = priority }
+      redis.call('HSET', bodies_key, id, body)
       if delay > 0 then
         fields.delay_ms = delay
-        redis.call('HSET', msg_key(id), 'state', 'delayed', 'visible_at', ms(NOW + delay))
+        m.s, m.v = 'delayed', NOW + delay
         redis.call('ZADD', delayed_key, NOW + delay, id)
       else
-        push_ready(cfg, id, false, priority, order)
+        push_ready(cfg, id, false, m)
       end
+      save(id, m)
       trace(id, 'published', fields)
       out[#out + 1] = { id, 1 }
     end
@@ -229,26 +269,27 @@ if op == 'publish' then
   if seq ~= first_seq then
     redis.call('HSET', config_key, 'seq', seq)
   end
+  sweep(tonumber(ARGV[5]))
   return { 1, out }
 end
 
-local function leased(id, m, attempt, receipt, lease_until)
-  return { id, m[1], attempt, receipt, m[2], m[3], ms(lease_until) }
+local function leased(id, m)
+  return { id, redis.call('HGET', bodies_key, id), m.a, m.r, m.p, ms(m.t), ms(m.l) }
 end
 
 if op == 'receive' then
-  -- ARGV[6..9]: consumer, how many at most, this call's nonce, housekeeping limit.
-  local consumer, max, nonce, limit = ARGV[6], tonumber(ARGV[7]), ARGV[8], tonumber(ARGV[9])
-  local marker = prefix .. 'receive:' .. nonce
+  -- ARGV[4..7]: consumer, how many at most, this call's nonce, housekeeping limit. KEYS[10]:
+  -- this call's receive marker (the ids it leased, for a re-send).
+  local consumer, max, nonce, limit = ARGV[4], tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
+  local marker = KEYS[10]
   local out = {}
   local previous = redis.call('GET', marker)
   if previous then
     -- A re-sent call: answer the messages the first one leased, while those leases hold.
     for _, id in ipairs(cjson.decode(previous)) do
-      local m = redis.call('HMGET', msg_key(id), 'body', 'priority', 'published_at', 'attempts',
-        'receipt', 'lease_until')
-      if m[5] and string.sub(m[5], 1, #nonce + 1) == nonce .. '.' then
-        out[#out + 1] = leased(id, m, tonumber(m[4]), m[5], tonumber(m[6]))
+      local m = load(id)
+      if m and m.r and string.sub(m.r, 1, #nonce + 1) == nonce .. '.' then
+        out[#out + 1] = leased(id, m)
       end
     end
     return { 1, out, swept() }
@@ -257,17 +298,16 @@ if op == 'receive' then
   local ids = {}
   local lease_until = NOW + cfg.visibility
   for _, id in ipairs(pop_ready(cfg, max)) do
-    local key = msg_key(id)
-    local m = redis.call('HMGET', key, 'body', 'priority', 'published_at', 'attempts')
-    if m[1] then
-      local attempt = tonumber(m[4]) + 1
+    local m = load(id)
+    if m then
+      m.a = m.a + 1
       -- Unguessable (the nonce is random per call) and different for every message.
-      local receipt = nonce .. '.' .. (#ids + 1)
-      redis.call('HSET', key, 'state', 'inflight', 'attempts', attempt, 'receipt', receipt,
-        'consumer', consumer, 'lease_until', ms(lease_until))
+      m.r = nonce .. '.' .. (#ids + 1)
+      m.s, m.c, m.l = 'inflight', consumer, lease_until
+      save(id, m)
       redis.call('ZADD', inflight_key, lease_until, id)
-      trace(id, 'delivered', { consumer = consumer, attempt = attempt })
-      out[#out + 1] = leased(id, m, attempt, receipt, lease_until)
+      trace(id, 'delivered', { consumer = consumer, attempt = m.a })
+      out[#out + 1] = leased(id, m)
       ids[#ids + 1] = id
     end
   end
@@ -277,75 +317,82 @@ if op == 'receive' then
   return { 1, out, swept() }
 end
 
--- The message ``id`` as leased under ``receipt``: its hash fields, or a status when the
--- receipt does not hold the message's current lease (0 when ``event``, the step's own trace
--- event, shows it already ran with this receipt).
+-- The message ``id`` as leased under ``receipt``: its state, or a status when the receipt does
+-- not hold the message's current lease (0 when ``event``, the step's own trace event, shows it
+-- already ran with this receipt).
 local function check_lease(id, receipt, event)
-  local m = redis.call('HMGET', msg_key(id), 'state', 'receipt', 'consumer', 'attempts')
-  if m[1] == 'inflight' and m[2] == receipt then
+  local m = load(id)
+  if m and m.s == 'inflight' and m.r == receipt then
     return m, nil
   end
   if event and already(id, event, receipt) then
     return nil, 0
   end
-  if not m[1] and redis.call('EXISTS', trace_prefix .. id) == 0 then
+  if not m and not traced(id) then
     return nil, NOT_FOUND
   end
   return nil, WRONG_RECEIPT
 end
 
 if op == 'ack' then
-  -- ARGV[6..]: id, receipt pairs. Answers a status per pair: 1 acknowledged, 0 already
-  -- acknowledged with this receipt, NOT_FOUND, WRONG_RECEIPT.
+  -- ARGV[4]: how many due traces to sweep besides; ARGV[5..]: id, receipt pairs. Answers a
+  -- status per pair: 1 acknowledged, 0 already acknowledged with this receipt, NOT_FOUND,
+  -- WRONG_RECEIPT.
   local out = {}
-  for i = 6, #ARGV, 2 do
+  local finished = 0
+  for i = 5, #ARGV, 2 do
     local id, receipt = ARGV[i], ARGV[i + 1]
     local m, status = check_lease(id, receipt, 'acked')
     if m then
       redis.call('ZREM', inflight_key, id)
-      redis.call('DEL', msg_key(id))
-      trace(id, 'acked', { consumer = m[3], attempt = tonumber(m[4]), r = receipt })
-      redis.call('EXPIRE', trace_prefix .. id, retention)
+      redis.call('HDEL', meta_key, id)
+      redis.call('HDEL', bodies_key, id)
+      trace(id, 'acked', { consumer = m.c, attempt = m.a, r = receipt })
+      redis.call('ZADD', expiry_key, NOW + retention * 1000, id)
+      finished = finished + 1
       status = 1
     end
     out[#out + 1] = status
   end
+  -- At least as many as this call finished, so the sweeping keeps up with the acks.
+  sweep(tonumber(ARGV[4]) + finished)
   return { 1, out }
 end
 
 if op == 'nack' then
-  -- ARGV[6..8]: id, receipt, delay (ms).
-  local id, receipt, delay = ARGV[6], ARGV[7], tonumber(ARGV[8])
+  -- ARGV[4..6]: id, receipt, delay (ms).
+  local id, receipt, delay = ARGV[4], ARGV[5], tonumber(ARGV[6])
   local m, status = check_lease(id, receipt, 'nacked')
   if not m then
     return { 1, status, swept() }
   end
   redis.call('ZREM', inflight_key, id)
-  local fields = { consumer = m[3], attempt = tonumber(m[4]), r = receipt }
+  local fields = { consumer = m.c, attempt = m.a, r = receipt }
   if delay > 0 then
     fields.delay_ms = delay
   end
   trace(id, 'nacked', fields)
-  release(cfg, id, delay, 'nacked')
+  release(cfg, id, m, delay, 'nacked')
   return { 1, 1, swept() }
 end
 
 if op == 'extend' then
-  -- ARGV[6..8]: id, receipt, new visibility timeout from now (ms).
-  local id, receipt, visibility = ARGV[6], ARGV[7], tonumber(ARGV[8])
+  -- ARGV[4..6]: id, receipt, new visibility timeout from now (ms).
+  local id, receipt, visibility = ARGV[4], ARGV[5], tonumber(ARGV[6])
   local m, status = check_lease(id, receipt, nil)
   if not m then
     return { 1, status }
   end
   local lease_until = NOW + visibility
   redis.call('ZADD', inflight_key, lease_until, id)
-  redis.call('HSET', msg_key(id), 'lease_until', ms(lease_until))
-  trace(id, 'extended', { consumer = m[3], attempt = tonumber(m[4]), lease_until = lease_until })
+  m.l = lease_until
+  save(id, m)
+  trace(id, 'extended', { consumer = m.c, attempt = m.a, lease_until = lease_until })
   return { 1, 1, ms(lease_until) }
 end
 
 if op == 'stats' then
-  housekeep(cfg, tonumber(ARGV[6]))
+  housekeep(cfg, tonumber(ARGV[4]))
   return { 1, counts(cfg), swept() }
 end
 
@@ -378,38 +425,43 @@ local function line_ends(cfg)
 end
 
 if op == 'gauge' then
-  -- ARGV[6]: housekeeping limit. What the metrics read: the counts, the ids at the ends of the
+  -- ARGV[4]: housekeeping limit. What the metrics read: the counts, the ids at the ends of the
   -- line, what the housekeeping did.
-  housekeep(cfg, tonumber(ARGV[6]))
+  housekeep(cfg, tonumber(ARGV[4]))
   return { 1, counts(cfg), line_ends(cfg), swept() }
 end
 
 if op == 'dead_letters' then
-  -- ARGV[6..8]: housekeeping limit, first and last index.
-  housekeep(cfg, tonumber(ARGV[6]))
+  -- ARGV[4..6]: housekeeping limit, first and last index.
+  housekeep(cfg, tonumber(ARGV[4]))
   local out = {}
-  for _, id in ipairs(redis.call('LRANGE', dead_key, ARGV[7], ARGV[8])) do
-    local m = redis.call('HMGET', msg_key(id), 'body', 'priority', 'published_at', 'attempts',
-      'reason', 'dead_at')
-    out[#out + 1] = { id, m[1], m[2], m[3], m[4], m[5], m[6] }
+  for _, id in ipairs(redis.call('LRANGE', dead_key, ARGV[5], ARGV[6])) do
+    local m = load(id)
+    if m then
+      out[#out + 1] = { id, redis.call('HGET', bodies_key, id), m.p, ms(m.t), m.a, m.why,
+        ms(m.x) }
+    end
   end
   return { 1, out, redis.call('LLEN', dead_key), swept() }
 end
 
 if op == 'redrive' then
-  -- ARGV[6..7]: how many at most, this call's nonce. Redriven messages start over with a full
-  -- set of deliveries. A re-sent call answers the first one's count and moves nothing more.
-  local marker = prefix .. 'redrive:' .. ARGV[7]
+  -- ARGV[4]: how many at most. KEYS[10]: this call's redrive marker. Redriven messages start
+  -- over with a full set of deliveries. A re-sent call answers the first one's count and
+  -- moves nothing more.
+  local marker = KEYS[10]
   local previous = redis.call('GET', marker)
   if previous then
     return { 1, tonumber(previous) }
   end
-  local ids = redis.call('LPOP', dead_key, tonumber(ARGV[6])) or {}
+  local ids = redis.call('LPOP', dead_key, tonumber(ARGV[4])) or {}
   for _, id in ipairs(ids) do
-    redis.call('HSET', msg_key(id), 'attempts', 0)
-    redis.call('HDEL', msg_key(id), 'reason', 'dead_at')
-    trace(id, 'redriven', {})
-    make_ready(cfg, id, false)
+    local m = load(id)
+    if m then
+      m.a, m.why, m.x = 0, nil, nil
+      trace(id, 'redriven', {})
+      make_ready(cfg, id, m, false)
+    end
   end
   redis.call('SET', marker, #ids, 'PX', 600000)
   return { 1, #ids }

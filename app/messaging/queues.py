@@ -187,12 +187,14 @@ class Queue(Channel[QueueOutcome]):
         return await self.poll(lambda: self._receive_once(consumer, limit), wait_s)
 
     async def _receive_once(self, consumer: str, count: int) -> list[Delivery]:
+        nonce = secrets.token_urlsafe(12)
         leased, swept = await self.run(
             "receive",
             consumer,
             str(count),
-            secrets.token_urlsafe(12),
+            nonce,
             self._housekeeping,
+            extra_keys=[self.marker("receive", nonce)],
             what="receive messages",
         )
         self._count_swept(swept)
@@ -214,7 +216,7 @@ class Queue(Channel[QueueOutcome]):
         if not settled:
             return []
         args = [part for pair in settled for part in pair]
-        (statuses,) = await self.run("ack", *args, what="acknowledge messages")
+        (statuses,) = await self.run("ack", self.sweep_limit, *args, what="acknowledge messages")
         outcomes = settlements(statuses)
         self._count("acked", outcomes.count(Settlement.DONE))
         return outcomes
@@ -275,8 +277,12 @@ class Queue(Channel[QueueOutcome]):
         moved = 0
         while limit is None or moved < limit:
             batch = REDRIVE_BATCH if limit is None else min(REDRIVE_BATCH, limit - moved)
+            nonce = secrets.token_urlsafe(12)
             (count,) = await self.run(
-                "redrive", str(batch), secrets.token_urlsafe(12), what="redrive dead letters"
+                "redrive",
+                str(batch),
+                extra_keys=[self.marker("redrive", nonce)],
+                what="redrive dead letters",
             )
             moved += as_int(count)
             if as_int(count) < batch:

@@ -1,8 +1,11 @@
 -- Every step on a topic, as one script: ARGV[1] names the step.
--- KEYS: config (hash), stream (entries: id, body, published_at; the consumer groups and their
--- pending lists live inside it). ARGV[2..5]: the topic's name, the trace key prefix, the trace
--- retention (s), the topic's key prefix (the per-group keys below, dedupe markers and receive
--- markers are built from it, in the topic's slot; see keys.py); the step's own arguments follow.
+-- KEYS (every key the script touches is declared, all in the topic's slot; see keys.py):
+--   1 config (hash), 2 stream (entries: id, body, published_at; the consumer groups and their
+--   pending lists live inside it), 3 traces (hash: message id -> its events, one JSON object
+--   per line), 4 trace expiry (sorted set: message id -> when its trace goes, ms); a step that
+--   names a group adds 5 the group's leases, 6 their ends and 7 its dead letters; then the
+--   step's markers (de-duplication, receive), which the caller names.
+-- ARGV[2..3]: the topic's name, the trace retention (s); the step's own arguments follow.
 --
 -- Leases are kept by the scripts, not by the stream's pending list: per group, a hash of the
 -- messages it has leased (message id -> entry id, receipt, consumer, delivery count, nacked) and
@@ -11,9 +14,8 @@
 -- dead-lettered, so trimming (which looks at pending lists) never drops it. A lease's end is
 -- fixed when it is granted, so changing the topic's visibility timeout later does not shorten
 -- leases already held, and receipts are random per delivery.
-local config_key, stream_key = KEYS[1], KEYS[2]
-local op, topic, trace_prefix, retention, prefix =
-  ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local config_key, stream_key, traces_key, expiry_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local op, topic, retention = ARGV[1], ARGV[2], tonumber(ARGV[3])
 
 local clock = redis.call('TIME')
 local NOW = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
@@ -29,22 +31,45 @@ local function ms(number)
 end
 
 -- A trace lives until every group is done with its message (see finished), then ``retention``
--- seconds more.
+-- seconds more: the trace expiry set says when, and the publish and ack steps sweep the due
+-- ones (``sweep``).
 local function trace(id, event, fields)
   fields.event = event
   fields.at = NOW
   fields.topic = topic
-  redis.call('RPUSH', trace_prefix .. id, cjson.encode(fields))
+  local line = cjson.encode(fields)
+  local old = redis.call('HGET', traces_key, id)
+  redis.call('HSET', traces_key, id, old and (old .. '\n' .. line) or line)
+end
+
+local function traced(id)
+  return redis.call('HEXISTS', traces_key, id) == 1
 end
 
 local function already(id, event, group, receipt)
-  for _, raw in ipairs(redis.call('LRANGE', trace_prefix .. id, 0, -1)) do
-    local seen = cjson.decode(raw)
+  local raw = redis.call('HGET', traces_key, id)
+  if not raw then
+    return false
+  end
+  for line in string.gmatch(raw, '[^\n]+') do
+    local seen = cjson.decode(line)
     if seen.event == event and seen.group == group and seen.r == receipt then
       return true
     end
   end
   return false
+end
+
+local function expire_trace(id)
+  redis.call('ZADD', expiry_key, NOW + retention * 1000, id)
+end
+
+local function sweep(limit)
+  local due = redis.call('ZRANGEBYSCORE', expiry_key, '-inf', NOW, 'LIMIT', 0, limit)
+  if #due > 0 then
+    redis.call('HDEL', traces_key, unpack(due))
+    redis.call('ZREM', expiry_key, unpack(due))
+  end
 end
 
 local function as_map(flat)
@@ -96,7 +121,7 @@ end
 -- The last group is done with a message: its trace now expires after the retention.
 local function finished(id, entry_id)
   if not awaited(entry_id) then
-    redis.call('EXPIRE', trace_prefix .. id, retention)
+    expire_trace(id)
   end
 end
 
@@ -127,7 +152,7 @@ end
 
 if op == 'create' then
   local existed = redis.call('EXISTS', config_key) == 1
-  redis.call('HSET', config_key, 'visibility_timeout_ms', ARGV[6], 'max_deliveries', ARGV[7])
+  redis.call('HSET', config_key, 'visibility_timeout_ms', ARGV[4], 'max_deliveries', ARGV[5])
   if existed then
     return { 0 }
   end
@@ -142,16 +167,26 @@ end
 local cfg = { visibility = tonumber(c[1]), max = tonumber(c[2]) }
 
 if op == 'config' then
-  local listed = {}
+  -- ARGV[4..]: the groups the caller found; KEYS[5..]: each one's leases, lease ends and dead
+  -- letters, in that order. A group gone since is left out; one created since is not listed.
+  local current = {}
   for _, group in ipairs(groups()) do
-    listed[#listed + 1] = { group.name, redis.call('HLEN', prefix .. 'leases:' .. group.name),
-      group.lag or -1, redis.call('LLEN', prefix .. 'dead:' .. group.name) }
+    current[group.name] = group
+  end
+  local listed = {}
+  for i = 4, #ARGV do
+    local group = current[ARGV[i]]
+    if group then
+      local base = 5 + (i - 4) * 3
+      listed[#listed + 1] = { group.name, redis.call('HLEN', KEYS[base]), group.lag or -1,
+        redis.call('LLEN', KEYS[base + 2]) }
+    end
   end
   return { 1, c[1], c[2], c[3], redis.call('XLEN', stream_key), listed }
 end
 
 if op == 'create_group' then
-  local reply = redis.pcall('XGROUP', 'CREATE', stream_key, ARGV[6], ARGV[7], 'MKSTREAM')
+  local reply = redis.pcall('XGROUP', 'CREATE', stream_key, ARGV[4], ARGV[5], 'MKSTREAM')
   if type(reply) == 'table' and reply.err then
     if string.find(reply.err, 'BUSYGROUP', 1, true) then
       return { 1, 0 }
@@ -162,16 +197,17 @@ if op == 'create_group' then
 end
 
 if op == 'publish' then
-  -- ARGV[6]: de-duplication window (ms); then per message: id, body, dedupe id ('' for none).
-  -- Answers each message's id and whether this call published it (a re-sent call, redis-py's
-  -- after a lost reply, finds its own message and answers the same).
-  local window = ARGV[6]
+  -- ARGV[4]: de-duplication window (ms), ARGV[5]: how many due traces to sweep; then per
+  -- message: id, body, dedupe id ('' for none), the index in KEYS of its de-duplication
+  -- marker ('0' for none). Answers each message's id and whether this call published it (a
+  -- re-sent call, redis-py's after a lost reply, finds its own message and answers the same).
+  local window = ARGV[4]
   local out = {}
-  for i = 7, #ARGV, 3 do
-    local id, body, dedupe = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  for i = 6, #ARGV, 4 do
+    local id, body, marker_index = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 3])
     local first = nil
-    if dedupe ~= '' then
-      local marker = prefix .. 'dedupe:' .. dedupe
+    if marker_index > 0 then
+      local marker = KEYS[marker_index]
       first = redis.call('GET', marker)
       if not first then
         redis.call('SET', marker, id, 'PX', window)
@@ -179,7 +215,7 @@ if op == 'publish' then
     end
     if first and first ~= id then
       out[#out + 1] = { first, 0 }
-    elseif redis.call('EXISTS', trace_prefix .. id) == 1 then
+    elseif traced(id) then
       out[#out + 1] = { id, 1 }
     else
       local entry = redis.call('XADD', stream_key, '*', 'id', id, 'body', body,
@@ -188,19 +224,18 @@ if op == 'publish' then
       if #groups() == 0 then
         -- No group to wait for: the entry stays (a group created later from the earliest
         -- gets it), but the trace ages out.
-        redis.call('EXPIRE', trace_prefix .. id, retention)
+        expire_trace(id)
       end
       out[#out + 1] = { id, 1 }
     end
   end
+  sweep(tonumber(ARGV[5]))
   return { 1, out }
 end
 
 -- Every remaining step names a group.
-local group = ARGV[6]
-local leases_key = prefix .. 'leases:' .. group
-local ends_key = prefix .. 'lease-ends:' .. group
-local dead_key = prefix .. 'dead:' .. group
+local group = ARGV[4]
+local leases_key, ends_key, dead_key = KEYS[5], KEYS[6], KEYS[7]
 local found = false
 for _, listed in ipairs(groups()) do
   if listed.name == group then
@@ -244,9 +279,10 @@ local function lease_of(id)
 end
 
 if op == 'receive' then
-  -- ARGV[7..9]: consumer, how many at most, this call's nonce.
-  local consumer, max, nonce = ARGV[7], tonumber(ARGV[8]), ARGV[9]
-  local marker = prefix .. 'receive:' .. group .. ':' .. nonce
+  -- ARGV[5..7]: consumer, how many at most, this call's nonce. KEYS[8]: this call's receive
+  -- marker (the ids it leased, for a re-send).
+  local consumer, max, nonce = ARGV[5], tonumber(ARGV[6]), ARGV[7]
+  local marker = KEYS[8]
   local out = {}
   local previous = redis.call('GET', marker)
   if previous then
@@ -328,37 +364,39 @@ local function check_lease(id, receipt, event)
   if already(id, event, group, receipt) then
     return nil, 0
   end
-  if not lease and redis.call('EXISTS', trace_prefix .. id) == 0 then
+  if not lease and not traced(id) then
     return nil, NOT_FOUND
   end
   return nil, WRONG_RECEIPT
 end
 
 if op == 'ack' then
-  -- ARGV[7..]: id, receipt pairs; a status per pair, as for queues.
+  -- ARGV[5]: how many due traces to sweep besides; ARGV[6..]: id, receipt pairs; a status per
+  -- pair, as for queues.
   local out = {}
-  local acked = false
-  for i = 7, #ARGV, 2 do
+  local acked = 0
+  for i = 6, #ARGV, 2 do
     local id, receipt = ARGV[i], ARGV[i + 1]
     local lease, status = check_lease(id, receipt, 'acked')
     if lease then
       trace(id, 'acked', { group = group, consumer = lease.c, attempt = lease.n, r = receipt })
       release(id, lease.e)
-      acked = true
+      acked = acked + 1
       status = 1
     end
     out[#out + 1] = status
   end
-  if acked then
+  if acked > 0 then
     trim()
   end
+  sweep(tonumber(ARGV[5]) + acked)
   return { 1, out }
 end
 
 if op == 'nack' then
-  -- ARGV[7..9]: id, receipt, delay (ms). The lease ends after the delay; the next receive
+  -- ARGV[5..7]: id, receipt, delay (ms). The lease ends after the delay; the next receive
   -- delivers the message again, or dead-letters it after its last delivery.
-  local id, receipt, delay = ARGV[7], ARGV[8], tonumber(ARGV[9])
+  local id, receipt, delay = ARGV[5], ARGV[6], tonumber(ARGV[7])
   local lease, status = check_lease(id, receipt, 'nacked')
   if not lease then
     return { 1, status }
@@ -376,8 +414,8 @@ if op == 'nack' then
 end
 
 if op == 'dead_letters' then
-  -- ARGV[7..8]: first and last index.
-  return { 1, redis.call('LRANGE', dead_key, ARGV[7], ARGV[8]), redis.call('LLEN', dead_key) }
+  -- ARGV[5..6]: first and last index.
+  return { 1, redis.call('LRANGE', dead_key, ARGV[5], ARGV[6]), redis.call('LLEN', dead_key) }
 end
 
 return redis.error_reply('unknown topic step: ' .. tostring(op))

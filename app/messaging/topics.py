@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel
+from redis.exceptions import ResponseError
 
 from app.messaging import keys
 from app.messaging.channel import (
@@ -114,8 +115,12 @@ class Topic(Channel[TopicOutcome]):
 
     async def info(self) -> TopicPublic:
         """Return the topic's rules, length and groups; raise TopicNotFound."""
+        names = await self._group_names()
         visibility_ms, max_deliveries, created_at, length, groups = await self.run(
-            "config", what="read topic"
+            "config",
+            *names,
+            extra_keys=[key for name in names for key in keys.group_keys(self.name, name)],
+            what="read topic",
         )
         return TopicPublic(
             name=self.name,
@@ -125,6 +130,26 @@ class Topic(Channel[TopicOutcome]):
             length=as_int(length),
             groups=[_group_counts(row) for row in as_list(groups)],
         )
+
+    async def _group_names(self) -> list[str]:
+        """Return the names of the topic's consumer groups (none when it has no stream yet)."""
+        stream = keys.topic_keys(self.name)[1]
+        try:
+            found = await self.context.store.call(
+                stream, "XINFO", "GROUPS", stream, what="read topic groups"
+            )
+        except ResponseError as exc:
+            if "no such key" in str(exc):
+                return []
+            raise
+        # A dict per group, or a flat list of names and values, depending on the protocol.
+        return [
+            str(group["name"] if isinstance(group, dict) else group[group.index("name") + 1])
+            for group in found
+        ]
+
+    def _group_keys(self, group: str) -> list[str]:
+        return keys.group_keys(self.name, group)
 
     async def create_group(
         self, group: str, *, start: Literal["earliest", "latest"] = "earliest"
@@ -162,12 +187,14 @@ class Topic(Channel[TopicOutcome]):
         return await self.poll(lambda: self._receive_once(group, consumer, limit), wait_s)
 
     async def _receive_once(self, group: str, consumer: str, limit: int) -> list[TopicDelivery]:
+        nonce = secrets.token_urlsafe(12)
         leased, dead = await self.run(
             "receive",
             group,
             consumer,
             str(limit),
-            secrets.token_urlsafe(12),
+            nonce,
+            extra_keys=[*self._group_keys(group), self.marker("receive", f"{group}:{nonce}")],
             subject=group,
             what="receive from topic",
         )
@@ -182,7 +209,13 @@ class Topic(Channel[TopicOutcome]):
             return []
         args = [part for pair in settled for part in pair]
         (statuses,) = await self.run(
-            "ack", group, *args, subject=group, what="acknowledge topic messages"
+            "ack",
+            group,
+            self.sweep_limit,
+            *args,
+            extra_keys=self._group_keys(group),
+            subject=group,
+            what="acknowledge topic messages",
         )
         outcomes = settlements(statuses)
         self._count("acked", outcomes.count(Settlement.DONE))
@@ -201,6 +234,7 @@ class Topic(Channel[TopicOutcome]):
             message_id,
             receipt,
             milliseconds(delay_s),
+            extra_keys=self._group_keys(group),
             subject=group,
             what="give back a topic message",
         )
@@ -217,6 +251,7 @@ class Topic(Channel[TopicOutcome]):
             group,
             str(offset),
             str(offset + limit - 1),
+            extra_keys=self._group_keys(group),
             subject=group,
             what="read topic dead letters",
         )

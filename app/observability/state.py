@@ -122,15 +122,20 @@ class StateCache:
             if isinstance(client, RedisCluster):
                 layout = redis_internals.shards(client)
                 for primary, replicas in layout:
-                    nodes.add_metric([primary.name, "primary", primary.name], 1.0)
-                    primaries.add(primary.name)
                     for node in (primary, *replicas):
-                        if node is not primary:
-                            nodes.add_metric([node.name, "replica", primary.name], 1.0)
+                        # Clients of one cluster whose topologies differ for a moment (a node
+                        # just added) still give each node one series.
+                        if node.name in names:
+                            continue
+                        role = "primary" if node is primary else "replica"
+                        nodes.add_metric([node.name, role, primary.name], 1.0)
                         reads.append(self._info(client, node))
                         names.append(node.name)
+                    primaries.add(primary.name)
             else:
                 (name,) = _node_names(client)
+                if name in names:
+                    continue
                 primaries.add(name)
                 nodes.add_metric([name, "primary", name], 1.0)
                 reads.append(self._info(client, None))

@@ -194,8 +194,8 @@ async def test_fifo_queue_delivers_in_publish_order(
     assert await counts(http) == {"ready": 0, "delayed": 0, "in_flight": 5, "dead_lettered": 0}
     assert [await ack(http, m) for m in got] == [204] * 5
     assert await counts(http) == {"ready": 0, "delayed": 0, "in_flight": 0, "dead_lettered": 0}
-    remaining = {key for key in await data_keys(redis) if ":msg:" in key}
-    assert remaining == set(), "acknowledged messages are removed"
+    stored = [await redis.hlen("{queue:jobs}:" + part) for part in ("meta", "bodies")]
+    assert stored == [0, 0], "acknowledged messages are removed"
 
 
 async def test_priority_queue_delivers_higher_priority_first_fifo_within(
@@ -407,19 +407,8 @@ async def test_dedupe_window_ends(quiet_settings: Settings) -> None:
 async def test_a_resent_publish_script_enqueues_once(broker: Broker) -> None:
     queue = broker.queue("jobs")
     await queue.create(QueueCreate())
-    args = [
-        "publish",
-        "jobs",
-        keys.trace_prefix(queue.slot),
-        "60",
-        queue.prefix,
-        "1000",
-        "01M849NDNF0PBFJDFFA0RAZ9YN",
-        '"x"',
-        "0",
-        "0",
-        "",
-    ]
+    args = ["publish", "jobs", "60", "1000", "100", "01M849NDNF0PBFJDFFA0RAZ9YN", '"x"']
+    args += ["0", "0", "", "0"]
     for _ in range(2):  # as redis-py does after a reply lost to a timeout or failover
         await QUEUE_SCRIPT(broker.store, keys=keys.queue_keys("jobs"), args=args, what="test")
     assert (await queue.counts()).ready == 1
@@ -429,10 +418,10 @@ async def test_a_resent_receive_answers_the_same_leases(broker: Broker) -> None:
     queue = broker.queue("jobs")
     await queue.create(QueueCreate())
     await queue.publish_many([MessagePublish(body=n) for n in range(3)])
-    args = ["receive", "jobs", keys.trace_prefix(queue.slot), "60", queue.prefix]
-    args += ["c", "2", "nonce-1", "100"]
-    first = await QUEUE_SCRIPT(broker.store, keys=keys.queue_keys("jobs"), args=args, what="t")
-    again = await QUEUE_SCRIPT(broker.store, keys=keys.queue_keys("jobs"), args=args, what="t")
+    args = ["receive", "jobs", "60", "c", "2", "nonce-1", "100"]
+    declared = [*keys.queue_keys("jobs"), queue.marker("receive", "nonce-1")]
+    first = await QUEUE_SCRIPT(broker.store, keys=declared, args=args, what="t")
+    again = await QUEUE_SCRIPT(broker.store, keys=declared, args=args, what="t")
     assert again == first
     assert len(as_list(as_list(first)[1])) == 2
     assert (await queue.counts()).ready == 1, "the re-send leased nothing more"
@@ -500,10 +489,32 @@ async def test_trace_outlives_the_message_for_its_retention(
     await make_queue(http)
     message_id = await publish(http, 1)
     (got,) = await receive(http)
-    assert await redis.ttl(keys.trace_key(message_id)) == -1, "kept while the message lives"
+    traces, expiry = keys.message_trace_keys(message_id)
+    assert await redis.zscore(expiry, message_id) is None, "kept while the message lives"
     await ack(http, got)
-    ttl = await redis.ttl(keys.trace_key(message_id))
-    assert 0 < ttl <= 86400
+    assert await redis.hexists(traces, message_id)
+    due_ms = await redis.zscore(expiry, message_id)
+    assert due_ms is not None
+    assert 0 < due_ms / 1000 - time.time() <= 86400
+
+
+async def test_a_trace_past_its_retention_is_gone_and_swept(
+    http: httpx.AsyncClient, redis: RedisCluster
+) -> None:
+    await make_queue(http)
+    message_id = await publish(http, 1)
+    (got,) = await receive(http)
+    await ack(http, got)
+    assert (await http.get(f"/messages/{message_id}/trace")).status_code == 200
+    traces, expiry = keys.message_trace_keys(message_id)
+    # As if its retention had passed: a read no longer finds it, before any sweep.
+    await redis.zadd(expiry, {message_id: (time.time() - 1) * 1000})
+    answer = await http.get(f"/messages/{message_id}/trace")
+    assert answer.status_code == 404
+    assert await redis.hexists(traces, message_id), "not swept yet"
+    await publish(http, 2)
+    assert not await redis.hexists(traces, message_id), "the next publish swept it"
+    assert await redis.zscore(expiry, message_id) is None
 
 
 async def test_counts_show_expired_leases_as_ready(http: httpx.AsyncClient) -> None:
@@ -535,12 +546,11 @@ async def test_a_receipt_settles_only_its_own_message(http: httpx.AsyncClient) -
 async def test_a_resent_publish_is_not_reported_as_a_duplicate(broker: Broker) -> None:
     queue = broker.queue("jobs")
     await queue.create(QueueCreate())
-    head = ["publish", "jobs", keys.trace_prefix(queue.slot), "60", queue.prefix, "1000"]
-    message = ["01M849NDNF0PBFJDFFA0RAZ9YN", '"x"', "0", "0", "order-7"]
+    declared = [*keys.queue_keys("jobs"), queue.marker("dedupe", "order-7")]
+    head = ["publish", "jobs", "60", "1000", "100"]
+    message = ["01M849NDNF0PBFJDFFA0RAZ9YN", '"x"', "0", "0", "order-7", str(len(declared))]
     replies = [
-        await QUEUE_SCRIPT(
-            broker.store, keys=keys.queue_keys("jobs"), args=head + message, what="test"
-        )
+        await QUEUE_SCRIPT(broker.store, keys=declared, args=head + message, what="test")
         for _ in range(2)
     ]
     assert replies[0] == replies[1] == [1, [["01M849NDNF0PBFJDFFA0RAZ9YN", 1]]]
@@ -552,9 +562,10 @@ async def test_a_resent_redrive_moves_nothing_more(broker: Broker) -> None:
     await queue.publish_many([MessagePublish(body=n) for n in range(2)])
     for delivery in await queue.receive(consumer="c", limit=2):
         await queue.nack(delivery.id, delivery.receipt)
-    args = ["redrive", "jobs", keys.trace_prefix(queue.slot), "60", queue.prefix, "1", "n-1"]
+    args = ["redrive", "jobs", "60", "1"]
+    declared = [*keys.queue_keys("jobs"), queue.marker("redrive", "n-1")]
     for _ in range(2):
-        reply = await QUEUE_SCRIPT(broker.store, keys=keys.queue_keys("jobs"), args=args, what="t")
+        reply = await QUEUE_SCRIPT(broker.store, keys=declared, args=args, what="t")
         assert reply == [1, 1]
     counts = await queue.counts()
     assert (counts.ready, counts.dead_lettered) == (1, 1)

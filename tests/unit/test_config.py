@@ -124,6 +124,22 @@ def test_production_refuses_a_missing_default_or_short_secret(
         assert secret not in message  # never echo a secret
 
 
+@pytest.mark.parametrize(
+    ("services", "refused"),
+    [("profiles,reporting", False), ("sessions", True), ("profiles,sessions", True), ("", True)],
+)
+def test_production_wants_the_secret_only_where_sessions_run(
+    monkeypatch: pytest.MonkeyPatch, services: str, refused: bool
+) -> None:
+    monkeypatch.setenv("APP_SERVER__ENVIRONMENT", "production")
+    monkeypatch.setenv("APP_SERVER__SERVICES", services)
+    if refused:
+        with pytest.raises(ConfigError, match="sessions.secret_key"):
+            load_settings()
+    else:
+        assert load_settings().server.services == ("profiles", "reporting")
+
+
 def test_production_accepts_a_real_secret_and_development_the_default(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -1,0 +1,100 @@
+"""The messaging layout: from the first one (a hash per queue message, a list per trace) to the
+current one (every key a script touches declared: see keys.py), and the check that refuses to
+serve data of the first one.
+
+``python -m app messaging migrate`` moves every old message hash and trace list into its queue's
+or slot's hashes, each in one atomic step, and then records the layout (``messaging:layout``).
+Run it with every process of the older version stopped (an older process would go on writing
+the old layout); it is safe to run again, or after an interruption.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from app.errors import StartupRefused
+from app.messaging import keys
+from app.redis import RedisStore
+from app.scripting import LuaScript, as_int
+
+logger = logging.getLogger(__name__)
+
+MIGRATE = LuaScript.load(Path(__file__).with_name("migrate.lua"))
+
+# What the data in Redis is laid out as; absent before the current layout.
+LAYOUT_KEY = "messaging:layout"
+LAYOUT = "2"
+
+OLD_MESSAGE = re.compile(r"^\{queue:(?P<queue>[^{}]+)\}:msg:(?P<id>.+)$")
+OLD_TRACE = re.compile(r"^(?P<tag>\{[^{}]*\}):trace:(?P<id>.+)$")
+
+
+class OldLayout(StartupRefused):
+    """The messaging data was written by a version with the first layout: migrate it first."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the messaging data in Redis has the layout of an older version: stop every process "
+            "of that version and run `python -m app messaging migrate` (docs/deployment.md)"
+        )
+
+
+@dataclass
+class Migrated:
+    """What a migration moved."""
+
+    messages: int = 0
+    traces: int = 0
+
+
+async def check_layout(store: RedisStore) -> None:
+    """Refuse to serve messaging data of the first layout (raise OldLayout).
+
+    A database with no queue or topic registered is new: it is marked as the current layout.
+    One with channels and no mark was written by an older version.
+    """
+    layout = await store.call(LAYOUT_KEY, "GET", LAYOUT_KEY, what="messaging layout")
+    if layout == LAYOUT:
+        return
+    channels = 0
+    for registry in (keys.QUEUE_REGISTRY, keys.TOPIC_REGISTRY):
+        channels += as_int(await store.call(registry, "ZCARD", registry, what="messaging layout"))
+    if channels:
+        raise OldLayout
+    await store.call(LAYOUT_KEY, "SET", LAYOUT_KEY, LAYOUT, "NX", what="messaging layout")
+
+
+async def migrate_layout(store: RedisStore) -> Migrated:
+    """Move every message hash and trace list of the first layout; mark the current layout."""
+    done = Migrated()
+    async for key in _scan(store, "{queue:*}:msg:*"):
+        found = OLD_MESSAGE.match(key)
+        if found is None:
+            continue
+        prefix = keys.queue_prefix(found["queue"])
+        script_keys = [key, prefix + "bodies", prefix + "meta"]
+        moved = await MIGRATE(
+            store, keys=script_keys, args=["message", found["id"]], what="migrate"
+        )
+        done.messages += as_int(moved)
+    async for key in _scan(store, "{*}:trace:*"):
+        found = OLD_TRACE.match(key)
+        if found is None:
+            continue
+        tag = found["tag"]
+        script_keys = [key, tag + ":traces", tag + ":trace-expiry"]
+        moved = await MIGRATE(store, keys=script_keys, args=["trace", found["id"]], what="migrate")
+        done.traces += as_int(moved)
+    await store.call(LAYOUT_KEY, "SET", LAYOUT_KEY, LAYOUT, what="messaging layout")
+    logger.info("messaging layout migrated: messages=%d traces=%d", done.messages, done.traces)
+    return done
+
+
+async def _scan(store: RedisStore, pattern: str) -> AsyncIterator[str]:
+    """Yield every key matching ``pattern`` (on every primary of a cluster)."""
+    async for key in store.client.scan_iter(match=pattern, count=1000):
+        yield str(key)
