@@ -45,6 +45,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="print the services' least-privilege ACL users (redis, memorydb; none: explain)",
     )
     acl.add_argument("arguments", nargs=argparse.REMAINDER)
+    messaging = commands.add_parser(
+        "messaging", help="messaging data: `migrate` moves the first layout into the current one"
+    )
+    messaging.add_argument("action", choices=["migrate"])
     return parser.parse_args(argv)
 
 
@@ -54,6 +58,8 @@ def main(argv: list[str] | None = None) -> None:
         from app.acl import cli
 
         sys.exit(cli(args.arguments))
+    if args.command == "messaging":
+        sys.exit(migrate_messaging())
     if args.services is not None:
         # The HTTP processes load their settings themselves: they find the choice here.
         os.environ["APP_SERVER__SERVICES"] = args.services
@@ -89,6 +95,36 @@ def main(argv: list[str] | None = None) -> None:
     except (LocalClusterError, ChildrenFailing) as exc:
         print(redact(f"error: {exc}"), file=sys.stderr)
         sys.exit(1)
+
+
+def migrate_messaging() -> int:
+    """Run the messaging layout migration against redis.url (an admin user: it scans)."""
+    import asyncio
+
+    from app.messaging import migrate_layout
+    from app.redis import open_store
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(redact(str(exc)), file=sys.stderr)
+        return 2
+    configure_logging(settings)
+    url = settings.redis_url_for("messaging")
+    if not url:
+        print(
+            "error: set REDIS_URL (the cluster to migrate, as a user that may SCAN)",
+            file=sys.stderr,
+        )
+        return 2
+
+    async def run() -> None:
+        async with open_store(settings.redis, url) as store:
+            moved = await migrate_layout(store)
+        print(f"moved {moved.messages} messages and {moved.traces} traces")
+
+    asyncio.run(run())
+    return 0
 
 
 if __name__ == "__main__":

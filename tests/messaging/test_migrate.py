@@ -3,7 +3,11 @@ refuses to serve it, and the migration moves it into the current layout with not
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -17,7 +21,7 @@ from app.messaging.migrate import LAYOUT, LAYOUT_KEY, OldLayout
 from app.records.ids import new_ulid
 from app.redis import open_store
 from app.slots import slot_tag
-from tests.conftest import running_app, with_workers
+from tests.conftest import PROJECT_ROOT, running_app, with_workers
 
 QUEUE = "old-jobs"
 PREFIX = keys.queue_prefix(QUEUE)
@@ -104,3 +108,27 @@ async def test_a_new_database_is_marked_with_the_current_layout(
     async with running_app(with_workers(settings, enabled=False)):
         pass
     assert await redis.get(LAYOUT_KEY) == LAYOUT
+
+
+def test_the_migration_command(cluster: LocalCluster) -> None:
+    asyncio.run(_write_first_layout_at(cluster.url))
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("APP_") and k != "REDIS_URL"}
+    done = subprocess.run(
+        [sys.executable, "-m", "app", "messaging", "migrate"],
+        cwd=PROJECT_ROOT,
+        env={**clean, "REDIS_URL": cluster.url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "moved 2 messages and 3 traces"
+
+
+async def _write_first_layout_at(url: str) -> None:
+    direct = RedisCluster.from_url(url, decode_responses=True)
+    try:
+        await write_first_layout(direct)
+    finally:
+        await direct.aclose()
