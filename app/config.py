@@ -52,9 +52,10 @@ class RedisSettings(Section):
     max_connections: PositiveInt = 256
     socket_timeout_s: PositiveFloat = 5.0
     socket_connect_timeout_s: PositiveFloat = 2.0
-    retry_attempts: Annotated[int, Field(ge=0)] = 8
+    retry_attempts: Annotated[int, Field(ge=0)] = 60
     retry_backoff_base_s: PositiveFloat = 0.05
-    retry_backoff_cap_s: PositiveFloat = 1.0
+    retry_backoff_cap_s: PositiveFloat = 0.25
+    retry_deadline_s: PositiveFloat = 4.5
     tls_ca_file: str = ""
     tls_check_hostname: bool = True
 

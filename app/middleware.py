@@ -19,6 +19,7 @@ from app.metrics import (
     Tally,
     status_class,
 )
+from app.redis import REQUEST_STARTED
 
 access_logger = logging.getLogger(logs.ACCESS_LOGGER)
 
@@ -50,6 +51,7 @@ class RequestContext:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        started_token = REQUEST_STARTED.set(time.monotonic())
         request_id = logs.request_id_from(_header(scope, REQUEST_ID_HEADER))
         method = scope["method"] if scope["method"] in METHODS else "other"
         # A request starts with no context of its own: nothing to merge.
@@ -105,6 +107,7 @@ class RequestContext:
                     },
                 )
             logs.CONTEXT.reset(token)
+            REQUEST_STARTED.reset(started_token)
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:

@@ -9,6 +9,7 @@ import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -58,6 +59,11 @@ REDIRECTIONS: tuple[type[Exception], ...] = (rexc.MovedError, rexc.AskError)
 RETRY_CANDIDATES: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, AttributeError, TypeError)
 
 
+# When the HTTP request being served began (time.monotonic()), set by app.middleware: the Redis
+# operations of one request share one retry deadline, so the request answers within it.
+REQUEST_STARTED: ContextVar[float | None] = ContextVar("request_started", default=None)
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     """Bounded retries with exponential backoff and jitter.
@@ -75,6 +81,10 @@ class RetryPolicy:
     # redis-py sends every command through a task of its own (asyncio.wait_for); one timer
     # around the whole attempt is cheaper (docs/benchmarks.md).
     timeout_s: float = 5.0
+    # The time the whole operation may take, retries and pauses included: past it the caller
+    # gets ServiceUnavailable (a 503), so a request answers within it even when a failover
+    # takes longer. None: bounded by ``attempts`` only.
+    deadline_s: float | None = None
     backoff: EqualJitterBackoff = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -98,9 +108,16 @@ class RetryPolicy:
         ``retried`` says that this run is already a retry of a failed first attempt.
         """
         attempt = 0
+        deadline = None
+        if self.deadline_s is not None:
+            # Within a request, from when it began: its operations share one deadline.
+            deadline = (REQUEST_STARTED.get() or time.monotonic()) + self.deadline_s
         while True:
+            timeout_s = self.timeout_s
+            if deadline is not None:
+                timeout_s = min(timeout_s, max(deadline - time.monotonic(), 0.001))
             try:
-                async with asyncio.timeout(self.timeout_s):
+                async with asyncio.timeout(timeout_s):
                     result = await operation()
                 if attempt or retried:
                     REDIS_RETRY_OUTCOMES.labels("recovered").inc()
@@ -111,7 +128,9 @@ class RetryPolicy:
                 if _certificate_rejected(exc) or not _transient(exc):
                     raise
                 count_error(command, exc)
-                if attempt >= self.attempts:
+                pause = self.delay(attempt)
+                out_of_time = deadline is not None and time.monotonic() + pause >= deadline
+                if attempt >= self.attempts or out_of_time:
                     REDIS_RETRY_OUTCOMES.labels("exhausted").inc()
                     logger.error(
                         "redis unavailable: what=%s attempts=%d error=%s",
@@ -122,7 +141,6 @@ class RetryPolicy:
                     raise ServiceUnavailable(
                         "The database is unavailable (failover or network trouble); retry shortly"
                     ) from exc
-                pause = self.delay(attempt)
                 logger.warning(
                     "redis call failed, retrying: what=%s attempt=%d pause=%.2fs error=%s",
                     what,
@@ -278,6 +296,7 @@ def retry_policy(settings: RedisSettings) -> RetryPolicy:
         base_s=settings.retry_backoff_base_s,
         cap_s=settings.retry_backoff_cap_s,
         timeout_s=settings.socket_timeout_s,
+        deadline_s=settings.retry_deadline_s,
     )
 
 

@@ -118,7 +118,7 @@ def make_settings(url: str, *, services: Sequence[str] = (), **workers: Any) -> 
             # The first service's user: no part of the app falls back to the default user.
             "url": service_url(url, services[0]) if services else url,
             "retry_backoff_base_s": 0.02,
-            "retry_backoff_cap_s": 0.5,
+            "retry_backoff_cap_s": 0.25,
         },
         workers=worker_settings,
         server={"services": tuple(services)},

@@ -29,7 +29,7 @@ from app.local_cluster import (
     free_cluster_ports,
     single_node,
 )
-from app.redis import RetryPolicy, connect_client, open_store
+from app.redis import REQUEST_STARTED, RetryPolicy, connect_client, open_store
 from tests.conftest import (
     PROJECT_ROOT,
     eventually,
@@ -250,6 +250,40 @@ async def test_spent_retries_are_service_unavailable() -> None:
     with pytest.raises(ServiceUnavailable):
         await POLICY.run(operation, what="test")
     assert operation.calls == 4
+
+
+async def test_the_deadline_ends_retries_in_time() -> None:
+    policy = RetryPolicy(attempts=1000, base_s=0.01, cap_s=0.02, deadline_s=0.3)
+    operation = Flaky(10_000, rexc.ConnectionError("down"))
+    started = time.monotonic()
+    with pytest.raises(ServiceUnavailable):
+        await policy.run(operation, what="test")
+    assert time.monotonic() - started < 0.35
+    assert 5 < operation.calls < 1000, "retried until the deadline, not the attempts"
+
+
+async def test_a_requests_operations_share_its_deadline() -> None:
+    policy = RetryPolicy(attempts=1000, base_s=0.01, cap_s=0.02, deadline_s=0.3)
+    token = REQUEST_STARTED.set(time.monotonic() - 0.25)  # the request began 0.25 s ago
+    try:
+        started = time.monotonic()
+        with pytest.raises(ServiceUnavailable):
+            await policy.run(Flaky(10_000, rexc.ConnectionError("down")), what="test")
+        assert time.monotonic() - started < 0.1, "only what was left of the request's 0.3 s"
+    finally:
+        REQUEST_STARTED.reset(token)
+
+
+async def test_an_attempt_hanging_past_the_deadline_is_cut() -> None:
+    policy = RetryPolicy(attempts=5, base_s=0.01, cap_s=0.02, timeout_s=5.0, deadline_s=0.2)
+
+    async def hangs() -> None:
+        await asyncio.sleep(10)
+
+    started = time.monotonic()
+    with pytest.raises(ServiceUnavailable):
+        await policy.run(hangs, what="test")
+    assert time.monotonic() - started < 0.3
 
 
 @pytest.mark.parametrize(

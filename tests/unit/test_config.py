@@ -134,7 +134,7 @@ def test_production_wants_the_secret_only_where_sessions_run(
     monkeypatch.setenv("APP_SERVER__ENVIRONMENT", "production")
     monkeypatch.setenv("APP_SERVER__SERVICES", services)
     if refused:
-        with pytest.raises(ConfigError, match="sessions.secret_key"):
+        with pytest.raises(ConfigError, match=r"sessions\.secret_key"):
             load_settings()
     else:
         assert load_settings().server.services == ("profiles", "reporting")
