@@ -28,6 +28,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from app.config import Settings
 from app.local_cluster import ClusterSpec, LocalCluster
+from tests.engines import DEFAULT_ENGINE, ENGINE_ENV, chosen_engine
 
 if TYPE_CHECKING:
     from app.lifespan import AppState
@@ -66,16 +67,19 @@ def service_url(url: str, service: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def service_acl_file(directory: Path) -> Path:
+def service_acl_file(directory: Path, *, module_commands: bool = False) -> Path:
     """Write an ACL file with every service's generated user (test passwords); return it.
 
     Every node loads it at start (``ClusterSpec.acl_file``), and again when a test restarts it.
+    ``module_commands``: for nodes with the JSON module, whose commands the trips' user needs
+    there (a node without the module refuses a file that names them).
     """
     from app.acl import aclfile_lines
 
     passwords = {service: service_password(service) for service in SERVICE_TESTS}
     path = directory / "users.acl"
-    path.write_text("\n".join(aclfile_lines(passwords)) + "\n")
+    lines = aclfile_lines(passwords, module_commands=module_commands)
+    path.write_text("\n".join(lines) + "\n")
     return path
 
 
@@ -133,12 +137,22 @@ def with_workers(settings: Settings, **workers: Any) -> Settings:
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
-    """Start a 3-shard, 1-replica Redis Cluster for the session."""
+    """Start a 3-shard, 1-replica Redis Cluster for the session, on the engine that
+    ``TEST_REDIS_ENGINE`` names (tests/engines)."""
+    engine = chosen_engine()
     image = None
     if os.environ.get(BACKEND_ENV) == "testcontainers":
+        if engine.name != DEFAULT_ENGINE:
+            pytest.fail(f"{ENGINE_ENV}={engine.name} runs local processes only", pytrace=False)
         image = os.environ.get(IMAGE_ENV, "redis:7.2")
     data_dir = tmp_path_factory.mktemp("cluster")
-    spec = ClusterSpec(data_dir=data_dir, die_with_parent=True, acl_file=service_acl_file(data_dir))
+    spec = ClusterSpec(
+        data_dir=data_dir,
+        die_with_parent=True,
+        acl_file=service_acl_file(data_dir, module_commands=engine.has_json),
+        redis_server=engine.redis_server,
+        modules=engine.modules,
+    )
     local = LocalCluster(spec, container_image=image)
     local.start()
     yield local

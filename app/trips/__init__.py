@@ -30,7 +30,7 @@ DOMAIN = Domain(
         KeyPattern("{*}:trips:pending", "read-write", "a region's waiting trips, oldest first"),
         KeyPattern("{*}:trips:pending:geo", "read-write", "a region's waiting trips by pickup"),
         KeyPattern("trips:regions", "read-write", "the regions that ever held a waiting trip"),
-        KeyPattern("trips:json-probe", "read", "probed once: does the server have JSON?"),
+        KeyPattern("trips:json-probe", "read-write", "probed once: does the server have JSON?"),
     ],
     commands=[
         "+evalsha",

@@ -195,9 +195,33 @@ local function doc_get(key, tokens)
   return string.sub(text, start, stop - 1)
 end
 
+-- RedisJSON's JSON.SET adds a member named with \" or \\ in its path under the escaped name
+-- (RedisJSON#1298): such a member is spliced into its parent's text, and the parent set whole.
+local function set_escaped_member(key, tokens, value)
+  local parent_path = native_path({ unpack(tokens, 1, #tokens - 1) })
+  local found = redis.pcall('JSON.GET', key, parent_path)
+  if type(found) == 'table' and found.err then
+    return json_error(found)
+  end
+  local start = found and skip_ws(found, 2)
+  if not start or string.sub(found, start, start) ~= '{' then
+    return { PATH_NOT_FOUND }
+  end
+  local parent = string.sub(found, start, skip_value(found, start) - 1)
+  local reply = redis.pcall('JSON.SET', key, parent_path, splice(parent, { tokens[#tokens] }, value))
+  if type(reply) == 'table' and reply.err then
+    return json_error(reply)
+  end
+  return nil
+end
+
 -- Returns nil when the value was set, else the reply to give: PATH_NOT_FOUND (like JSON.SET,
 -- the parent must exist and an index be in range) or the server's refusal.
 local function doc_set(key, tokens, value, max_bytes)
+  local last = tokens[#tokens]
+  if native and type(last) == 'string' and string.find(last, '["\\]') then
+    return set_escaped_member(key, tokens, value)
+  end
   if native then
     local reply = redis.pcall('JSON.SET', key, native_path(tokens), value)
     if type(reply) == 'table' and reply.err then

@@ -12,6 +12,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from app.trips import keys
 from tests.conftest import data_keys, shard_of
+from tests.engines import chosen_engine
 
 LISBON = {"lat": 38.72, "lon": -9.14}
 AIRPORT = {"lat": 38.77, "lon": -9.13}
@@ -20,6 +21,8 @@ DEEP: list[Any] = []
 for _ in range(70):
     DEEP = [DEEP]
 STATUSES = ["requested", "assigned", "in_progress", "completed", "cancelled"]
+# The session cluster's nodes have the JSON module (TEST_REDIS_ENGINE=redis-json, valkey-json).
+NATIVE_JSON = chosen_engine().has_json
 ALLOWED = {
     ("requested", "cancelled"),
     ("assigned", "in_progress"),
@@ -393,6 +396,19 @@ async def test_a_nan_value_is_422(client: httpx.AsyncClient) -> None:
     assert "finite" in answer.json()["message"]
 
 
+async def test_documents_are_json_keys_where_the_server_has_json(
+    client: httpx.AsyncClient, redis: RedisCluster
+) -> None:
+    """The trips' own user finds the JSON commands where the nodes have them, and the script
+    stores the document as the server's JSON type; elsewhere as text."""
+    trip = await new_trip(client)
+    stored = await redis.type(keys.trip_doc_key(trip["id"]))
+    assert stored == ("ReJSON-RL" if NATIVE_JSON else "string")
+
+
+@pytest.mark.skipif(
+    NATIVE_JSON, reason="the limit bounds the text the script rewrites; JSON.SET has the server's"
+)
 async def test_a_document_has_a_size_limit(client: httpx.AsyncClient) -> None:
     trip = await new_trip(client)
     url = f"/trips/{trip['id']}/doc"

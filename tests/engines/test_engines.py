@@ -1,0 +1,94 @@
+"""The cluster suite on the other engines: Valkey 9, and Redis 7.0 and Valkey 9 with the JSON
+module.
+
+Each test runs a part of the suite in a pytest subprocess whose session cluster runs on that
+engine (``TEST_REDIS_ENGINE``), so the plain ``pytest`` command, which .ci/run runs, covers every
+engine. Which part runs on which engine, and why: docs/testing.md, "Engines".
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROJECT_ROOT, SERVICE_TESTS
+from tests.engines import ENGINE_ENV, EngineNotFound, engine_named, rejson_module, valkey_server
+
+# Every service's tests (each as its own ACL user), and the tests of what engines may do
+# differently: scripts and their replies (and the check that they declare their keys), stream
+# groups, a failover, ACL rules, INFO.
+VALKEY_TESTS = (
+    *(f"tests/{service}" for service in SERVICE_TESTS),
+    "tests/workers",
+    "tests/test_acl.py",
+    "tests/test_domain_acl.py",
+    "tests/test_services.py",
+    "tests/test_autopipeline.py",
+    "tests/test_script_keys.py",
+    "tests/test_streams.py",
+    "tests/test_redis_client.py",
+    "tests/test_health.py",
+    "tests/observability/test_metrics.py",
+)
+# What reads or writes JSON: the trips (documents as JSON keys, the JSON commands in the trip
+# script and in the trips' ACL user) and the ACL check that the JSON commands are accepted.
+JSON_TESTS = (
+    "tests/trips",
+    "tests/test_acl.py::test_module_commands_only_where_the_server_has_the_module",
+)
+ENGINE_TESTS = {"valkey": VALKEY_TESTS, "redis-json": JSON_TESTS, "valkey-json": JSON_TESTS}
+# A run on Valkey takes a few minutes; a stuck one must still end well within CI's time.
+RUN_TIMEOUT_S = 600
+OUTPUT_TAIL_LINES = 80
+
+
+def test_the_engines_are_installed() -> None:
+    """The test extras bring Valkey 9 and the JSON module where tests/engines looks for them."""
+    version = subprocess.run(
+        [valkey_server(), "--version"], capture_output=True, text=True, timeout=10, check=True
+    )
+    assert version.stdout.startswith("Valkey server v=9."), version.stdout
+    assert rejson_module().is_file()
+    assert engine_named("valkey-json").modules == (rejson_module(),)
+    with pytest.raises(EngineNotFound, match="'redis-stack' is not one of redis, valkey"):
+        engine_named("redis-stack")
+
+
+@pytest.mark.slow
+# Inside a run on one engine (this test's own subprocess, or a person's), not again.
+@pytest.mark.skipif(bool(os.environ.get(ENGINE_ENV)), reason=f"{ENGINE_ENV} chose the engine")
+@pytest.mark.timeout(RUN_TIMEOUT_S + 60)
+@pytest.mark.parametrize("engine", list(ENGINE_TESTS))
+def test_the_suite_passes_on(engine: str, tmp_path: Path) -> None:
+    engine_named(engine)  # a missing binary or module fails here, naming it
+    log = tmp_path / "pytest.log"
+    command = [
+        sys.executable, "-m", "pytest", *ENGINE_TESTS[engine],
+        "-q", "-p", "no:cacheprovider", f"--basetemp={tmp_path / 'run'}",
+    ]  # fmt: skip
+    with log.open("wb") as sink:
+        try:
+            result = subprocess.run(
+                command,
+                cwd=PROJECT_ROOT,
+                env={**os.environ, ENGINE_ENV: engine},
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                timeout=RUN_TIMEOUT_S,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the run on {engine} took over {RUN_TIMEOUT_S} s:\n{_tail(log)}")
+    assert result.returncode == 0, f"the run on {engine} failed:\n{_tail(log)}"
+
+
+def _tail(log: Path) -> str:
+    """Return the last lines of a run's output (the summary of what failed) and where the
+    rest is."""
+    lines = log.read_text(errors="replace").splitlines()
+    return "\n".join([*lines[-OUTPUT_TAIL_LINES:], f"(the whole output: {log})"])
