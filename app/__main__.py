@@ -1,5 +1,7 @@
 """Command line: ``python -m app serve [--services a,b] [--host H] [--port P] [--workers N]``,
-and ``python -m app acl [redis|memorydb]`` (the services' least-privilege ACL users)."""
+``python -m app acl [redis|memorydb]`` (the services' least-privilege ACL users),
+``python -m app messaging migrate`` and ``python -m app cluster add-shard|remove-shard`` (resize
+the embedded local cluster)."""
 
 # ruff: noqa: E402  (the environment is read before anything imports prometheus-client)
 from __future__ import annotations
@@ -49,6 +51,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "messaging", help="messaging data: `migrate` moves the first layout into the current one"
     )
     messaging.add_argument("action", choices=["migrate"])
+    cluster = commands.add_parser(
+        "cluster",
+        help="resize the embedded local cluster while it serves: `add-shard` adds a primary with "
+        "its replicas and moves an even share of the slots to it, `remove-shard` moves the "
+        "slots of the shard added last to the others and removes it",
+    )
+    cluster.add_argument("action", choices=["add-shard", "remove-shard"])
     return parser.parse_args(argv)
 
 
@@ -60,6 +69,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(cli(args.arguments))
     if args.command == "messaging":
         sys.exit(migrate_messaging())
+    if args.command == "cluster":
+        sys.exit(resize_cluster(add=args.action == "add-shard"))
     if args.services is not None:
         # The HTTP processes load their settings themselves: they find the choice here.
         os.environ["APP_SERVER__SERVICES"] = args.services
@@ -124,6 +135,35 @@ def migrate_messaging() -> int:
         print(f"moved {moved.messages} messages and {moved.traces} traces")
 
     asyncio.run(run())
+    return 0
+
+
+def resize_cluster(*, add: bool) -> int:
+    """Add a shard to the embedded cluster or remove the one added last; print what moved."""
+    from app.serve import resize_embedded
+
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(redact(str(exc)), file=sys.stderr)
+        return 2
+    configure_logging(settings)
+    if settings.redis.url:
+        print(
+            "error: REDIS_URL is set: `python -m app cluster` resizes the embedded local cluster "
+            "only (resize another cluster with `redis-cli --cluster add-node`, `rebalance` and "
+            "`del-node`, or your provider's console)",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        resized = resize_embedded(settings, add=add)
+    except LocalClusterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    ports = ", ".join(str(port) for port in resized.ports)
+    done = "added the shard on ports" if add else "removed the shard on ports"
+    print(f"{done} {ports}: moved {resized.slots_moved} slots in {resized.seconds:.1f} s")
     return 0
 
 

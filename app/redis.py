@@ -32,6 +32,7 @@ from app.metrics import (
     REDIS_RETRY_OUTCOMES,
     HistogramTally,
 )
+from app.redis_internals import ClusterClient
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +49,12 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
     rexc.TimeoutError,
     TimeoutError,  # an attempt that outlived RetryPolicy.timeout_s
     rexc.ClusterDownError,
+    # A slot moving (resharding): a multi-key command or script whose keys are split between
+    # the two nodes answers TRYAGAIN until the move ends; redis-py re-sends it for under half a
+    # second, then raises ClusterError("TTL exhausted.") (it raises ClusterError for nothing
+    # else: ClusterDownError, a subclass, is the cluster down).
     rexc.TryAgainError,
+    rexc.ClusterError,
     rexc.ReadOnlyError,
     rexc.SlotNotCoveredError,
 )
@@ -347,7 +353,8 @@ async def connect_client(settings: RedisSettings, url: str) -> RedisClient:
     if not is_cluster:
         return probe
     await probe.aclose()
-    cluster = RedisCluster.from_url(
+    # redis-py's client, able to follow an ASK to a primary added while it runs (a resize).
+    cluster = ClusterClient.from_url(
         url,
         # Patch the one slot a MOVED names instead of closing every in-use connection for a
         # full refresh: that refresh is what re-sent already-applied writes in failover tests.
@@ -384,13 +391,24 @@ async def cluster_state(store: RedisStore) -> str:
     """Return 'ok' when the server (every known primary, in a cluster) is healthy, else why not."""
     client = store.client
     if isinstance(client, RedisCluster):
-        for node in client.get_primaries():
-            info = await client.execute_command("CLUSTER", "INFO", target_nodes=node)
-            state = parse_cluster_info(info).get("cluster_state")
-            if state != "ok":
-                return f"node {node.name} reports cluster_state={state}"
-        return "ok"
+        try:
+            return await _primaries_state(client)
+        except rexc.ConnectionError:
+            # A primary removed from the cluster (a scale-in) stays in the client's topology
+            # until something refreshes it; the failed call marked it for a refresh: ask the
+            # primaries of the cluster as it is now.
+            await client.initialize()
+            return await _primaries_state(client)
     await client.ping()
+    return "ok"
+
+
+async def _primaries_state(client: RedisCluster) -> str:
+    for node in client.get_primaries():
+        info = await client.execute_command("CLUSTER", "INFO", target_nodes=node)
+        state = parse_cluster_info(info).get("cluster_state")
+        if state != "ok":
+            return f"node {node.name} reports cluster_state={state}"
     return "ok"
 
 

@@ -1,5 +1,5 @@
 """The parts of redis-py below its public API that the automatic pipeline (and the metrics'
-view of the cluster's shards) rely on.
+view of the cluster's shards, and the cluster client's following of ASK) rely on.
 
 redis-py's asyncio cluster client offers no public way to write many commands to one node on one
 of its pooled connections and read their replies in order, so ``app.autopipeline`` borrows a
@@ -17,6 +17,13 @@ What the pipeline counts on, beyond the signatures:
   nothing half-written is reused;
 - ``read_reply`` reads exactly one reply and parses it as the client would (the node's response
   callbacks: HGETALL as a dict, and so on).
+
+``ClusterClient`` mends one gap of redis-py's cluster client: it follows an ASK by looking the
+node up by name in its nodes cache, where a primary added to the cluster is missing until a
+MOVED names it (CLUSTER SLOTS, the topology it learns, lists only the nodes that serve slots, and
+an ASK comes while the slot is still the old node's). The lookup answers None and the command
+fails with AttributeError (``'NoneType' object has no attribute 'execute_command'``), the first
+command of each slot moving to the new node. ``tests/test_resharding.py`` pins the fix.
 """
 
 from __future__ import annotations
@@ -25,8 +32,10 @@ from typing import Any
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import Connection
+from redis.cluster import PRIMARY
 
 __all__ = [
+    "ClusterClient",
     "ClusterNode",
     "Connection",
     "acquire",
@@ -86,3 +95,30 @@ def shards(client: RedisCluster) -> list[tuple[ClusterNode, list[ClusterNode]]]:
         if owners and owners[0].name not in seen:
             seen[owners[0].name] = (owners[0], list(owners[1:]))
     return list(seen.values())
+
+
+class ClusterClient(RedisCluster):
+    """redis-py's asyncio cluster client, following an ASK to a primary it has not seen yet."""
+
+    def get_node(
+        self, host: str | None = None, port: int | None = None, node_name: str | None = None
+    ) -> ClusterNode | None:
+        """Return the node, adding one looked up by name that the cache lacks (as a primary).
+
+        redis-py looks a node up by name alone to follow an ASK, whose node exists; nothing in
+        this project looks nodes up by name otherwise.
+        """
+        node = super().get_node(host, port, node_name)
+        if node is None and node_name is not None and host is None and port is None:
+            node = add_primary(self, node_name)
+        return node
+
+
+def add_primary(client: RedisCluster, name: str) -> ClusterNode:
+    """Add the primary ``host:port`` to the client's nodes cache, as redis-py adds the node a
+    MOVED names (``NodesManager.move_slot``); return it."""
+    host, _, port = name.rpartition(":")
+    manager = client.nodes_manager
+    node = ClusterNode(host, int(port), PRIMARY, **manager.connection_kwargs)
+    manager.set_nodes(manager.nodes_cache, {node.name: node})
+    return node

@@ -28,7 +28,13 @@ import uvicorn
 
 from app import acl
 from app.config import Settings, load_settings
-from app.local_cluster import ClusterSpec, LocalCluster, LocalClusterError
+from app.local_cluster import (
+    ClusterSpec,
+    LocalCluster,
+    LocalClusterError,
+    NothingToRemove,
+    Resized,
+)
 from app.logs import configure_logging
 from app.metrics import MULTIPROCESS_ENV, prepare_multiprocess_dir, process_exited
 from workers.pool import PROCESS_INDEX_ENV
@@ -82,6 +88,38 @@ def embedded_cluster(settings: Settings) -> LocalCluster:
         acl_file=data_dir / ACL_FILE if embedded.acl else None,
     )
     return LocalCluster(spec)
+
+
+def resize_embedded(settings: Settings, *, add: bool) -> Resized:
+    """Add a shard to the embedded cluster, or remove the one added last, while the service
+    runs on it or not (then its nodes are started for the move and stopped after)."""
+    cluster = embedded_cluster(settings)
+    if not cluster.exists():
+        raise LocalClusterError(
+            f"no embedded cluster in {cluster.spec.data_dir}: start it once with "
+            "`python -m app serve`"
+        )
+    if not add and not cluster.added:
+        raise NothingToRemove(
+            f"nothing to remove: the embedded cluster has only its {cluster.spec.shards} "
+            "configured shards (embedded.shards)"
+        )
+    # New nodes load the same users as the others (they start with the same ACL file).
+    if cluster.spec.acl_file is not None:
+        embedded_users(cluster)
+    running = cluster.running()
+    if running:
+        # Only the new nodes' processes start here; the service's supervisor adopts them.
+        cluster.reload()
+    else:
+        cluster.start(timeout=settings.embedded.start_timeout_s)
+    try:
+        if add:
+            return cluster.add_shard(timeout=settings.embedded.start_timeout_s)
+        return cluster.remove_shard(timeout=settings.embedded.start_timeout_s)
+    finally:
+        if not running:
+            cluster.stop()
 
 
 def embedded_users(cluster: LocalCluster) -> dict[str, str]:

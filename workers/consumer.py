@@ -83,6 +83,11 @@ class StreamConsumer:
                     await self._claim_stale_if_due()
                     await self._read(NEW_ENTRIES, block_ms=self.settings.block_ms)
             except ResponseError as exc:
+                if str(exc).startswith("UNBLOCKED"):
+                    # The stream's slot moved to another node (a resize) while this read
+                    # blocked on it: routine; the next read goes to the new node.
+                    logger.warning("blocking read ended by a slot move: %s", exc)
+                    continue
                 if "NOGROUP" not in str(exc):
                     await self._back_off(exc)
                     continue
