@@ -39,6 +39,13 @@ async def test_a_video_is_chunked_by_the_worker_with_a_full_trace(settings: Sett
 
         await eventually(chunked, within_s=10, what="the chunking worker")
         done = await video_status(client, video["id"])
+
+        async def acked() -> bool:
+            # The worker acknowledges the job just after the video is marked chunked.
+            events = (await state["broker"].trace(job_id)).events
+            return events[-1].event == "acked"
+
+        await eventually(acked, within_s=10, what="the job's ack")
         trace = await state["broker"].trace(job_id)
     assert done["chunks"] == 10, "95 s in 10 s chunks"
     assert done["chunked_at"] >= done["created_at"]
