@@ -15,8 +15,9 @@ METRICS_DIR = os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
 import argparse
 import logging
 import sys
+from typing import NoReturn
 
-from app.config import ConfigError, load_settings
+from app.config import ConfigError, Settings, load_settings
 from app.local_cluster import LocalClusterError
 from app.logs import configure_logging, redact
 from app.main import running_domains
@@ -74,14 +75,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.services is not None:
         # The HTTP processes load their settings themselves: they find the choice here.
         os.environ["APP_SERVER__SERVICES"] = args.services
+    settings = settings_or_exit()
     try:
-        settings = load_settings()
         services = [domain.name for domain in running_domains(settings) if not domain.always]
     except ConfigError as exc:
-        # The offending value is quoted, and a REDIS_URL may hold a password.
-        print(redact(str(exc)), file=sys.stderr)
-        sys.exit(2)
-    configure_logging(settings)
+        exit_on(exc)
     workers = args.workers if args.workers is not None else settings.server.workers
     if workers < 1:
         print("error: --workers must be at least 1", file=sys.stderr)
@@ -108,6 +106,22 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(1)
 
 
+def settings_or_exit() -> Settings:
+    """Load the settings and set up logging; on a configuration error, say it and exit 2."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        exit_on(exc)
+    configure_logging(settings)
+    return settings
+
+
+def exit_on(exc: ConfigError) -> NoReturn:
+    # The offending value is quoted, and a REDIS_URL may hold a password.
+    print(redact(str(exc)), file=sys.stderr)
+    sys.exit(2)
+
+
 def migrate_messaging() -> int:
     """Run the messaging layout migration against redis.url (an admin user: it scans)."""
     import asyncio
@@ -115,12 +129,7 @@ def migrate_messaging() -> int:
     from app.messaging import migrate_layout
     from app.redis import open_store
 
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(redact(str(exc)), file=sys.stderr)
-        return 2
-    configure_logging(settings)
+    settings = settings_or_exit()
     url = settings.redis_url_for("messaging")
     if not url:
         print(
@@ -142,12 +151,7 @@ def resize_cluster(*, add: bool) -> int:
     """Add a shard to the embedded cluster or remove the one added last; print what moved."""
     from app.serve import resize_embedded
 
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(redact(str(exc)), file=sys.stderr)
-        return 2
-    configure_logging(settings)
+    settings = settings_or_exit()
     if settings.redis.url:
         print(
             "error: REDIS_URL is set: `python -m app cluster` resizes the embedded local cluster "
