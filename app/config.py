@@ -58,6 +58,10 @@ class RedisSettings(Section):
     retry_deadline_s: PositiveFloat = 4.5
     tls_ca_file: str = ""
     tls_check_hostname: bool = True
+    # Send the read-only work of read routes (a profile, a customer, a listing page, the
+    # report) to the replicas of each slot's shard; writes stay on primaries. A read just
+    # after a write may miss it (docs/guarantees.md).
+    read_from_replicas: bool = False
 
     @field_validator("url")
     @classmethod
@@ -142,6 +146,16 @@ class MessagingSettings(Section):
     housekeeping_batch: Annotated[int, Field(ge=1, le=10000)] = 100
 
 
+class ProfileSettings(Section):
+    # Profile events are spread over this many streams by user: profile:events, then
+    # profile:events:1 ... profile:events:<n-1>, each in its own slot with its own consumer
+    # group and read counts. Changing it needs `python -m app profiles event-streams N`.
+    event_streams: Annotated[int, Field(ge=1, le=64)] = 1
+    # Events older than this that every consumer group has acknowledged are trimmed; so are
+    # the aggregator's registers of profiles deleted longer ago than this.
+    events_retention_s: Annotated[int, Field(ge=1, le=400 * 86400)] = 3600
+
+
 class VideoSettings(Section):
     # Chunking workers per process (0: this process runs none), and the chunk length that
     # decides how many chunks a video gets.
@@ -214,6 +228,7 @@ class Settings(BaseSettings):
     server: ServerSettings = ServerSettings()
     workers: WorkerSettings = WorkerSettings()
     sessions: SessionSettings = SessionSettings()
+    profiles: ProfileSettings = ProfileSettings()
     messaging: MessagingSettings = MessagingSettings()
     videos: VideoSettings = VideoSettings()
     trips: TripSettings = TripSettings()

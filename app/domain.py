@@ -47,6 +47,8 @@ CLIENT_COMMANDS = (
     "+command",
     "+ping",
     "+asking",
+    # Replica reads (redis.read_from_replicas): every connection says READONLY when it opens.
+    "+readonly",
 )
 
 # How a domain uses the keys matching a pattern: read only, write only, or both (the ACL
