@@ -1,7 +1,8 @@
 """Command line: ``python -m app serve [--services a,b] [--host H] [--port P] [--workers N]``,
 ``python -m app acl [redis|memorydb]`` (the services' least-privilege ACL users),
-``python -m app messaging migrate`` and ``python -m app cluster add-shard|remove-shard`` (resize
-the embedded local cluster)."""
+``python -m app messaging migrate``, ``python -m app profiles event-streams N`` (spread the profile
+events over N streams) and ``python -m app cluster add-shard|remove-shard`` (resize the embedded
+local cluster)."""
 
 # ruff: noqa: E402  (the environment is read before anything imports prometheus-client)
 from __future__ import annotations
@@ -17,7 +18,7 @@ import logging
 import sys
 from typing import NoReturn
 
-from app.config import ConfigError, Settings, load_settings
+from app.config import MAX_EVENT_STREAMS, ConfigError, Settings, load_settings
 from app.local_cluster import LocalClusterError
 from app.logs import configure_logging, redact
 from app.main import running_domains
@@ -52,6 +53,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "messaging", help="messaging data: `migrate` moves the first layout into the current one"
     )
     messaging.add_argument("action", choices=["migrate"])
+    profiles = commands.add_parser(
+        "profiles",
+        help="profile data: `event-streams N` spreads the stored events and read counts over N "
+        "streams (profiles.event_streams; every profiles process stopped)",
+    )
+    profiles.add_argument("action", choices=["event-streams"])
+    profiles.add_argument("count", type=int, help="how many streams (1 to 64)")
     cluster = commands.add_parser(
         "cluster",
         help="resize the embedded local cluster while it serves: `add-shard` adds a primary with "
@@ -70,6 +78,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(cli(args.arguments))
     if args.command == "messaging":
         sys.exit(migrate_messaging())
+    if args.command == "profiles":
+        sys.exit(change_event_streams(args.count))
     if args.command == "cluster":
         sys.exit(resize_cluster(add=args.action == "add-shard"))
     if args.services is not None:
@@ -144,6 +154,40 @@ def migrate_messaging() -> int:
         print(f"moved {moved.messages} messages and {moved.traces} traces")
 
     asyncio.run(run())
+    return 0
+
+
+def change_event_streams(count: int) -> int:
+    """Spread the profile events and counts over ``count`` streams, on the profiles service's
+    cluster (REDIS_URL or its own URL, else the embedded one, started for the move)."""
+    import asyncio
+    import contextlib
+
+    from app.profiles.layout import LayoutChangeRefused, change_event_streams
+    from app.redis import open_store
+    from app.serve import embedded_url
+
+    if not 1 <= count <= MAX_EVENT_STREAMS:
+        print(
+            f"error: the number of streams must be 1 to {MAX_EVENT_STREAMS}, not {count}",
+            file=sys.stderr,
+        )
+        return 2
+    settings = settings_or_exit()
+    url = settings.redis_url_for("profiles")
+
+    async def run(url: str) -> None:
+        async with open_store(settings.redis, url) as store:
+            await change_event_streams(store, count)
+
+    try:
+        with contextlib.ExitStack() as stack:
+            if not url:
+                url = stack.enter_context(embedded_url(settings, "profiles"))
+            asyncio.run(run(url))
+    except (LayoutChangeRefused, LocalClusterError) as exc:
+        print(redact(f"error: {exc}"), file=sys.stderr)
+        return 1
     return 0
 
 

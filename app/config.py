@@ -146,11 +146,14 @@ class MessagingSettings(Section):
     housekeeping_batch: Annotated[int, Field(ge=1, le=10000)] = 100
 
 
+MAX_EVENT_STREAMS = 64
+
+
 class ProfileSettings(Section):
     # Profile events are spread over this many streams by user: profile:events, then
     # profile:events:1 ... profile:events:<n-1>, each in its own slot with its own consumer
     # group and read counts. Changing it needs `python -m app profiles event-streams N`.
-    event_streams: Annotated[int, Field(ge=1, le=64)] = 1
+    event_streams: Annotated[int, Field(ge=1, le=MAX_EVENT_STREAMS)] = 1
     # Events older than this that every consumer group has acknowledged are trimmed; so are
     # the aggregator's registers of profiles deleted longer ago than this.
     events_retention_s: Annotated[int, Field(ge=1, le=400 * 86400)] = 3600

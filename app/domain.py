@@ -33,7 +33,11 @@ T = TypeVar("T")
 StreamEntry = tuple[str, dict[str, str]]
 # Applies these entries and acknowledges them atomically (an entry without fields is only
 # acknowledged); returns how many it acknowledged.
-BatchHandler = Callable[[RedisStore, list[StreamEntry]], Awaitable[int]]
+# Applies a batch of one stream's entries (the stream's name, the entries); returns how many
+# it acknowledged.
+BatchHandler = Callable[[RedisStore, str, list[StreamEntry]], Awaitable[int]]
+# Periodic upkeep of one stream (its retention), run by one consumer per stream and process.
+Housekeeping = Callable[[RedisStore, str, Settings], Awaitable[object]]
 
 # What every service's ACL user needs besides its domains' own commands: the cluster client's
 # topology and command table (COMMAND, and COMMAND GETKEYS on its general path), whether the
@@ -156,15 +160,18 @@ class QueueJob(Generic[L]):
 
 @dataclass(frozen=True)
 class ConsumerSpec:
-    """A consumer group a domain runs: ``count(settings)`` consumers per process."""
+    """A consumer group a domain runs on each of ``streams(settings)``: ``count(settings)``
+    consumers per stream and process."""
 
     # Part of each consumer's stable name (``<host>-<process>-<name>-<n>``): changing it
     # orphans the pending entries of the old names until they are claimed.
     name: str
-    stream: str
+    streams: Callable[[Settings], Sequence[str]]
     group: str
     handle: BatchHandler
     count: Callable[[Settings], int]
+    # Run every workers.claim_interval_s by the process's first consumer of each stream.
+    housekeeping: Housekeeping | None = None
 
 
 @dataclass(frozen=True)
@@ -210,5 +217,3 @@ class Domain:
     # What an operator watches, read from Redis at scrape time (queue depths, stream lag...):
     # metric families named as docs/observability.md lists them, bounded by settings.metrics.
     gauges: Callable[[Context], Awaitable[Sequence[Metric]]] | None = None
-    # Trims what the domain keeps beyond its retention; returns how many items it removed.
-    retention: Callable[[Context], Awaitable[int]] | None = None

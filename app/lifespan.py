@@ -122,6 +122,12 @@ def make_lifespan(
                 check(active)
             async with AsyncExitStack() as stack:
                 context = await stack.enter_async_context(open_context(active, domains))
+                # Before any worker starts: a set-up may refuse the data (StartupRefused).
+                domain_states = {
+                    domain.name: await domain.setup(context.of(domain.name))
+                    for domain in domains
+                    if domain.setup is not None
+                }
                 workers = None
                 if active.workers.enabled:
                     workers = await stack.enter_async_context(
@@ -135,11 +141,6 @@ def make_lifespan(
                     stores=context.stores(),
                     scoped={name: _resources(scoped) for name, scoped in context.scoped.items()},
                 )
-                domain_states = {
-                    domain.name: await domain.setup(context.of(domain.name))
-                    for domain in domains
-                    if domain.setup is not None
-                }
                 tune_garbage_collector()
                 yield {**state, **domain_states}
                 logger.info("shutting down: draining workers, closing redis")

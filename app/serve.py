@@ -17,7 +17,8 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -117,6 +118,32 @@ def resize_embedded(settings: Settings, *, add: bool) -> Resized:
         if add:
             return cluster.add_shard(timeout=settings.embedded.start_timeout_s)
         return cluster.remove_shard(timeout=settings.embedded.start_timeout_s)
+    finally:
+        if not running:
+            cluster.stop()
+
+
+@contextmanager
+def embedded_url(settings: Settings, service: str) -> Iterator[str]:
+    """Yield the URL that connects ``service`` to the embedded cluster (as its own user with
+    embedded.acl), starting the cluster for the block if it does not run (a tool's run)."""
+    cluster = embedded_cluster(settings)
+    if not cluster.exists():
+        raise LocalClusterError(
+            f"no embedded cluster in {cluster.spec.data_dir}: start it once with "
+            "`python -m app serve`"
+        )
+    passwords = embedded_users(cluster) if cluster.spec.acl_file is not None else None
+    running = cluster.running()
+    if not running:
+        cluster.start(timeout=settings.embedded.start_timeout_s)
+    try:
+        if passwords is None:
+            yield cluster.url
+        else:
+            yield service_urls(settings, cluster.url, passwords)[
+                f"APP_SERVICES__{service.upper()}__REDIS_URL"
+            ]
     finally:
         if not running:
             cluster.stop()

@@ -239,12 +239,14 @@ PROJECT_ROOT = TESTS.parent
 
 async def data_keys(redis: RedisCluster) -> set[str]:
     """Return every key in the cluster except an empty event stream (the workers create it) and
-    the messaging layout mark."""
+    the layout marks of the messaging data and of the profile event streams."""
     found = {key async for key in redis.scan_iter(count=1000)}
     if "profile:events" in found and await redis.xlen("profile:events") == 0:
         found.discard("profile:events")
     # Written at start-up by the messaging and video services (app.messaging.migrate).
     found.discard("messaging:layout")
+    # Written at start-up by the profiles service (app.profiles.layout).
+    found.discard("{profile:events}:streams")
     return found
 
 

@@ -90,7 +90,7 @@ async def test_profiles_and_reporting_run_under_their_declared_users(
                 profile_keys.AGGREGATOR_GROUP, "acl-test", {profile_keys.EVENTS_STREAM: ">"}
             )
         )
-        assert await apply_events(store, entries) == len(entries) == 4
+        assert await apply_events(store, profile_keys.EVENTS_STREAM, entries) == len(entries) == 4
     async with open_store(settings, domain_users["reporting"]) as store:
         top = await reporting.top_profiles(store=store, n=5)
         assert {(stat.user, stat.score) for stat in top} == {("acl-ana", 1), ("acl-bo", 1)}

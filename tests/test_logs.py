@@ -210,14 +210,18 @@ async def test_a_consumer_batch_logs_its_stream_group_and_consumer(
 ) -> None:
     stream, group = "logs:test", "logs-group"
 
-    async def handle(store: RedisStore, entries: list[StreamEntry]) -> int:
+    async def handle(store: RedisStore, _stream: str, entries: list[StreamEntry]) -> int:
         logging.getLogger("app.test").warning("applying %d entries", len(entries))
         return int(await store.client.xack(stream, group, *(entry for entry, _ in entries)))
 
-    spec = ConsumerSpec(name="t", stream=stream, group=group, handle=handle, count=lambda _: 1)
+    spec = ConsumerSpec(
+        name="t", streams=lambda _: [stream], group=group, handle=handle, count=lambda _: 1
+    )
     async with open_store(settings.redis, cluster.url) as store:
         await store.client.xadd(stream, {"n": "1"})
-        consumer = StreamConsumer(store=store, spec=spec, consumer="c-1", settings=settings.workers)
+        consumer = StreamConsumer(
+            store=store, spec=spec, stream=stream, consumer="c-1", settings=settings.workers
+        )
         task = asyncio.create_task(consumer.run())
 
         async def applied() -> bool:

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,16 +46,29 @@ class ConsumerStats:
 
 
 class StreamConsumer:
-    """Consume ``spec.stream`` as ``consumer`` of ``spec.group`` until ``stop()``."""
+    """Consume ``stream`` as ``consumer`` of ``spec.group`` until ``stop()``.
+
+    ``housekeeping`` (the stream's retention) runs with each look for stale entries, every
+    ``claim_interval_s``; a failure there is logged and does not stop the consumption.
+    """
 
     def __init__(
-        self, *, store: RedisStore, spec: ConsumerSpec, consumer: str, settings: WorkerSettings
+        self,
+        *,
+        store: RedisStore,
+        spec: ConsumerSpec,
+        stream: str,
+        consumer: str,
+        settings: WorkerSettings,
+        housekeeping: Callable[[], Awaitable[object]] | None = None,
     ) -> None:
         self.store = store
         self.spec = spec
+        self.stream = stream
         self.consumer = consumer
         self.settings = settings
         self.handle = spec.handle
+        self.housekeeping = housekeeping
         self.stats = ConsumerStats()
         self._stopping = asyncio.Event()
         self._next_claim = 0.0
@@ -70,7 +84,7 @@ class StreamConsumer:
     async def run(self) -> None:
         """Run until stopped: recreate the group if needed, finish own pending, then read new."""
         # Every line of this loop and of the batch handler carries these fields.
-        with log_context(stream=self.spec.stream, group=self.spec.group, consumer=self.consumer):
+        with log_context(stream=self.stream, group=self.spec.group, consumer=self.consumer):
             await self._run()
 
     async def _run(self) -> None:
@@ -108,7 +122,7 @@ class StreamConsumer:
             # From id 0: events written before the group existed are consumed too.
             async with self._deadline():
                 await self.store.client.xgroup_create(
-                    self.spec.stream, self.spec.group, id="0", mkstream=True
+                    self.stream, self.spec.group, id="0", mkstream=True
                 )
             logger.info("created consumer group")
         except ResponseError as exc:
@@ -125,7 +139,7 @@ class StreamConsumer:
             reply = await self.store.client.xreadgroup(
                 self.spec.group,
                 self.consumer,
-                {self.spec.stream: start},
+                {self.stream: start},
                 count=self.settings.batch_size,
                 block=block_ms,
             )
@@ -144,11 +158,13 @@ class StreamConsumer:
         if now < self._next_claim:
             return
         self._next_claim = now + self.settings.claim_interval_s
+        if self.housekeeping is not None:
+            await self._keep_house(self.housekeeping)
         cursor = CURSOR_DONE
         while not self.stopping:
             async with self._deadline():
                 cursor, claimed, deleted = await self.store.client.xautoclaim(
-                    self.spec.stream,
+                    self.stream,
                     self.spec.group,
                     self.consumer,
                     min_idle_time=self.settings.claim_min_idle_ms,
@@ -165,6 +181,15 @@ class StreamConsumer:
             if cursor == CURSOR_DONE:
                 return
 
+    async def _keep_house(self, housekeeping: Callable[[], Awaitable[object]]) -> None:
+        try:
+            async with self._deadline():
+                await housekeeping()
+        except Exception as exc:
+            # The retention waits for the next turn; the consumption goes on.
+            self.stats.errors += 1
+            logger.warning("stream housekeeping failed: error=%s", describe(exc))
+
     def _deadline(self, block_ms: int = 0) -> asyncio.Timeout:
         """Bound one call (the client has no socket timeout): its blocking time plus the
         store's per-call timeout; a call that hangs raises TimeoutError and the loop backs off."""
@@ -174,7 +199,7 @@ class StreamConsumer:
         if vanished := [entry_id for entry_id, fields in entries if not fields]:
             # Still handed to the handler, which acknowledges them off the pending list.
             self._report_lost(vanished)
-        acknowledged = await self.handle(self.store, entries)
+        acknowledged = await self.handle(self.store, self.stream, entries)
         self.stats.batches += 1
         self.stats.delivered += len(entries)
         self.stats.acknowledged += acknowledged

@@ -6,12 +6,12 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any
 
 from app.config import WorkerSettings
-from app.domain import Context, Domain
+from app.domain import ConsumerSpec, Context, Domain
 from workers.consumer import StreamConsumer
 from workers.queue_worker import QueueWorker
 
@@ -33,6 +33,16 @@ def consumer_prefix(settings: WorkerSettings) -> str:
     return f"{base}-{index}"
 
 
+def _housekeeping(
+    spec: ConsumerSpec, context: Context, stream: str, slot: int
+) -> Callable[[], Awaitable[object]] | None:
+    """Return the stream's housekeeping for the process's first consumer of it, else None."""
+    housekeeping = spec.housekeeping
+    if housekeeping is None or slot != 0:
+        return None
+    return lambda: housekeeping(context.store, stream, context.settings)
+
+
 class WorkerPool:
     """Run every worker the domains declare (stream consumers, queue workers) as one unit."""
 
@@ -44,11 +54,14 @@ class WorkerPool:
             StreamConsumer(
                 store=context.of(domain.name).store,
                 spec=spec,
+                stream=stream,
                 consumer=f"{prefix}-{spec.name}-{slot}",
                 settings=settings.workers,
+                housekeeping=_housekeeping(spec, context.of(domain.name), stream, slot),
             )
             for domain in domains
             for spec in domain.consumers
+            for stream in spec.streams(settings)
             for slot in range(spec.count(settings))
         ]
         self.queue_workers: list[QueueWorker[Any]] = []

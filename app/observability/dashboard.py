@@ -486,7 +486,11 @@ async def _top_profiles(state: StateCache) -> list[ProfileReads] | None:
     try:
         top = [
             ProfileReads(user=stat.user, reads=stat.score)
-            for stat in await top_profiles(store=state.context.of(reader).store, n=TOP_PROFILES)
+            for stat in await top_profiles(
+                store=state.context.of(reader).store,
+                n=TOP_PROFILES,
+                event_streams=state.context.settings.profiles.event_streams,
+            )
         ]
     except Exception as exc:  # the rest of the dashboard still answers
         logger.warning("dashboard: reading the top profiles failed: %s", describe(exc))

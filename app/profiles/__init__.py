@@ -4,30 +4,49 @@ event on ``profile:events``, and the aggregator that counts reads from those eve
 Public to other domains: ``ranked_by_reads`` and ``existing`` (reporting reads the counts).
 """
 
-from app.domain import Domain, KeyPattern
+from app.domain import Context, Domain, KeyPattern
+from app.profiles import keys
 from app.profiles.aggregator import AGGREGATOR
+from app.profiles.layout import check_layout
 from app.profiles.metrics import gauges
 from app.profiles.router import router
-from app.profiles.service import existing, ranked_by_reads
+from app.profiles.service import EventsConfig, existing, ranked_by_reads
 
-__all__ = ["DOMAIN", "existing", "ranked_by_reads"]
+__all__ = ["DOMAIN", "check_layout", "existing", "keys", "ranked_by_reads"]
+
+
+async def _setup(context: Context) -> EventsConfig:
+    """Refuse events spread over another number of streams than configured (layout.py); hand
+    the routes the events' configuration (``request.state.profiles``)."""
+    settings = context.settings.profiles
+    await check_layout(context.store, settings.event_streams)
+    return EventsConfig.of(settings.events_retention_s, settings.event_streams)
+
 
 DOMAIN = Domain(
     name="profiles",
     routers=[router],
     consumers=[AGGREGATOR],
+    setup=_setup,
     gauges=gauges,
     keys=[
-        KeyPattern("profile:*", "read-write", "profiles, and the event stream profile:events"),
+        KeyPattern(
+            "profile:*",
+            "read-write",
+            "profiles, and the event streams profile:events and profile:events:<i>",
+        ),
         KeyPattern(
             "{profile:*}:*",
             "read-write",
-            "a profile's generation and request markers; the aggregator's read counts and "
-            "generations and the stream writer's batch markers ({profile:events}:...)",
+            "a profile's generation and request markers; each event stream's read counts, "
+            "register, deleted profiles and the stream writer's batch markers "
+            "({profile:events}:..., {profile:events:<i>}:...); the streams' layout",
         ),
     ],
     commands=[
         "+evalsha",
+        # The read script (no writes: it may run on a replica).
+        "+evalsha_ro",
         "+script|load",
         # Run by the profile scripts and the stream writer's script.
         "+get",
@@ -48,11 +67,23 @@ DOMAIN = Domain(
         "+zadd",
         "+zincrby",
         "+zrem",
+        # The retention (trim_events.lua); the scripts' clock and ended counters' expiry.
+        "+xtrim",
+        "+zrange",
+        "+hdel",
+        "+time",
+        "+expire",
         # The listing of profiles by reads.
         "+zrevrange",
         # Its gauges: the stream's length, the group's lag and pending entries.
         "+xlen",
         "+xinfo|groups",
         "+xpending",
+        # `python -m app profiles event-streams N` (layout.py), run as the service's user.
+        "+xinfo|stream",
+        "+xinfo|consumers",
+        "+xgroup|delconsumer",
+        "+hscan",
+        "+zscore",
     ],
 )

@@ -1,7 +1,9 @@
 -- Acknowledge profile events and apply each one whose acknowledgement took, exactly once.
--- KEYS[1] profile:events (the stream), KEYS[2] {profile:events}:read-counts (sorted set),
--- KEYS[3] {profile:events}:generations (hash: user -> "<generation>:<1 alive|0 deleted>").
--- All three share the stream's slot: the hash tag is the stream's whole name.
+-- KEYS[1] the stream (profile:events or profile:events:<i>), KEYS[2] {<stream>}:read-counts
+-- (sorted set), KEYS[3] {<stream>}:generations (hash: user -> "<generation>:<1 alive|0 deleted>"),
+-- KEYS[4] {<stream>}:deleted (sorted set: user -> ms the delete was applied, by which retention
+-- forgets deleted profiles: trim_events.lua). All four share the stream's slot: the hash tag is
+-- the stream's whole name.
 -- ARGV[1] the consumer group, then four per event delivered to the caller: its id, user, type and
 -- generation, as delivered ("" for a field the event lacks; an event without a user is only
 -- acknowledged).
@@ -17,7 +19,16 @@
 -- generation when they are applied: with one consumer that is stream order, as in the seeds;
 -- with several, or after a claim, such an event can land on a newer generation. Only events
 -- with a generation are order-independent.
-local stream, counts, generations = KEYS[1], KEYS[2], KEYS[3]
+local stream, counts, generations, deleted = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+
+local now_ms = nil
+local function now()
+  if now_ms == nil then
+    local clock = redis.call('TIME')
+    now_ms = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+  end
+  return now_ms
+end
 
 -- A generation is a whole number of at most 15 digits (exact in Lua's doubles); anything else
 -- in an event is treated as absent, so a malformed event cannot make the script fail half-way.
@@ -26,6 +37,14 @@ local function whole(text)
     return tonumber(text)
   end
   return nil
+end
+
+-- The register says the user's profile lives again: it leaves the index of deleted ones.
+local function live(user, g, was_alive)
+  redis.call('HSET', generations, user, g .. ':1')
+  if not was_alive then
+    redis.call('ZREM', deleted, user)
+  end
 end
 
 local function apply(user, kind, given)
@@ -44,20 +63,21 @@ local function apply(user, kind, given)
   end
   if kind == 'read' then
     if g > current then
-      redis.call('HSET', generations, user, g .. ':1')
+      live(user, g, alive)
       redis.call('ZADD', counts, 1, user)
     elseif g == current and alive then
       redis.call('ZINCRBY', counts, 1, user)
     end
   elseif kind == 'create' then
     if g > current or (g == current and not alive and generation == nil) then
-      redis.call('HSET', generations, user, g .. ':1')
+      live(user, g, alive)
       redis.call('ZREM', counts, user)
     end
   elseif kind == 'delete' then
     if g >= current then
       redis.call('HSET', generations, user, g .. ':0')
       redis.call('ZREM', counts, user)
+      redis.call('ZADD', deleted, now(), user)
     end
   end
 end

@@ -1,24 +1,31 @@
-"""The aggregator: keeps per-profile read counts from ``profile:events`` in a sorted set.
+"""The aggregator: keeps per-profile read counts from the profile event streams.
 
-The profile domain declares it (``AGGREGATOR``); the consumer-group loop in ``workers`` runs it.
+The profile domain declares it (``AGGREGATOR``): a consumer group per stream
+(``profiles.event_streams``), each with its own read counts and register in the stream's slot;
+the consumer-group loop in ``workers`` runs it, and its housekeeping applies the retention.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
+from app.config import Settings
 from app.domain import ConsumerSpec, StreamEntry
 from app.profiles import keys
-from app.profiles.metrics import EVENTS_APPLIED
+from app.profiles.metrics import EVENTS_APPLIED, EVENTS_TRIMMED
 from app.redis import RedisStore
-from app.scripting import LuaScript, as_int
+from app.scripting import LuaScript, as_fixed, as_int
 
 APPLY_EVENTS = LuaScript.load(Path(__file__).with_name("aggregator.lua"))
-_APPLIED = EVENTS_APPLIED.labels(keys.EVENTS_STREAM)
+TRIM_EVENTS = LuaScript.load(Path(__file__).with_name("trim_events.lua"))
+# Deleted users a retention run forgets at most (the next run goes on).
+FORGET_LIMIT = 1000
 
 
-async def apply_events(store: RedisStore, entries: list[StreamEntry]) -> int:
-    """Acknowledge these events and apply each one whose acknowledgement took, in one script.
+async def apply_events(store: RedisStore, stream: str, entries: list[StreamEntry]) -> int:
+    """Acknowledge these events of ``stream`` and apply each one whose acknowledgement took, in
+    one script.
 
     Returns how many this call acknowledged: none when the batch was already processed. The
     script explains why the order events are applied in does not matter. It gets each event's
@@ -34,20 +41,36 @@ async def apply_events(store: RedisStore, entries: list[StreamEntry]) -> int:
             fields.get("generation", ""),
         ]
     reply = await APPLY_EVENTS(
-        store,
-        keys=[keys.EVENTS_STREAM, keys.READ_COUNTS, keys.GENERATIONS],
-        args=args,
-        what="apply profile events",
+        store, keys=keys.aggregate_keys(stream), args=args, what="apply profile events"
     )
     applied = as_int(reply)
-    _APPLIED.inc(applied)
+    EVENTS_APPLIED.labels(stream).inc(applied)
     return applied
+
+
+async def apply_retention(store: RedisStore, stream: str, settings: Settings) -> tuple[int, int]:
+    """Trim what every group of ``stream`` is done with past the retention, and forget users
+    deleted longer ago than that; return (entries trimmed, users forgotten)."""
+    reply = await TRIM_EVENTS(
+        store,
+        keys=[stream, keys.generations(stream), keys.deleted(stream)],
+        args=[str(settings.profiles.events_retention_s * 1000), str(FORGET_LIMIT)],
+        what="trim profile events",
+    )
+    trimmed, forgotten = (as_int(item) for item in as_fixed(reply, 2))
+    EVENTS_TRIMMED.labels(stream).inc(trimmed)
+    return trimmed, forgotten
+
+
+def event_streams(settings: Settings) -> Sequence[str]:
+    return keys.event_streams(settings.profiles.event_streams)
 
 
 AGGREGATOR = ConsumerSpec(
     name="aggregator",
-    stream=keys.EVENTS_STREAM,
+    streams=event_streams,
     group=keys.AGGREGATOR_GROUP,
     handle=apply_events,
     count=lambda settings: settings.workers.consumers_per_process,
+    housekeeping=apply_retention,
 )

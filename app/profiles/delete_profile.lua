@@ -1,6 +1,7 @@
 -- Delete a profile hash, ending its generation.
 -- KEYS[1] profile:<user>, KEYS[2] {profile:<user>}:deleted-by, KEYS[3] {profile:<user>}:generation
--- (same slot, see keys.py). ARGV[1] request id, ARGV[2] marker TTL in seconds.
+-- (same slot, see keys.py). ARGV[1] request id, ARGV[2] marker TTL in seconds, ARGV[3] how long
+-- the ended profile's generation counter is kept (seconds).
 -- Returns {outcome, generation}: outcome 1 when deleted, 2 when this request deleted it already
 -- (a re-send after a lost reply, or a client's retry with the same Idempotency-Key: answered as
 -- the first attempt was), 3 when this request deleted it already and the user has a profile
@@ -22,6 +23,9 @@ if redis.call('UNLINK', KEYS[1]) == 1 then
   -- The ended generation is never reused: a profile written again by other code (the seeds'
   -- HSET) is read as the next one, and the next create here takes the one after.
   redis.call('INCR', KEYS[3])
+  -- Not forever: a user who never comes back leaves nothing behind. A profile created after it
+  -- expired still gets a newer generation (create_profile.lua starts from the clock).
+  redis.call('EXPIRE', KEYS[3], ARGV[3])
   redis.call('SET', KEYS[2], generation .. ' ' .. ARGV[1], 'EX', ARGV[2])
   return {1, generation}
 end

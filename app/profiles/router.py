@@ -67,6 +67,7 @@ async def create_profile(
         user=user,
         fields=body.root,
         request_id=idempotency_key,
+        config=request.state.profiles,
     )
     return Message(message=f"Profile created for: {user}")
 
@@ -85,7 +86,10 @@ async def create_profile(
 async def read_profile(user: UserName, request: Request) -> dict[str, str]:
     """Return a user's profile fields; the read counts in the report."""
     return await service.read_profile(
-        store=store_of(request), streams=streams_of(request), user=user
+        store=store_of(request),
+        streams=streams_of(request),
+        user=user,
+        config=request.state.profiles,
     )
 
 
@@ -117,5 +121,6 @@ async def delete_profile(
         streams=streams_of(request),
         user=user,
         request_id=idempotency_key,
+        config=request.state.profiles,
     )
     return Message(message=f"Profile deleted for {user}")

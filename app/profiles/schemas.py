@@ -12,8 +12,10 @@ from app.profiles.keys import EVENTS_STREAM, PROFILE_PREFIX
 from app.records.codec import STRING_VALUE_SCHEMA, check_fields, fields_schema
 
 MAX_USER_LENGTH = 256
-# The one name whose key is not a profile: profile:events is the event stream.
-RESERVED_USER = EVENTS_STREAM.removeprefix(PROFILE_PREFIX)
+# The names whose keys are not profiles: profile:events and profile:events:<i> are the event
+# streams (keys.event_stream).
+RESERVED_USER_PATTERN = "^" + EVENTS_STREAM.removeprefix(PROFILE_PREFIX) + "(:[0-9]+)?$"
+_RESERVED_USER = re.compile(RESERVED_USER_PATTERN)
 # What a user name may hold: no control characters, no braces (they would change the hash slot
 # of the profile's keys) and no '/' (a name is one path segment). The schema publishes this
 # pattern and the validator matches the same one.
@@ -34,8 +36,10 @@ def _problem(user: str) -> str:
 def _check_user(user: str) -> str:
     if _USER.fullmatch(user) is None:
         raise ValueError(_problem(user))
-    if user == RESERVED_USER:
-        raise ValueError(f"user name {user!r} is reserved: {EVENTS_STREAM} is the event stream")
+    if _RESERVED_USER.match(user):
+        raise ValueError(
+            f"user name {user!r} is reserved: {PROFILE_PREFIX}{user} is a profile event stream"
+        )
     return user
 
 
@@ -44,9 +48,10 @@ UserName = Annotated[
     Field(
         min_length=1,
         max_length=MAX_USER_LENGTH,
-        description="The user's name: no control characters, braces or '/', and not 'events'",
+        description="The user's name: no control characters, braces or '/', and not 'events' "
+        "or 'events:<number>' (the event streams' names)",
         examples=["zach"],
-        json_schema_extra={"pattern": USER_PATTERN, "not": {"const": RESERVED_USER}},
+        json_schema_extra={"pattern": USER_PATTERN, "not": {"pattern": RESERVED_USER_PATTERN}},
     ),
     AfterValidator(_check_user),
 ]

@@ -10,6 +10,7 @@ as the first attempt was and emits the event).
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 from typing import Literal, NamedTuple
@@ -42,6 +43,26 @@ DELETE_PROFILE = LuaScript.load(Path(__file__).with_name("delete_profile.lua"))
 # How long a create or delete remembers its request id, so that a re-sent one is recognised
 # (by redis-py re-sending after a lost reply, or by a client retrying with an Idempotency-Key).
 REQUEST_MARKER_TTL_S = 600
+
+
+@dataclass(frozen=True)
+class EventsConfig:
+    """How the profile service spreads and keeps its events (``profiles`` settings): what the
+    domain's set-up hands every route, as ``request.state.profiles``."""
+
+    # How many streams the events are spread over (keys.stream_of).
+    streams: int = 1
+    # How long a deleted profile's generation counter is kept (delete_profile.lua).
+    ended_counter_ttl_s: int = 7200
+
+    @classmethod
+    def of(cls, retention_s: int, streams: int) -> EventsConfig:
+        # Longer than the aggregator remembers the deletion (the retention, from when it is
+        # applied), and than a retried request can come back (REQUEST_MARKER_TTL_S).
+        return cls(streams=streams, ended_counter_ttl_s=2 * max(retention_s, REQUEST_MARKER_TTL_S))
+
+
+ONE_STREAM = EventsConfig()
 
 
 class WriteOutcome(IntEnum):
@@ -82,15 +103,22 @@ class Found(NamedTuple):
     fields: dict[str, str]
 
 
-async def emit_event(*, streams: StreamWriter, user: str, event: EventType, generation: str) -> str:
-    """Append ``{"user", "type", "generation"}`` to the profile event stream; return its id.
+async def emit_event(
+    *,
+    streams: StreamWriter,
+    user: str,
+    event: EventType,
+    generation: str,
+    config: EventsConfig = ONE_STREAM,
+) -> str:
+    """Append ``{"user", "type", "generation"}`` to the user's event stream; return its id.
 
     ``user`` and ``type`` are the seeds' fields; ``generation`` numbers the profile's life (from
     create to delete), so the aggregator can tell a late event of an earlier life from one of
     the current life, whatever order they arrive in.
     """
     fields = {"user": user, "type": event, "generation": generation}
-    return await streams.append(keys.EVENTS_STREAM, fields)
+    return await streams.append(keys.stream_of(user, config.streams), fields)
 
 
 def _profile_keys(user: str, marker: str) -> list[str]:
@@ -132,6 +160,7 @@ async def create_profile(
     user: str,
     fields: dict[str, str],
     request_id: str | None = None,
+    config: EventsConfig = ONE_STREAM,
 ) -> None:
     """Store a new profile; raise ProfileExists if the user already has one, CreatedProfileDeleted
     for a retry whose profile has been deleted since."""
@@ -147,21 +176,36 @@ async def create_profile(
     if written.outcome is not WriteOutcome.REFUSED:
         # Also for a repeated request: its first attempt may have died before this append (the
         # aggregator ignores the event of a generation it has seen deleted).
-        await emit_event(streams=streams, user=user, event="create", generation=written.generation)
+        await emit_event(
+            streams=streams,
+            user=user,
+            event="create",
+            generation=written.generation,
+            config=config,
+        )
     raise_for(written.outcome, CREATE_ERRORS, user)
 
 
-async def read_profile(*, store: RedisStore, streams: StreamWriter, user: str) -> dict[str, str]:
+async def read_profile(
+    *, store: RedisStore, streams: StreamWriter, user: str, config: EventsConfig = ONE_STREAM
+) -> dict[str, str]:
     """Return a profile's fields and record the read; raise ProfileNotFound."""
     found = await _read(store, user)
     if found is None:
         raise ProfileNotFound(user)
-    await emit_event(streams=streams, user=user, event="read", generation=found.generation)
+    await emit_event(
+        streams=streams, user=user, event="read", generation=found.generation, config=config
+    )
     return found.fields
 
 
 async def delete_profile(
-    *, store: RedisStore, streams: StreamWriter, user: str, request_id: str | None = None
+    *,
+    store: RedisStore,
+    streams: StreamWriter,
+    user: str,
+    request_id: str | None = None,
+    config: EventsConfig = ONE_STREAM,
 ) -> None:
     """Delete a profile; raise ProfileNotFound if there is none, DeletedProfileCreatedAgain for a
     retry whose user has a profile again since."""
@@ -170,25 +214,37 @@ async def delete_profile(
         store,
         user=user,
         marker="deleted-by",
-        args=[request_id or uuid.uuid4().hex, str(REQUEST_MARKER_TTL_S)],
+        args=[
+            request_id or uuid.uuid4().hex,
+            str(REQUEST_MARKER_TTL_S),
+            str(config.ended_counter_ttl_s),
+        ],
         what="delete profile",
     )
     if written.outcome is not WriteOutcome.REFUSED:
         # Also for a repeated request: the event names the generation it ended, so it cannot end
         # a profile created since.
-        await emit_event(streams=streams, user=user, event="delete", generation=written.generation)
+        await emit_event(
+            streams=streams,
+            user=user,
+            event="delete",
+            generation=written.generation,
+            config=config,
+        )
     raise_for(written.outcome, DELETE_ERRORS, user)
 
 
-async def ranked_by_reads(*, store: RedisStore, start: int, count: int) -> list[tuple[str, int]]:
-    """Return ``count`` (user, read count) pairs from rank ``start``, most read first.
+async def ranked_by_reads(
+    *, store: RedisStore, stream: str, start: int, count: int
+) -> list[tuple[str, int]]:
+    """Return ``count`` (user, read count) pairs from rank ``start``, most read first, of the
+    users whose events go to ``stream`` (each user's count is in one stream's keys).
 
     The counts are the aggregator's; a user may have no profile any more (see ``existing``).
     """
+    counts = keys.read_counts(stream)
     ranked: list[tuple[str, float]] = await store.run(
-        lambda client: client.zrevrange(
-            keys.READ_COUNTS, start, start + count - 1, withscores=True
-        ),
+        lambda client: client.zrevrange(counts, start, start + count - 1, withscores=True),
         what="read profile stats",
     )
     return [(str(user), int(score)) for user, score in ranked]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 
 from app.dependencies import RedisDep
 from app.reporting import service
@@ -21,10 +21,12 @@ async def read_profile_stats(
         int, Path(gt=0, le=MAX_TOP, description="How many profiles to return", examples=[3])
     ],
     store: RedisDep,
+    request: Request,
 ) -> ProfileStats:
     """Return the n most-read profiles, highest read count first.
 
     Counts come from the profile events, so a read shows here a moment after it is answered;
     deleted profiles are left out.
     """
-    return ProfileStats(results=await service.top_profiles(store=store, n=n))
+    top = await service.top_profiles(store=store, n=n, event_streams=request.state.reporting)
+    return ProfileStats(results=top)

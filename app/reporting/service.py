@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
-from app.profiles import existing, ranked_by_reads
+import asyncio
+
+from app.profiles import existing, keys, ranked_by_reads
 from app.redis import RedisStore
 from app.reporting.schemas import ProfileStat
 
 MIN_PAGE = 32
 
 
-async def top_profiles(*, store: RedisStore, n: int) -> list[ProfileStat]:
-    """Return the n most-read existing profiles, highest count first.
+async def top_profiles(*, store: RedisStore, n: int, event_streams: int = 1) -> list[ProfileStat]:
+    """Return the n most-read existing profiles, highest count first (ties: as Redis orders
+    them, by name from the last), over every event stream's counts.
+
+    Each user is counted in one stream's keys only, so the n most-read of all are among the n
+    most-read of each stream: the merge of every stream's top n is exact.
+    """
+    streams = keys.event_streams(event_streams)
+    tops = await asyncio.gather(*(_top_of(store, stream, n) for stream in streams))
+    merged = sorted(
+        (stat for top in tops for stat in top), key=lambda s: (s.score, s.user), reverse=True
+    )
+    return merged[:n]
+
+
+async def _top_of(store: RedisStore, stream: str, n: int) -> list[ProfileStat]:
+    """Return the n most-read existing profiles of one stream's users.
 
     A delete whose event was never appended (its request died in between), or one made by other
     code, leaves a count for a profile that no longer exists; such entries are skipped here, so
@@ -20,7 +37,7 @@ async def top_profiles(*, store: RedisStore, n: int) -> list[ProfileStat]:
     page = max(n, MIN_PAGE)
     start = 0
     while len(found) < n:
-        entries = await ranked_by_reads(store=store, start=start, count=page)
+        entries = await ranked_by_reads(store=store, stream=stream, start=start, count=page)
         if not entries:
             break
         exists = await existing(store=store, users=[user for user, _score in entries])

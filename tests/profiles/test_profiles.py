@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -23,6 +24,11 @@ SEED_PROFILES = {
 async def events(redis: RedisCluster) -> list[dict[str, str]]:
     entries: Any = await redis.xrange(keys.EVENTS_STREAM)
     return [fields for _id, fields in entries]
+
+
+def lives(events: list[dict[str, str]]) -> list[str]:
+    """Return the generations the events name, in the order they first appear."""
+    return list(dict.fromkeys(event["generation"] for event in events))
 
 
 # The seeds' walkthrough ends with the report: profiles and reporting in one process, each as
@@ -76,8 +82,10 @@ async def test_seed_walkthrough(client: httpx.AsyncClient, redis: RedisCluster) 
 async def test_profile_is_the_seeds_hash(client: httpx.AsyncClient, redis: RedisCluster) -> None:
     await client.post("/profile/ana", json={"email": "ana@example.com", "username": "Ana"})
     assert await redis.hgetall("profile:ana") == {"email": "ana@example.com", "username": "Ana"}
-    # The seeds' fields, plus the profile's generation (its first life).
-    assert await events(redis) == [{"user": "ana", "type": "create", "generation": "1"}]
+    # The seeds' fields, plus the profile's generation (its life: at least the clock in ms).
+    [event] = await events(redis)
+    assert (event["user"], event["type"]) == ("ana", "create")
+    assert int(event["generation"]) >= (time.time() - 60) * 1000
 
     # Written the seeds' way (HSET on profile:<user>), read through the service.
     await redis.hset("profile:kofi", mapping={"email": "kofi@example.com"})
@@ -213,13 +221,16 @@ async def test_a_retried_delete_does_not_delete_a_profile_created_since(
     }
     assert await redis.hgetall("profile:ana") == {"a": "2"}
     # The retry's event names the generation it ended, so the new profile's read still counts.
+    first, second = lives(await events(redis))
     assert [(e["type"], e["generation"]) for e in await events(redis)] == [
-        ("create", "1"),
-        ("delete", "1"),
-        ("create", "3"),  # 2 was kept for a profile written again by other code
-        ("read", "3"),
-        ("delete", "1"),
+        ("create", first),
+        ("delete", first),
+        ("create", second),
+        ("read", second),
+        ("delete", first),
     ]
+    # first + 1 is kept for a profile written again by other code.
+    assert int(second) > int(first) + 1
     await eventually(lambda: all_events_applied(redis), what="events applied")
     assert await stored_read_counts(redis) == {"ana": 1}
 
@@ -237,10 +248,11 @@ async def test_a_retried_create_does_not_recreate_a_deleted_profile(
         "message": "The profile this Idempotency-Key created for ana has been deleted since"
     }
     assert await redis.exists("profile:ana") == 0
+    [first] = lives(await events(redis))
     assert [(e["type"], e["generation"]) for e in await events(redis)] == [
-        ("create", "1"),
-        ("delete", "1"),
-        ("create", "1"),
+        ("create", first),
+        ("delete", first),
+        ("create", first),
     ]
 
 
@@ -319,11 +331,13 @@ async def test_a_profile_written_again_by_the_seeds_code_counts_as_a_new_life(
     await client.delete("/profile/ana")
     await redis.hset("profile:ana", mapping={"a": "seed"})  # the seeds' create
     assert (await client.get("/profile/ana")).json() == {"a": "seed"}
+    first, second = lives(await events(redis))
     assert [(e["type"], e["generation"]) for e in await events(redis)] == [
-        ("create", "1"),
-        ("read", "1"),
-        ("delete", "1"),
-        ("read", "2"),
+        ("create", first),
+        ("read", first),
+        ("delete", first),
+        ("read", second),
     ]
+    assert int(second) == int(first) + 1
     await eventually(lambda: all_events_applied(redis), what="events applied")
     assert await stored_read_counts(redis) == {"ana": 1}

@@ -57,6 +57,7 @@ def consumer(store: RedisStore, settings: Settings, name: str, **overrides: int)
     return StreamConsumer(
         store=store,
         spec=AGGREGATOR,
+        stream=keys.EVENTS_STREAM,
         consumer=name,
         settings=worker_settings,
     )
@@ -151,9 +152,9 @@ async def test_crash_after_apply_before_the_reply_counts_once(
     delivered: Any = await redis.xreadgroup(keys.AGGREGATOR_GROUP, "w-0", {keys.EVENTS_STREAM: ">"})
     entries = delivered[0][1]
     # The script ran but its reply was lost; redelivery runs the same batch again.
-    assert await apply_events(store, entries) == 4
-    assert await apply_events(store, entries) == 0
-    assert await apply_events(store, entries[:2]) == 0
+    assert await apply_events(store, keys.EVENTS_STREAM, entries) == 4
+    assert await apply_events(store, keys.EVENTS_STREAM, entries) == 0
+    assert await apply_events(store, keys.EVENTS_STREAM, entries[:2]) == 0
     assert await stored_read_counts(redis) == {"ana": 4}
 
 
@@ -168,9 +169,9 @@ async def test_batches_done_out_of_order_count_the_current_generation(
     late: Any = await redis.xreadgroup(keys.AGGREGATOR_GROUP, "b", {keys.EVENTS_STREAM: ">"})
 
     # The later batch (re-create, read) is done first; the earlier delete cannot wipe its read.
-    assert await apply_events(store, late[0][1]) == 2
+    assert await apply_events(store, keys.EVENTS_STREAM, late[0][1]) == 2
     assert await stored_read_counts(redis) == {"ana": 1}
-    assert await apply_events(store, early[0][1]) == 4
+    assert await apply_events(store, keys.EVENTS_STREAM, early[0][1]) == 4
     assert await stored_read_counts(redis) == {"ana": 1}
     assert await stored_read_counts(redis) == await expected_read_counts(redis)
 

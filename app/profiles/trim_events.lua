@@ -1,0 +1,72 @@
+-- Retention of one profile event stream: trim the entries every consumer group is done with and
+-- that are older than the retention, and forget the users deleted longer ago than that.
+-- KEYS[1] the stream, KEYS[2] {<stream>}:generations, KEYS[3] {<stream>}:deleted (one slot).
+-- ARGV[1] the retention in ms, ARGV[2] at most this many deleted users forgotten per run.
+-- Returns {entries trimmed, users forgotten}.
+--
+-- The trim point is the oldest of: the retention's cut-off, and for each consumer group its
+-- oldest pending entry, or the entry after the last one it was delivered (the same floor the
+-- topics trim to): so an entry that some group has not acknowledged, or not yet read, is never
+-- trimmed, whatever its age. A group that stops reading holds the stream back from then on
+-- (the lag gauges show it; XGROUP DESTROY a group nobody will read again).
+local stream, generations, deleted = KEYS[1], KEYS[2], KEYS[3]
+local retention_ms, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+
+local function ms(number)
+  return string.format('%.0f', number)
+end
+
+local function parse_id(id)
+  local dash = string.find(id, '-', 1, true)
+  return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
+end
+
+local function id_less(a, b)
+  local a_ms, a_seq = parse_id(a)
+  local b_ms, b_seq = parse_id(b)
+  return a_ms < b_ms or (a_ms == b_ms and a_seq < b_seq)
+end
+
+local function as_map(flat)
+  local map = {}
+  for i = 1, #flat, 2 do
+    map[flat[i]] = flat[i + 1]
+  end
+  return map
+end
+
+local clock = redis.call('TIME')
+local cutoff = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) - retention_ms
+
+local trimmed = 0
+if redis.call('EXISTS', stream) == 1 then
+  local keep = ms(math.max(cutoff, 0)) .. '-0'
+  for _, raw in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+    local group = as_map(raw)
+    local first
+    local pending = redis.call('XPENDING', stream, group.name)
+    if pending[1] > 0 then
+      first = pending[2]
+    else
+      local last_ms, last_seq = parse_id(group['last-delivered-id'])
+      first = ms(last_ms) .. '-' .. ms(last_seq + 1)
+    end
+    if id_less(first, keep) then
+      keep = first
+    end
+  end
+  trimmed = redis.call('XTRIM', stream, 'MINID', keep)
+end
+
+-- A deleted user's register entry is what tells a late event of the ended profile from one of
+-- a new profile; past the retention it goes (docs/keys.md says what that leaves).
+local forgotten = 0
+for _, user in ipairs(redis.call('ZRANGE', deleted, '-inf', cutoff, 'BYSCORE', 'LIMIT', 0, limit)) do
+  local stored = redis.call('HGET', generations, user)
+  if stored and string.sub(stored, -2) == ':0' then
+    redis.call('HDEL', generations, user)
+    forgotten = forgotten + 1
+  end
+  redis.call('ZREM', deleted, user)
+end
+return {trimmed, forgotten}
