@@ -28,6 +28,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from app.config import Settings
 from app.local_cluster import ClusterSpec, LocalCluster
+from app.profiles import keys as profile_keys
 from tests.engines import DEFAULT_ENGINE, ENGINE_ENV, chosen_engine
 
 if TYPE_CHECKING:
@@ -250,19 +251,36 @@ async def data_keys(redis: RedisCluster) -> set[str]:
     return found
 
 
-async def expected_read_counts(redis: RedisCluster) -> dict[str, int]:
-    """Derive the read counts from the whole event stream.
+async def expected_read_counts(redis: RedisCluster, streams: int = 1) -> dict[str, int]:
+    """Derive the read counts from the whole of every event stream (``streams`` of them)."""
+    counts: dict[str, int] = {}
+    for stream in profile_keys.event_streams(streams):
+        counts |= ReadTally().add_all([fields async for fields in _all_events(redis, stream)])
+    return counts
+
+
+class ReadTally:
+    """The read counts the events of one stream make, applied in stream order.
 
     A user's count is the number of reads of the newest generation of their profile, unless that
     generation was deleted; events without a generation (the seeds' format) belong to the
     current generation and count in stream order.
     """
-    register: dict[str, tuple[int, bool]] = {}
-    counts: dict[str, int] = {}
-    async for fields in _all_events(redis):
+
+    def __init__(self) -> None:
+        self.register: dict[str, tuple[int, bool]] = {}
+        self.counts: dict[str, int] = {}
+
+    def add_all(self, events: list[dict[str, str]]) -> dict[str, int]:
+        for fields in events:
+            self.add(fields)
+        return self.counts
+
+    def add(self, fields: dict[str, str]) -> None:
+        register, counts = self.register, self.counts
         user, kind = fields.get("user"), fields.get("type")
         if user is None:
-            continue
+            return
         current, alive = register.get(user, (-1, True))
         given = fields.get("generation")
         valid = given is not None and given.isascii() and given.isdigit() and len(given) <= 15
@@ -280,13 +298,12 @@ async def expected_read_counts(redis: RedisCluster) -> dict[str, int]:
         elif kind == "delete" and generation >= current:
             register[user] = (generation, False)
             counts.pop(user, None)
-    return counts
 
 
-async def _all_events(redis: RedisCluster) -> AsyncIterator[dict[str, str]]:
+async def _all_events(redis: RedisCluster, stream: str) -> AsyncIterator[dict[str, str]]:
     start = "-"
     while True:
-        page: Any = await redis.xrange("profile:events", min=start, count=5000)
+        page: Any = await redis.xrange(stream, min=start, count=5000)
         for _id, fields in page:
             yield fields
         if len(page) < 5000:
@@ -296,19 +313,26 @@ async def _all_events(redis: RedisCluster) -> AsyncIterator[dict[str, str]]:
         start = f"{millis}-{int(seq) + 1}"
 
 
-async def stored_read_counts(redis: RedisCluster) -> dict[str, int]:
-    """Return the aggregator's sorted set as a dict."""
-    pairs: Any = await redis.zrange("{profile:events}:read-counts", 0, -1, withscores=True)
-    return {user: int(score) for user, score in pairs}
+async def stored_read_counts(redis: RedisCluster, streams: int = 1) -> dict[str, int]:
+    """Return the aggregator's sorted sets (one per stream) as one dict."""
+    counts: dict[str, int] = {}
+    for stream in profile_keys.event_streams(streams):
+        pairs: Any = await redis.zrange(profile_keys.read_counts(stream), 0, -1, withscores=True)
+        counts |= {user: int(score) for user, score in pairs}
+    return counts
 
 
-async def all_events_applied(redis: RedisCluster) -> bool:
-    """Return whether the aggregator group has read and acknowledged (so applied) everything."""
-    groups = await redis.xinfo_groups("profile:events")
-    if not groups:
-        return False
-    group = groups[0]
-    return bool(group["lag"] == 0 and group["pending"] == 0)
+async def all_events_applied(redis: RedisCluster, streams: int = 1) -> bool:
+    """Return whether the aggregator group of every stream has read and acknowledged (so
+    applied) everything."""
+    for stream in profile_keys.event_streams(streams):
+        if not await redis.exists(stream):
+            return False
+        groups = await redis.xinfo_groups(stream)
+        ours = [g for g in groups if g["name"] == profile_keys.AGGREGATOR_GROUP]
+        if not ours or ours[0]["lag"] != 0 or ours[0]["pending"] != 0:
+            return False
+    return True
 
 
 def shard_of(redis: RedisCluster, key: str) -> str:

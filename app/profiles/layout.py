@@ -110,9 +110,10 @@ class Moved:
 
 
 async def change_event_streams(
-    store: RedisStore, to: int, *, say: Callable[[str], None] = print
+    store: RedisStore, to: int, *, say: Callable[[str], None] = print, quiet_ms: int = QUIET_MS
 ) -> Moved:
-    """Spread the stored profile events and counts over ``to`` streams (the service stopped)."""
+    """Spread the stored profile events and counts over ``to`` streams (the service stopped:
+    refused when an event was appended or read within ``quiet_ms``)."""
     stored = await _stored_layout(store)
     if stored is None:
         stored = "1" if await _has_events_data(store) else None
@@ -133,7 +134,7 @@ async def change_event_streams(
         if before == to:
             say(f"the profile events are already spread over {to} stream(s): nothing to do")
             return Moved(before, to)
-        await _refuse_if_running(store, keys.event_streams(before))
+        await _refuse_if_running(store, keys.event_streams(before), quiet_ms)
     await store.call(
         keys.STREAMS_LAYOUT,
         "SET",
@@ -158,22 +159,22 @@ async def change_event_streams(
     return moved
 
 
-async def _refuse_if_running(store: RedisStore, streams: list[str]) -> None:
+async def _refuse_if_running(store: RedisStore, streams: list[str], quiet_ms: int) -> None:
     now_ms = time.time() * 1000
     for stream in streams:
         if not await store.call(stream, "EXISTS", stream, what="stream exists"):
             continue
         last = await _last_id(store, stream)
-        if now_ms - int(last.split("-")[0]) < QUIET_MS:
+        if now_ms - int(last.split("-")[0]) < quiet_ms:
             raise LayoutChangeRefused(
-                f"an event was appended to {stream} less than {QUIET_MS // 1000} s ago: stop "
+                f"an event was appended to {stream} less than {quiet_ms / 1000:g} s ago: stop "
                 "every process of the profiles service (API and workers) first"
             )
         for consumer in await _consumers(store, stream):
-            if consumer["name"] != MIGRATION_CONSUMER and int(consumer["idle"]) < QUIET_MS:
+            if consumer["name"] != MIGRATION_CONSUMER and int(consumer["idle"]) < quiet_ms:
                 raise LayoutChangeRefused(
                     f"the aggregator's consumer {consumer['name']} read {stream} less than "
-                    f"{QUIET_MS // 1000} s ago: stop every process of the profiles service "
+                    f"{quiet_ms / 1000:g} s ago: stop every process of the profiles service "
                     "(API and workers) first"
                 )
 
