@@ -10,20 +10,23 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
 from app.local_cluster import port_free
+from app.profiles import keys
 from tests.conftest import (
     PROJECT_ROOT,
+    ReadTally,
     all_events_applied,
     eventually,
     expected_read_counts,
     stored_read_counts,
 )
-from tests.service import HOST, NODES, Service, free_port, service
+from tests.service import HOST, NODES, Service, clean_up, free_port, service
 
 __all__ = ["service"]
 
@@ -120,6 +123,116 @@ async def test_kill_9_mid_load_then_restart_keeps_stats_exact(service: Service) 
     finally:
         await redis.aclose()
     service.signal(signal.SIGTERM)
+
+
+class Audit:
+    """Another consumer group on every event stream, reading as the events come and tallying
+    the read counts they make (each stream in its order): with it, the counts can be checked
+    exactly while the retention trims what both groups acknowledged."""
+
+    GROUP = "audit"
+
+    def __init__(self, redis: RedisCluster, streams: list[str]) -> None:
+        self.redis = redis
+        self.streams = streams
+        self.tallies = {stream: ReadTally() for stream in streams}
+        self.seen: set[str] = set()
+        self.events = 0
+
+    async def create(self) -> None:
+        for stream in self.streams:
+            await self.redis.xgroup_create(stream, self.GROUP, id="0", mkstream=True)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Read and acknowledge until stopped, riding out the service's kill (the nodes stay)."""
+        while not stop.is_set():
+            try:
+                await self.read_once()
+            except Exception:
+                await asyncio.sleep(0.2)
+
+    async def read_once(self) -> int:
+        got = 0
+        # Each stream on its own (their slots differ); what this consumer left pending first.
+        for stream, start in ((s, start) for s in self.streams for start in ("0", ">")):
+            reply: Any = await self.redis.xreadgroup(
+                self.GROUP, "auditor", {stream: start}, count=500
+            )
+            for _stream, entries in reply or ():
+                for entry_id, fields in entries:
+                    if f"{stream}/{entry_id}" not in self.seen:
+                        self.seen.add(f"{stream}/{entry_id}")
+                        self.tallies[stream].add(fields)
+                        self.events += 1
+                if entries:
+                    await self.redis.xack(stream, self.GROUP, *(e[0] for e in entries))
+                    got += len(entries)
+        return got
+
+    def counts(self) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for tally in self.tallies.values():
+            found |= tally.counts
+        return found
+
+
+@pytest.mark.slow
+@pytest.mark.chaos
+async def test_kill_9_with_three_streams_and_trimming_keeps_stats_exact(tmp_path: Path) -> None:
+    service = Service(
+        tmp_path / "redis",
+        APP_PROFILES__EVENT_STREAMS="3",
+        APP_PROFILES__EVENTS_RETENTION_S="1",
+        APP_WORKERS__CLAIM_INTERVAL_S="0.3",
+    )
+    try:
+        service.start()
+        users = [f"user-{i}" for i in range(20)]
+        redis = RedisCluster.from_url(service.redis_url, decode_responses=True)
+        audit = Audit(redis, keys.event_streams(3))
+        await audit.create()
+        async with httpx.AsyncClient(base_url=service.url) as http:
+            for user in users:
+                assert (await http.post(f"/profile/{user}", json={"n": user})).status_code == 201
+            for user in users[:5]:
+                await http.get(f"/profile/{user}")
+                assert (await http.delete(f"/profile/{user}")).status_code == 200
+        answered: Counter[str] = Counter()
+        stop, stop_audit = asyncio.Event(), asyncio.Event()
+        auditing = asyncio.create_task(audit.run(stop_audit))
+        load = asyncio.create_task(read_load(service.url, users[3:], answered, stop))
+        await asyncio.sleep(2.0)
+        service.signal(signal.SIGKILL)
+        await asyncio.sleep(0.3)
+        stop.set()
+        await load
+        assert sum(answered.values()) > 100
+
+        service.start()
+        await eventually(lambda: all_events_applied(redis, 3), within_s=60, what="catch-up")
+        stop_audit.set()
+        await auditing
+        while await audit.read_once():
+            pass
+
+        async def trimmed() -> bool:
+            lengths = [await redis.xlen(stream) for stream in audit.streams]
+            return sum(lengths) < audit.events / 2
+
+        await eventually(trimmed, within_s=30, what="the retention trimmed")
+        counts = await stored_read_counts(redis, 3)
+        existing = set(users[5:])
+        assert {u: n for u, n in counts.items() if u in existing} == {
+            u: n for u, n in audit.counts().items() if u in existing
+        }
+        for user, reads in answered.items():
+            if user in existing:
+                assert counts[user] >= reads, f"a read answered 200 is missing for {user}"
+        assert not set(counts) & set(users[:5]), "deleted profiles are not counted"
+        await redis.aclose()
+        service.signal(signal.SIGTERM)
+    finally:
+        clean_up(service)
 
 
 def run_cli(
