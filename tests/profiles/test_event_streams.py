@@ -86,6 +86,13 @@ async def test_events_spread_over_streams_with_exact_counts_and_report(
         for n in (1, 7, 40):
             report = await http.get(f"/reporting/profileStats/{n}")
             assert report.json() == {"results": top(reads, n)}
+        # Each stream's length and group lag are exported.
+        exported = (await http.get("/metrics")).text
+        for stream in streams:
+            assert f'mdb_stream_length{{stream="{stream}"}}' in exported
+            assert f'mdb_stream_group_lag{{group="profile-aggregator",stream="{stream}"}} 0.0' in (
+                exported
+            )
         # A deleted profile leaves its stream's counts.
         gone = USERS[0]
         assert (await http.delete(f"/profile/{gone}")).status_code == 200
