@@ -8,6 +8,7 @@ the consumer-group loop in ``workers`` runs it, and its housekeeping applies the
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from app.config import Settings
@@ -19,8 +20,19 @@ from app.scripting import LuaScript, as_fixed, as_int
 
 APPLY_EVENTS = LuaScript.load(Path(__file__).with_name("aggregator.lua"))
 TRIM_EVENTS = LuaScript.load(Path(__file__).with_name("trim_events.lua"))
-# Deleted users a retention run forgets at most (the next run goes on).
+# Deleted users one script run forgets at most, and the runs per housekeeping turn: with the
+# turn every workers.claim_interval_s (5 s), up to 2,000 deletes/s per stream are kept up with.
 FORGET_LIMIT = 1000
+FORGET_RUNS = 10
+
+
+@dataclass
+class Retained:
+    """What a retention turn removed from one stream and its keys."""
+
+    trimmed: int = 0
+    forgotten: int = 0
+    consumers_removed: int = 0
 
 
 async def apply_events(store: RedisStore, stream: str, entries: list[StreamEntry]) -> int:
@@ -48,18 +60,30 @@ async def apply_events(store: RedisStore, stream: str, entries: list[StreamEntry
     return applied
 
 
-async def apply_retention(store: RedisStore, stream: str, settings: Settings) -> tuple[int, int]:
-    """Trim what every group of ``stream`` is done with past the retention, and forget users
-    deleted longer ago than that; return (entries trimmed, users forgotten)."""
-    reply = await TRIM_EVENTS(
-        store,
-        keys=[stream, keys.generations(stream), keys.deleted(stream)],
-        args=[str(settings.profiles.events_retention_s * 1000), str(FORGET_LIMIT)],
-        what="trim profile events",
-    )
-    trimmed, forgotten = (as_int(item) for item in as_fixed(reply, 2))
-    EVENTS_TRIMMED.labels(stream).inc(trimmed)
-    return trimmed, forgotten
+async def apply_retention(store: RedisStore, stream: str, settings: Settings) -> Retained:
+    """Trim what every group of ``stream`` is done with past the retention, forget users
+    deleted longer ago than that, remove the aggregator's consumers gone for longer; return
+    what it did. Forgetting goes on in runs of FORGET_LIMIT, at most FORGET_RUNS of them."""
+    done = Retained()
+    for _ in range(FORGET_RUNS):
+        reply = await TRIM_EVENTS(
+            store,
+            keys=[stream, keys.generations(stream), keys.deleted(stream)],
+            args=[
+                str(settings.profiles.events_retention_s * 1000),
+                str(FORGET_LIMIT),
+                keys.AGGREGATOR_GROUP,
+            ],
+            what="trim profile events",
+        )
+        trimmed, forgotten, removed = (as_int(item) for item in as_fixed(reply, 3))
+        done.trimmed += trimmed
+        done.forgotten += forgotten
+        done.consumers_removed += removed
+        if forgotten < FORGET_LIMIT:
+            break
+    EVENTS_TRIMMED.labels(stream).inc(done.trimmed)
+    return done
 
 
 def event_streams(settings: Settings) -> Sequence[str]:

@@ -1,8 +1,9 @@
 -- Retention of one profile event stream: trim the entries every consumer group is done with and
 -- that are older than the retention, and forget the users deleted longer ago than that.
 -- KEYS[1] the stream, KEYS[2] {<stream>}:generations, KEYS[3] {<stream>}:deleted (one slot).
--- ARGV[1] the retention in ms, ARGV[2] at most this many deleted users forgotten per run.
--- Returns {entries trimmed, users forgotten}.
+-- ARGV[1] the retention in ms, ARGV[2] at most this many deleted users forgotten per run,
+-- ARGV[3] the aggregator's group.
+-- Returns {entries trimmed, users forgotten, consumers removed}.
 --
 -- The trim point is the oldest of: the retention's cut-off, and for each consumer group its
 -- oldest pending entry, or the entry after the last one it was delivered (the same floor the
@@ -10,7 +11,7 @@
 -- trimmed, whatever its age. A group that stops reading holds the stream back from then on
 -- (the lag gauges show it; XGROUP DESTROY a group nobody will read again).
 local stream, generations, deleted = KEYS[1], KEYS[2], KEYS[3]
-local retention_ms, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+local retention_ms, limit, our_group = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 
 local function ms(number)
   return string.format('%.0f', number)
@@ -38,7 +39,7 @@ end
 local clock = redis.call('TIME')
 local cutoff = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000) - retention_ms
 
-local trimmed = 0
+local trimmed, removed = 0, 0
 if redis.call('EXISTS', stream) == 1 then
   local keep = ms(math.max(cutoff, 0)) .. '-0'
   for _, raw in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
@@ -53,6 +54,17 @@ if redis.call('EXISTS', stream) == 1 then
     end
     if id_less(first, keep) then
       keep = first
+    end
+    -- The aggregator's consumers are named by host and process: each new host (a container)
+    -- adds some. One idle for longer than the retention with nothing pending is gone for good.
+    if group.name == our_group and group.consumers > 0 then
+      for _, raw_consumer in ipairs(redis.call('XINFO', 'CONSUMERS', stream, our_group)) do
+        local consumer = as_map(raw_consumer)
+        if consumer.pending == 0 and consumer.idle > retention_ms then
+          redis.call('XGROUP', 'DELCONSUMER', stream, our_group, consumer.name)
+          removed = removed + 1
+        end
+      end
     end
   end
   trimmed = redis.call('XTRIM', stream, 'MINID', keep)
@@ -69,4 +81,4 @@ for _, user in ipairs(redis.call('ZRANGE', deleted, '-inf', cutoff, 'BYSCORE', '
   end
   redis.call('ZREM', deleted, user)
 end
-return {trimmed, forgotten}
+return {trimmed, forgotten, removed}

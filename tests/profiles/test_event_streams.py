@@ -254,6 +254,19 @@ async def test_deleted_profiles_are_forgotten_after_the_retention(
             return await redis.hkeys(register) == ["bo"] and await redis.zcard(deleted) == 0
 
         await eventually(forgotten, what="ana forgotten")
+        # A consumer of a host gone for longer than the retention, nothing pending: removed.
+        # (A live one idle that long, nothing pending, may go too: its next read makes it
+        # again, with what it is delivered.)
+        group, gone_host = keys.AGGREGATOR_GROUP, "gone-host-0-aggregator-0"
+        await redis.execute_command(
+            "XGROUP", "CREATECONSUMER", keys.EVENTS_STREAM, group, gone_host
+        )
+
+        async def removed() -> bool:
+            found = await redis.xinfo_consumers(keys.EVENTS_STREAM, group)
+            return gone_host not in {consumer["name"] for consumer in found}
+
+        await eventually(removed, what="the gone host's consumer removed")
         # A new life of ana counts from its first read, whatever was forgotten.
         await http.post("/profile/ana", json={"a": "2"})
         await http.get("/profile/ana")
