@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "messaging":
         sys.exit(migrate_messaging())
     if args.command == "profiles":
-        sys.exit(change_event_streams(args.count))
+        sys.exit(move_event_streams(args.count))
     if args.command == "cluster":
         sys.exit(resize_cluster(add=args.action == "add-shard"))
     if args.services is not None:
@@ -157,13 +157,13 @@ def migrate_messaging() -> int:
     return 0
 
 
-def change_event_streams(count: int) -> int:
+def move_event_streams(count: int) -> int:
     """Spread the profile events and counts over ``count`` streams, on the profiles service's
     cluster (REDIS_URL or its own URL, else the embedded one, started for the move)."""
     import asyncio
     import contextlib
 
-    from app.profiles.layout import LayoutChangeRefused, change_event_streams
+    from app.profiles import LayoutChangeRefused, change_event_streams
     from app.redis import open_store
     from app.serve import embedded_url
 

@@ -88,8 +88,17 @@ async def _connect(stack: AsyncExitStack, settings: Settings, url: str) -> Conte
     stack.push_async_callback(client.aclose)
     pipeline = AutoPipeline(timeout_s=settings.redis.socket_timeout_s)
     stack.push_async_callback(pipeline.aclose)
-    store = RedisStore(client=client, retry=retry_policy(settings.redis), pipeline=pipeline)
-    logger.info("connected to redis: cluster=%s", store.is_cluster)
+    store = RedisStore(
+        client=client,
+        retry=retry_policy(settings.redis),
+        pipeline=pipeline,
+        read_from_replicas=settings.redis.read_from_replicas,
+    )
+    logger.info(
+        "connected to redis: cluster=%s read_from_replicas=%s",
+        store.is_cluster,
+        store.read_from_replicas,
+    )
     # Closed first: appends already accepted are sent before the pipeline and client go.
     streams = StreamWriter(store)
     stack.push_async_callback(streams.aclose)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import ssl
 import time
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from app.metrics import (
     REDIS_RETRY_OUTCOMES,
     HistogramTally,
 )
-from app.redis_internals import ClusterClient
+from app.redis_internals import ClusterClient, ClusterNode, replicas
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +64,15 @@ REDIRECTIONS: tuple[type[Exception], ...] = (rexc.MovedError, rexc.AskError)
 
 # What the policy looks at; _transient() decides which of these to retry.
 RETRY_CANDIDATES: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, AttributeError, TypeError)
+
+# How long a read waits for a replica before it asks the primary instead: a fraction of the
+# request's retry deadline (redis.retry_deadline_s), so a replica that hangs slows the reads
+# already sent to it, and the primary still answers them in time.
+REPLICA_TIMEOUT_S = 1.0
+# How long a replica that failed a read is left out before reads try it again: long enough
+# that a dead replica costs one failed read per period, short enough that a restarted one is
+# back soon (the client's slot table drops a replica only on a full topology refresh).
+REPLICA_RETRY_AFTER_S = 2.0
 
 
 # When the HTTP request being served began (time.monotonic()), set by app.middleware: the Redis
@@ -193,6 +203,18 @@ def _transient(exc: BaseException) -> bool:
     return bool(frames) and frames[-1].filename.endswith(REDIS_CONNECTION_MODULE)
 
 
+def _replica_failure(exc: BaseException) -> bool:
+    """Return whether a replica failed a read that its primary can still answer.
+
+    The replica is unreachable or timed out, still loading its data set (LOADING, a
+    ConnectionError), cut off from its primary (MASTERDOWN, a ClusterDownError), refuses our
+    user (a node without the ACL users), or is no longer a replica of the slot, or the
+    connection lacks READONLY (MOVED, ASK). An error reply of the command itself (NOSCRIPT,
+    WRONGTYPE, NOPERM...) is not the replica's failure: the primary would answer the same.
+    """
+    return isinstance(exc, REDIRECTIONS) or (isinstance(exc, RETRY_CANDIDATES) and _transient(exc))
+
+
 def _certificate_rejected(exc: BaseException) -> bool:
     """Return whether TLS verification failed: a wrong CA or name, which no retry mends."""
     seen: BaseException | None = exc
@@ -218,13 +240,31 @@ class RedisStore:
     # Single-slot commands of concurrent requests, sent to each node as one pipeline (see
     # app.autopipeline); used by ``call`` in a cluster.
     pipeline: AutoPipeline
+    # redis.read_from_replicas: ``call(..., replica=True)`` reads from a replica of the key's
+    # shard. The client's connections must say READONLY (``connect_client`` makes them so).
+    read_from_replicas: bool = False
+    # Replicas that failed a read, by node name, and until when (time.monotonic()) they are
+    # left out; and the turn that spreads reads over a shard's replicas.
+    _replicas_down: dict[str, float] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+    _turns: Iterator[int] = field(
+        default_factory=itertools.count, init=False, repr=False, compare=False
+    )
 
     @property
     def is_cluster(self) -> bool:
         """Return whether the client talks to a Redis Cluster."""
         return isinstance(self.client, RedisCluster)
 
-    async def call(self, key: str, *command: EncodableT, what: str, probe: bool = False) -> Any:
+    async def call(
+        self,
+        key: str,
+        *command: EncodableT,
+        what: str,
+        probe: bool = False,
+        replica: bool = False,
+    ) -> Any:
         """Run one command that touches only ``key``'s slot, under the retry policy.
 
         In a cluster the command goes straight to the node that serves the key's slot, from the
@@ -238,12 +278,31 @@ class RedisStore:
         where the command may have run, sends it again, as redis-py's own retries do: the
         writes here are idempotent, or say why not). A ``probe`` asks whether the server can
         do something: its error reply is an answer, not counted as a failed command.
+
+        A ``replica`` read (a command that writes nothing) goes, when the store reads from
+        replicas, to one of the replicas of the key's shard, in turn; it may miss the latest
+        writes. A shard without a healthy replica, or a replica that fails the read, leaves it
+        to the primary, in this same call. Without replica reads, ``replica`` changes nothing.
         """
         client = self.client
         name = command_name(command)
         started = time.perf_counter()
         retried = False
         if isinstance(client, RedisCluster):
+            if replica and self.read_from_replicas:
+                node = self._replica_for(client, key)
+                if node is not None:
+                    try:
+                        async with asyncio.timeout(REPLICA_TIMEOUT_S):
+                            reply = await self.pipeline.send(node, command)
+                        _observe(name, time.perf_counter() - started)
+                        return reply
+                    except Exception as exc:
+                        if not _replica_failure(exc):
+                            if not probe:
+                                count_error(name, exc)
+                            raise
+                        self._replica_failed(node, name, exc, what=what)
             # The common case, kept out of the retry loop's frames and timer: the batch's own
             # timer (AutoPipeline.timeout_s) bounds the wait.
             try:
@@ -271,6 +330,59 @@ class RedisStore:
         )
         _observe(name, time.perf_counter() - started)
         return reply
+
+    def _replica_for(self, client: RedisCluster, key: str) -> ClusterNode | None:
+        """Return the replica of ``key``'s shard whose turn it is, None if none is healthy."""
+        found = replicas(client, key)
+        if not found:
+            return None
+        if self._replicas_down:
+            now = time.monotonic()
+            found = [node for node in found if self._replicas_down.get(node.name, 0.0) <= now]
+            if not found:
+                return None
+        return found[next(self._turns) % len(found)]
+
+    def _replica_failed(
+        self, node: ClusterNode, command: str, exc: Exception, *, what: str
+    ) -> None:
+        """Leave a replica that failed a read out for a while; the primary takes the read."""
+        count_error(command, exc)
+        if isinstance(exc, rexc.MaxConnectionsError):
+            return  # this client's pool to it is busy: the replica is not at fault
+        now = time.monotonic()
+        if self._replicas_down.get(node.name, 0.0) <= now:
+            logger.warning(
+                "replica failed a read, reading from the primary: what=%s replica=%s "
+                "left_out_s=%.1f error=%s",
+                what,
+                node.name,
+                REPLICA_RETRY_AFTER_S,
+                describe(exc),
+            )
+        self._replicas_down[node.name] = now + REPLICA_RETRY_AFTER_S
+
+    async def load_script(self, source: str, *, key: str, what: str, replica: bool = False) -> None:
+        """Load a script on every primary and, for a ``replica`` read when the store reads from
+        replicas, on the replicas of ``key``'s shard.
+
+        Redis 7 does not pass SCRIPT LOAD on to replicas: each replica that runs the script
+        needs it loaded on itself. A replica that fails to load it is left out of reads for a
+        while, as when it fails a read.
+        """
+        await self.run(lambda r: r.script_load(source), what=what)
+        client = self.client
+        if not (replica and self.read_from_replicas and isinstance(client, RedisCluster)):
+            return
+        command: tuple[EncodableT, ...] = ("SCRIPT LOAD", source)
+        for node in replicas(client, key):
+            try:
+                async with asyncio.timeout(REPLICA_TIMEOUT_S):
+                    await self.pipeline.send(node, command)
+            except Exception as exc:
+                if not _replica_failure(exc):
+                    raise
+                self._replica_failed(node, "SCRIPT LOAD", exc, what=what)
 
     async def _call_general(self, command: tuple[EncodableT, ...]) -> Any:
         # The client's general path: it follows MOVED and ASK and refreshes the slot table.
@@ -360,6 +472,9 @@ async def connect_client(settings: RedisSettings, url: str) -> RedisClient:
         # full refresh: that refresh is what re-sent already-applied writes in failover tests.
         reinitialize_steps=0,
         require_full_coverage=False,
+        # Replica reads: every connection says READONLY, or a replica answers MOVED; what goes
+        # to a replica stays RedisStore.call's choice (app.redis_internals).
+        readonly_connections=settings.read_from_replicas,
         **options,
     )
     try:
@@ -379,7 +494,12 @@ async def open_store(settings: RedisSettings, url: str) -> AsyncIterator[RedisSt
     client = await connect_client(settings, url)
     pipeline = AutoPipeline(timeout_s=settings.socket_timeout_s)
     try:
-        yield RedisStore(client=client, retry=retry_policy(settings), pipeline=pipeline)
+        yield RedisStore(
+            client=client,
+            retry=retry_policy(settings),
+            pipeline=pipeline,
+            read_from_replicas=settings.read_from_replicas,
+        )
     finally:
         try:
             await pipeline.aclose()

@@ -24,6 +24,16 @@ MOVED names it (CLUSTER SLOTS, the topology it learns, lists only the nodes that
 an ASK comes while the slot is still the old node's). The lookup answers None and the command
 fails with AttributeError (``'NoneType' object has no attribute 'execute_command'``), the first
 command of each slot moving to the new node. ``tests/test_resharding.py`` pins the fix.
+
+Replica reads (``redis.read_from_replicas``) need two more things. A replica answers MOVED to a
+connection that has not said READONLY; redis-py says it on every connection only when its own
+replica routing is on (``read_from_replicas`` or ``load_balancing_strategy``), which also sends
+every read command of its general path to replicas, where the workers' and the idempotency
+checks' reads must not go. ``ClusterClient(readonly_connections=True)`` installs redis-py's own
+``RedisCluster.on_connect`` (READONLY after the handshake) as every connection's connect hook,
+as redis-py installs it, and leaves the routing alone: reads go to a replica only when
+``RedisStore.call`` sends them there, to a node from ``replicas``. A READONLY connection to a
+primary behaves as any other. ``tests/unit/test_replica_internals.py`` pins both.
 """
 
 from __future__ import annotations
@@ -43,6 +53,7 @@ __all__ = [
     "read_reply",
     "ready",
     "release",
+    "replicas",
     "send_packed",
     "shards",
 ]
@@ -97,8 +108,31 @@ def shards(client: RedisCluster) -> list[tuple[ClusterNode, list[ClusterNode]]]:
     return list(seen.values())
 
 
+def replicas(client: RedisCluster, key: str) -> list[ClusterNode]:
+    """Return the replicas of the shard serving ``key``'s slot, as the client's slot table has
+    them (none when the slot is not covered)."""
+    owners = client.nodes_manager.slots_cache.get(client.keyslot(key))
+    return list(owners[1:]) if owners else []
+
+
 class ClusterClient(RedisCluster):
-    """redis-py's asyncio cluster client, following an ASK to a primary it has not seen yet."""
+    """redis-py's asyncio cluster client, following an ASK to a primary it has not seen yet.
+
+    ``readonly_connections``: every connection it opens says READONLY (see the module's
+    docstring); its routing stays redis-py's default, to primaries.
+    """
+
+    def __init__(self, *args: Any, readonly_connections: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if readonly_connections:
+            # Where redis-py puts it for its own replica routing; the nodes made from now on
+            # (discovered, or added by a MOVED or an ASK) copy the shared keyword arguments,
+            # and the start-up nodes, made already, get it too, as redis-py's maintenance
+            # notifications do (``_update_connection_kwargs_for_maint_notifications``).
+            hook = {"redis_connect_func": self.on_connect}
+            self.nodes_manager.connection_kwargs.update(hook)
+            for node in self.nodes_manager.startup_nodes.values():
+                node.connection_kwargs.update(hook)
 
     def get_node(
         self, host: str | None = None, port: int | None = None, node_name: str | None = None

@@ -21,6 +21,10 @@ the codes that are failures to the domain errors they mean in one table per scri
 
 An error is made from what the caller passes ``raise_for`` after the table (the id or name the
 request concerns, what the reply named), so each table states what its errors need.
+
+A script that only reads says so on its first line, ``#!lua flags=no-writes`` (Redis 7): it
+runs with EVALSHA_RO, which the server refuses for a script that writes, and it may run on a
+replica (``replica=True``, for a store that reads from replicas; app.redis).
 """
 
 from __future__ import annotations
@@ -52,6 +56,26 @@ OutcomeErrors = Mapping[E, Callable[P, AppError]]
 
 class ScriptContractError(RuntimeError):
     """A script answered with a shape its caller does not expect: a bug, not bad input."""
+
+
+class WritingScriptOnReplica(RuntimeError):
+    """A script not declared read-only (``#!lua flags=no-writes``) was sent to a replica: a bug."""
+
+
+# The first line of a script that declares flags (Redis 7 "shebang"), and the flag of a script
+# that writes nothing.
+SHEBANG = "#!lua"
+NO_WRITES = "no-writes"
+
+
+def script_flags(source: str) -> frozenset[str]:
+    """Return the flags a script declares on its first line (``#!lua flags=a,b``)."""
+    first = source.split("\n", 1)[0]
+    words = first.split()
+    if not words or words[0] != SHEBANG:
+        return frozenset()
+    flags = (word.removeprefix("flags=") for word in words[1:] if word.startswith("flags="))
+    return frozenset(flag for listed in flags for flag in listed.split(",") if flag)
 
 
 def as_int(reply: Reply) -> int:
@@ -130,30 +154,53 @@ def raise_for(outcome: E, errors: OutcomeErrors[E, P], /, *args: P.args, **kwarg
 
 @dataclass(frozen=True)
 class LuaScript:
-    """A script from a file next to the code that uses it; every key it touches is in ``keys``."""
+    """A script from a file next to the code that uses it; every key it touches is in ``keys``.
+
+    A script whose first line is ``#!lua flags=no-writes`` is ``read_only``.
+    """
 
     source: str
     sha: str = field(init=False)
+    read_only: bool = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "sha", hashlib.sha1(self.source.encode()).hexdigest())  # noqa: S324
+        object.__setattr__(self, "read_only", NO_WRITES in script_flags(self.source))
 
     @classmethod
     def load(cls, path: Path) -> LuaScript:
         return cls(path.read_text())
 
     async def __call__(
-        self, store: RedisStore, *, keys: list[str], args: list[str], what: str
+        self,
+        store: RedisStore,
+        *,
+        keys: list[str],
+        args: list[str],
+        what: str,
+        replica: bool = False,
     ) -> Reply:
         """Run the script under the store's retry policy, on the slot of its keys.
 
-        A server that lost the script (restart, failover to a replica) gets it again.
+        A read-only script runs with EVALSHA_RO; with ``replica``, on a replica of the slot's
+        shard when the store reads from replicas (its answer may miss the latest writes). A
+        server that lost the script (restart, failover to a replica), or a replica that never
+        had it, gets it again. Raise WritingScriptOnReplica for ``replica`` with a script that
+        is not read-only.
         """
-        command: tuple[EncodableT, ...] = ("EVALSHA", self.sha, len(keys), *keys, *args)
+        if replica and not self.read_only:
+            raise WritingScriptOnReplica(
+                f"{what}: only a script declared '{SHEBANG} flags={NO_WRITES}' may run on a replica"
+            )
+        name = "EVALSHA_RO" if self.read_only else "EVALSHA"
+        command: tuple[EncodableT, ...] = (name, self.sha, len(keys), *keys, *args)
         try:
-            reply: Reply = await store.call(keys[0], *command, what=what)
+            reply: Reply = await store.call(keys[0], *command, what=what, replica=replica)
         except NoScriptError:
-            # SCRIPT LOAD goes to every primary of a cluster, so the retry finds it.
-            await store.run(lambda r: r.script_load(self.source), what=f"load script for {what}")
-            reply = await store.call(keys[0], *command, what=what)
+            # Loaded on every primary of a cluster, and on every replica of the shard for a
+            # replica read (Redis 7 does not replicate SCRIPT LOAD), so the retry finds it.
+            await store.load_script(
+                self.source, key=keys[0], what=f"load script for {what}", replica=replica
+            )
+            reply = await store.call(keys[0], *command, what=what, replica=replica)
         return reply

@@ -6,7 +6,8 @@ declared ones against the slot, so an undeclared key in the same slot goes unnot
 other engines refuse it (serverless offerings always, newer Valkey during slot migration) and
 ACL key patterns apply to it. Loaded before any script, this plugin puts a prelude in front of
 each one (``LuaScript.load``) that checks the key arguments of every ``redis.call`` and
-``redis.pcall`` against KEYS, so the whole suite proves every script declares its keys.
+``redis.pcall`` against KEYS, so the whole suite proves every script declares its keys. A
+script's ``#!lua flags=...`` line stays first: Redis reads the flags from there only.
 """
 
 from __future__ import annotations
@@ -67,8 +68,17 @@ local redis = setmetatable({
 """
 
 
+def with_prelude(source: str) -> str:
+    """Return ``source`` with the prelude in front, after its ``#!lua`` line if it has one: Redis
+    reads a script's flags from its first line only."""
+    if source.startswith(scripting.SHEBANG):
+        shebang, _, body = source.partition("\n")
+        return f"{shebang}\n{PRELUDE}{body}"
+    return PRELUDE + source
+
+
 def _load_checked(cls: type[scripting.LuaScript], path: Path) -> scripting.LuaScript:
-    return cls(PRELUDE + path.read_text())
+    return cls(with_prelude(path.read_text()))
 
 
 scripting.LuaScript.load = classmethod(_load_checked)  # type: ignore[method-assign,assignment]

@@ -17,6 +17,8 @@ DOMAIN = Domain(
     ],
     commands=[
         "+evalsha",
+        # The read script (read-only), on primaries and, with redis.read_from_replicas, replicas.
+        "+evalsha_ro",
         "+script|load",
         "+zadd",
         "+zrange",

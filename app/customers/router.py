@@ -177,7 +177,9 @@ async def list_customers(
     A page may hold fewer customers than ``limit``, even none: only a null ``next_cursor``
     means the end.
     """
-    customers, next_cursor = await service.list_customers(store=store, cursor=cursor, limit=limit)
+    customers, next_cursor = await service.list_customers(
+        store=store, cursor=cursor, limit=limit, replica=True
+    )
     return CustomerPage(
         customers=[CustomerPublic(customer.public()) for customer in customers],
         next_cursor=next_cursor.encode() if next_cursor else None,
@@ -203,7 +205,7 @@ async def read_customer(
 ) -> CustomerPublic | Response:
     """Return a customer's fields and id, with its version as the ETag."""
     current = _tag_list("If-None-Match", if_none_match)
-    customer = await service.read_customer(store=store, customer_id=customer_id)
+    customer = await service.read_customer(store=store, customer_id=customer_id, replica=True)
     tag = etag(customer.version)
     if none_match(current, customer.version):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": tag})

@@ -9,6 +9,11 @@ The listing index (``app.records.index``) finds every customer created here acro
 Every write is one script on the customer's slot, and each carries a request id so that running
 it twice (redis-py re-sends a command after a lost reply; a client retries with the same
 ``Idempotency-Key``) applies it once.
+
+The read routes may read from replicas (``replica=True``; redis.read_from_replicas): a replica
+can lag its primary, so a customer it does not have is asked of the primary before it is
+reported missing (a customer read or listed just after its creation is found), while a
+customer updated or deleted a moment ago can still read as it was (docs/guarantees.md).
 """
 
 from __future__ import annotations
@@ -136,12 +141,36 @@ def _decode(customer_id: str, flat_fields: list[str], flat_meta: list[str]) -> C
     return Customer(customer_id, fields, int(meta.get("version", "0")))
 
 
-async def _read_slot(store: RedisStore, customer_ids: Sequence[str]) -> list[Customer]:
+async def _read_slot(
+    store: RedisStore, customer_ids: Sequence[str], *, replica: bool = False
+) -> list[Customer]:
+    """Read customers that share one slot, in order; leave out missing ones.
+
+    With ``replica``, from a replica when the store reads from replicas; the customers it lacks
+    are read again from the primary, since it may not have received them yet.
+    """
+    found = await _read_slot_once(store, customer_ids, replica=replica)
+    if not (replica and store.read_from_replicas) or len(found) == len(customer_ids):
+        return found
+    have = {customer.id: customer for customer in found}
+    missing = [cid for cid in customer_ids if cid not in have]
+    for customer in await _read_slot_once(store, missing, replica=False):
+        have[customer.id] = customer
+    return [have[cid] for cid in customer_ids if cid in have]
+
+
+async def _read_slot_once(
+    store: RedisStore, customer_ids: Sequence[str], *, replica: bool
+) -> list[Customer]:
     """Read customers that share one slot in one script call; leave out missing ones."""
     script_keys = [
         key for cid in customer_ids for key in (keys.customer_key(cid), keys.meta_key(cid))
     ]
-    found = as_list(await READ_CUSTOMERS(store, keys=script_keys, args=[], what="read customers"))
+    found = as_list(
+        await READ_CUSTOMERS(
+            store, keys=script_keys, args=[], what="read customers", replica=replica
+        )
+    )
     customers = []
     for cid, pair in zip(customer_ids, found, strict=True):
         flat_fields, flat_meta = as_fixed(pair, 2)
@@ -206,20 +235,29 @@ async def create_customer(
     return Customer(customer_id, dict(fields), 1)
 
 
-async def read_customer(*, store: RedisStore, customer_id: str) -> Customer:
-    """Return a customer; raise CustomerNotFound."""
-    found = await _read_slot(store, [customer_id])
+async def read_customer(*, store: RedisStore, customer_id: str, replica: bool = False) -> Customer:
+    """Return a customer (from a replica, with ``replica`` and replica reads on); raise
+    CustomerNotFound."""
+    found = await _read_slot(store, [customer_id], replica=replica)
     if not found:
         raise CustomerNotFound(customer_id)
     return found[0]
 
 
 async def list_customers(
-    *, store: RedisStore, cursor: Cursor | None, limit: int
+    *, store: RedisStore, cursor: Cursor | None, limit: int, replica: bool = False
 ) -> tuple[list[Customer], Cursor | None]:
-    """Return a page of customers across every shard and the cursor of the next page."""
+    """Return a page of customers across every shard and the cursor of the next page.
+
+    With ``replica`` and replica reads on, the page (the index and the customers) is read from
+    replicas: a page is as fresh as the replicas are.
+    """
     return await keys.INDEX.page(
-        store, cursor=cursor, limit=limit, fetch=lambda _slot, ids: _read_slot(store, ids)
+        store,
+        cursor=cursor,
+        limit=limit,
+        fetch=lambda _slot, ids: _read_slot(store, ids, replica=replica),
+        replica=replica,
     )
 
 

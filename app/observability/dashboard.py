@@ -489,7 +489,7 @@ async def _top_profiles(state: StateCache) -> list[ProfileReads] | None:
             for stat in await top_profiles(
                 store=state.context.of(reader).store,
                 n=TOP_PROFILES,
-                event_streams=state.context.settings.profiles.event_streams,
+                streams=state.context.settings.profiles.event_streams,
             )
         ]
     except Exception as exc:  # the rest of the dashboard still answers

@@ -1,18 +1,27 @@
 """The profile service (the seeds' /profile/<user>): profiles on hashes, every operation an
 event on ``profile:events``, and the aggregator that counts reads from those events.
 
-Public to other domains: ``ranked_by_reads`` and ``existing`` (reporting reads the counts).
+Public to other domains: ``ranked_by_reads``, ``existing`` and ``event_streams`` (reporting
+reads the counts of every stream), ``check_layout``; to the command line: ``change_event_streams``.
 """
 
 from app.domain import Context, Domain, KeyPattern
-from app.profiles import keys
 from app.profiles.aggregator import AGGREGATOR
-from app.profiles.layout import check_layout
+from app.profiles.keys import event_streams
+from app.profiles.layout import LayoutChangeRefused, change_event_streams, check_layout
 from app.profiles.metrics import gauges
 from app.profiles.router import router
 from app.profiles.service import EventsConfig, existing, ranked_by_reads
 
-__all__ = ["DOMAIN", "check_layout", "existing", "keys", "ranked_by_reads"]
+__all__ = [
+    "DOMAIN",
+    "LayoutChangeRefused",
+    "change_event_streams",
+    "check_layout",
+    "event_streams",
+    "existing",
+    "ranked_by_reads",
+]
 
 
 async def _setup(context: Context) -> EventsConfig:

@@ -1,3 +1,4 @@
+#!lua flags=no-writes
 -- Read a profile hash and its generation in one step.
 -- KEYS[1] profile:<user>, KEYS[2] {profile:<user>}:generation (same slot, see keys.py).
 -- Returns {} when there is no profile, else {generation, {field, value, ...}}; a profile written

@@ -9,11 +9,12 @@ as the first attempt was and emits the event).
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from app.profiles import keys
 from app.profiles.exceptions import (
@@ -22,10 +23,11 @@ from app.profiles.exceptions import (
     ProfileExists,
     ProfileNotFound,
 )
-from app.redis import RedisClient, RedisStore
+from app.redis import RedisStore
 from app.scripting import (
     LuaScript,
     OutcomeErrors,
+    Reply,
     as_fixed,
     as_list,
     as_str_list,
@@ -138,19 +140,29 @@ async def _write(
 
 
 async def _read(store: RedisStore, user: str) -> Found | None:
-    reply = as_list(
-        await READ_PROFILE(
-            store,
-            keys=[keys.profile_key(user), keys.companion_key(user, "generation")],
-            args=[],
-            what="read profile",
-        )
-    )
+    """Read a profile: from a replica of its shard with redis.read_from_replicas, and then,
+    if the replica has none, from the primary (a profile created a moment ago may not have
+    reached the replica yet: the read then answers as a primary would)."""
+    reply = await _read_on(store, user, replica=True)
+    if not reply and store.read_from_replicas:
+        reply = await _read_on(store, user, replica=False)
     if not reply:
         return None
     generation, flat = as_fixed(reply, 2)
     pairs = as_str_list(flat)
     return Found(as_text(generation), dict(zip(pairs[::2], pairs[1::2], strict=True)))
+
+
+async def _read_on(store: RedisStore, user: str, *, replica: bool) -> list[Reply]:
+    return as_list(
+        await READ_PROFILE(
+            store,
+            keys=[keys.profile_key(user), keys.companion_key(user, "generation")],
+            args=[],
+            what="read profile",
+            replica=replica,
+        )
+    )
 
 
 async def create_profile(
@@ -235,29 +247,48 @@ async def delete_profile(
 
 
 async def ranked_by_reads(
-    *, store: RedisStore, stream: str, start: int, count: int
+    *, store: RedisStore, stream: str, start: int, count: int, replica: bool = False
 ) -> list[tuple[str, int]]:
     """Return ``count`` (user, read count) pairs from rank ``start``, most read first, of the
-    users whose events go to ``stream`` (each user's count is in one stream's keys).
+    users whose events go to ``stream`` (each user's count is in one stream's keys); from a
+    replica with ``replica`` and redis.read_from_replicas.
 
     The counts are the aggregator's; a user may have no profile any more (see ``existing``).
     """
     counts = keys.read_counts(stream)
-    ranked: list[tuple[str, float]] = await store.run(
-        lambda client: client.zrevrange(counts, start, start + count - 1, withscores=True),
+    reply = await store.call(
+        counts,
+        "ZREVRANGE",
+        counts,
+        start,
+        start + count - 1,
+        "WITHSCORES",
         what="read profile stats",
+        replica=replica,
     )
-    return [(str(user), int(score)) for user, score in ranked]
+    return score_pairs(reply)
 
 
-async def existing(*, store: RedisStore, users: list[str]) -> list[bool]:
-    """Return, for each user, whether they have a profile now."""
+def score_pairs(reply: list[Any]) -> list[tuple[str, int]]:
+    """Return a WITHSCORES reply, ``[[member, score], ...]`` (RESP3) or flat (RESP2), as pairs."""
+    if reply and not isinstance(reply[0], list):
+        reply = [reply[i : i + 2] for i in range(0, len(reply), 2)]
+    return [(str(member), int(float(score))) for member, score in reply]
 
-    async def check(client: RedisClient) -> list[bool]:
-        pipe = client.pipeline(transaction=False)
-        for user in users:
-            pipe.exists(keys.profile_key(user))
-        return [bool(found) for found in await pipe.execute()]
 
-    found: list[bool] = await store.run(check, what="check profiles exist")
-    return found
+async def existing(*, store: RedisStore, users: list[str], replica: bool = False) -> list[bool]:
+    """Return, for each user, whether they have a profile now (from replicas with
+    ``replica`` and redis.read_from_replicas)."""
+    found = await asyncio.gather(
+        *(
+            store.call(
+                keys.profile_key(user),
+                "EXISTS",
+                keys.profile_key(user),
+                what="check profiles exist",
+                replica=replica,
+            )
+            for user in users
+        )
+    )
+    return [bool(exists) for exists in found]

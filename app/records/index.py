@@ -100,11 +100,13 @@ class SlotIndex:
         cursor: Cursor | None,
         limit: int,
         fetch: Callable[[int, list[str]], Awaitable[Sequence[T]]],
+        replica: bool = False,
     ) -> tuple[list[T], Cursor | None]:
         """Return up to ``limit`` records after ``cursor`` and the cursor of the next page.
 
         ``fetch(slot, ids)`` reads the records of ``ids`` (all in ``slot``), leaving out those
-        that no longer exist.
+        that no longer exist. With ``replica`` (and redis.read_from_replicas) the index is read
+        from replicas.
         """
         start = cursor or Cursor(0)
         chosen: list[tuple[int, list[str]]] = []
@@ -114,7 +116,8 @@ class SlotIndex:
         examined = 0
         next_cursor: Cursor | None = None
         while remaining and next_cursor is None:
-            slots = [int(slot) for slot in await self._registered(store, lowest, batch)]
+            registered = await self._registered(store, lowest, batch, replica)
+            slots = [int(slot) for slot in registered]
             if not slots:
                 break
             if examined >= MAX_SLOTS_PER_PAGE:
@@ -123,7 +126,13 @@ class SlotIndex:
             examined += len(slots)
             ids_per_slot = await asyncio.gather(
                 *(
-                    self._ids(store, slot, start.after if slot == start.slot else "", remaining + 1)
+                    self._ids(
+                        store,
+                        slot,
+                        start.after if slot == start.slot else "",
+                        remaining + 1,
+                        replica,
+                    )
                     for slot in slots
                 )
             )
@@ -141,18 +150,23 @@ class SlotIndex:
         pages = await asyncio.gather(*(fetch(slot, ids) for slot, ids in chosen))
         return [item for page in pages for item in page], next_cursor
 
-    async def _registered(self, store: RedisStore, lowest: str, count: int) -> list[str]:
+    async def _registered(
+        self, store: RedisStore, lowest: str, count: int, replica: bool
+    ) -> list[str]:
         key = self.registry_key
         found: list[str] = await store.call(
             key, "ZRANGE", key, lowest, "+inf", "BYSCORE", "LIMIT", 0, count,
-            what=f"list {self.name} slots",
+            what=f"list {self.name} slots", replica=replica,
         )  # fmt: skip
         return found
 
-    async def _ids(self, store: RedisStore, slot: int, after: str, count: int) -> list[str]:
+    async def _ids(
+        self, store: RedisStore, slot: int, after: str, count: int, replica: bool
+    ) -> list[str]:
         key = self.key(slot)
         low = f"({after}" if after else "-"
         found: list[str] = await store.call(
-            key, "ZRANGE", key, low, "+", "BYLEX", "LIMIT", 0, count, what=f"list {self.name}"
-        )
+            key, "ZRANGE", key, low, "+", "BYLEX", "LIMIT", 0, count,
+            what=f"list {self.name}", replica=replica,
+        )  # fmt: skip
         return found

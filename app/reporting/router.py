@@ -28,5 +28,5 @@ async def read_profile_stats(
     Counts come from the profile events, so a read shows here a moment after it is answered;
     deleted profiles are left out.
     """
-    top = await service.top_profiles(store=store, n=n, event_streams=request.state.reporting)
+    top = await service.top_profiles(store=store, n=n, streams=request.state.reporting)
     return ProfileStats(results=top)

@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import asyncio
 
-from app.profiles import existing, keys, ranked_by_reads
+from app.profiles import event_streams, existing, ranked_by_reads
 from app.redis import RedisStore
 from app.reporting.schemas import ProfileStat
 
 MIN_PAGE = 32
 
 
-async def top_profiles(*, store: RedisStore, n: int, event_streams: int = 1) -> list[ProfileStat]:
+async def top_profiles(*, store: RedisStore, n: int, streams: int = 1) -> list[ProfileStat]:
     """Return the n most-read existing profiles, highest count first (ties: as Redis orders
     them, by name from the last), over every event stream's counts.
 
     Each user is counted in one stream's keys only, so the n most-read of all are among the n
-    most-read of each stream: the merge of every stream's top n is exact.
+    most-read of each stream: the merge of every stream's top n is exact. Read from replicas
+    with redis.read_from_replicas: the counts are the aggregator's, a moment behind anyway.
     """
-    streams = keys.event_streams(event_streams)
-    tops = await asyncio.gather(*(_top_of(store, stream, n) for stream in streams))
+    tops = await asyncio.gather(*(_top_of(store, stream, n) for stream in event_streams(streams)))
     merged = sorted(
         (stat for top in tops for stat in top), key=lambda s: (s.score, s.user), reverse=True
     )
@@ -37,10 +37,12 @@ async def _top_of(store: RedisStore, stream: str, n: int) -> list[ProfileStat]:
     page = max(n, MIN_PAGE)
     start = 0
     while len(found) < n:
-        entries = await ranked_by_reads(store=store, stream=stream, start=start, count=page)
+        entries = await ranked_by_reads(
+            store=store, stream=stream, start=start, count=page, replica=True
+        )
         if not entries:
             break
-        exists = await existing(store=store, users=[user for user, _score in entries])
+        exists = await existing(store=store, users=[user for user, _score in entries], replica=True)
         found.extend(
             ProfileStat(user=user, score=score)
             for (user, score), present in zip(entries, exists, strict=True)

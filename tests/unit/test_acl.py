@@ -52,7 +52,7 @@ FORBIDDEN_COMMANDS = {
 }
 # The subcommands of forbidden commands that the cluster client and scripts need.
 ALLOWED_SUBCOMMANDS = {"cluster|slots", "cluster|shards", "cluster|info", "script|load"}
-COMMAND_RULE = re.compile(r"\+([a-z][a-z.]*)(?:\|([a-z-]+))?")
+COMMAND_RULE = re.compile(r"\+([a-z][a-z_.]*)(?:\|([a-z-]+))?")
 KEY_RULE = re.compile(r"(~|%R~|%W~)(\S+)")
 
 
@@ -97,7 +97,11 @@ def test_module_commands_only_with_module_commands_and_only_for_trips() -> None:
 
 
 def test_shared_keys_are_only_the_declared_ones() -> None:
-    assert acl.key_rules("reporting") == ["%R~{profile:events}:read-counts", "%R~profile:*"]
+    assert acl.key_rules("reporting") == [
+        "%R~{profile:events*}:read-counts",
+        "%R~{profile:events}:streams",
+        "%R~profile:*",
+    ]
     assert "~{queue:video-chunking}:*" in acl.key_rules("videos")
     assert not any("{queue:*}" in rule for rule in acl.key_rules("videos"))
 
