@@ -262,6 +262,21 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _retention_outlasts_a_claim(self) -> Settings:
+        # A read of a profile deleted since can wait, pending with a dead consumer, until it is
+        # claimed; applied after the deletion was forgotten, it would count for a profile that
+        # no longer exists.
+        claim_ms = self.workers.claim_min_idle_ms + self.workers.claim_interval_s * 1000
+        if self.profiles.events_retention_s * 1000 <= claim_ms:
+            raise ValueError(
+                f"profiles.events_retention_s ({self.profiles.events_retention_s} s) must be "
+                f"longer than workers.claim_min_idle_ms + workers.claim_interval_s "
+                f"({claim_ms / 1000:g} s): a pending event must be claimed before the retention "
+                "forgets what it refers to"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _production_has_a_secret(self) -> Settings:
         # Only a process that runs the sessions service signs anything (every one, by default).
         running_sessions = not self.server.services or "sessions" in self.server.services

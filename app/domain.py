@@ -183,6 +183,11 @@ class QueueWorkerSpec:
     count: Callable[[Settings], int]
 
 
+class StopConsuming(Exception):
+    """Raised by a consumer's housekeeping when the process must not go on consuming (the data
+    changed under it); the consumer stops, and the process's readiness fails with the reason."""
+
+
 class WorkerHealth(Protocol):
     """What a readiness check asks of the process's workers."""
 

@@ -209,10 +209,15 @@ def _replica_failure(exc: BaseException) -> bool:
     The replica is unreachable or timed out, still loading its data set (LOADING, a
     ConnectionError), cut off from its primary (MASTERDOWN, a ClusterDownError), refuses our
     user (a node without the ACL users), or is no longer a replica of the slot, or the
-    connection lacks READONLY (MOVED, ASK). An error reply of the command itself (NOSCRIPT,
-    WRONGTYPE, NOPERM...) is not the replica's failure: the primary would answer the same.
+    connection lacks READONLY (MOVED, ASK). NOPERM too: ACL users are per node, and a replica
+    whose users are behind its primary's refuses what the primary allows (if the primary
+    refuses it as well, its answer is the caller's error). Any other error reply of the command
+    itself (NOSCRIPT, WRONGTYPE...) is not the replica's failure: the primary would answer the
+    same.
     """
-    return isinstance(exc, REDIRECTIONS) or (isinstance(exc, RETRY_CANDIDATES) and _transient(exc))
+    return isinstance(exc, (*REDIRECTIONS, rexc.NoPermissionError)) or (
+        isinstance(exc, RETRY_CANDIDATES) and _transient(exc)
+    )
 
 
 def _certificate_rejected(exc: BaseException) -> bool:

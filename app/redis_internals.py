@@ -29,20 +29,25 @@ Replica reads (``redis.read_from_replicas``) need two more things. A replica ans
 connection that has not said READONLY; redis-py says it on every connection only when its own
 replica routing is on (``read_from_replicas`` or ``load_balancing_strategy``), which also sends
 every read command of its general path to replicas, where the workers' and the idempotency
-checks' reads must not go. ``ClusterClient(readonly_connections=True)`` installs redis-py's own
-``RedisCluster.on_connect`` (READONLY after the handshake) as every connection's connect hook,
-as redis-py installs it, and leaves the routing alone: reads go to a replica only when
-``RedisStore.call`` sends them there, to a node from ``replicas``. A READONLY connection to a
-primary behaves as any other. ``tests/unit/test_replica_internals.py`` pins both.
+checks' reads must not go. And a READONLY connection must carry nothing but replica reads: after
+a failover the old primary, now a replica, still heads its slots in the client's slot table
+until a MOVED patches them (``reinitialize_steps=0``), and a READONLY connection to it would
+answer reads meant for the primary from the replica instead of saying MOVED. So
+``ClusterClient(readonly_connections=True)`` keeps, for each replica the reads use, a node of its
+own (``reader``: its own pool, redis-py's ``RedisCluster.on_connect`` as its connections'
+connect hook, which says READONLY after the handshake), and leaves every other connection and
+the routing alone. ``replicas`` hands out those nodes. ``tests/unit/test_replica_internals.py``
+pins both.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import Connection
-from redis.cluster import PRIMARY
+from redis.cluster import PRIMARY, REPLICA
 
 __all__ = [
     "ClusterClient",
@@ -108,31 +113,59 @@ def shards(client: RedisCluster) -> list[tuple[ClusterNode, list[ClusterNode]]]:
     return list(seen.values())
 
 
+class ReaderNode(ClusterNode):
+    """A node for replica reads alone. Equal only to itself: redis-py's nodes are equal by
+    address, and this one must not share the automatic pipeline's batches of the client's node
+    for the same address (whose connections do not say READONLY)."""
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    __hash__ = object.__hash__
+
+
 def replicas(client: RedisCluster, key: str) -> list[ClusterNode]:
     """Return the replicas of the shard serving ``key``'s slot, as the client's slot table has
-    them (none when the slot is not covered)."""
+    them (none when the slot is not covered): with ``readonly_connections``, as the nodes that
+    carry replica reads to them."""
     owners = client.nodes_manager.slots_cache.get(client.keyslot(key))
-    return list(owners[1:]) if owners else []
+    found = list(owners[1:]) if owners else []
+    if isinstance(client, ClusterClient) and client.readonly_connections:
+        return [client.reader(node) for node in found]
+    return found
 
 
 class ClusterClient(RedisCluster):
     """redis-py's asyncio cluster client, following an ASK to a primary it has not seen yet.
 
-    ``readonly_connections``: every connection it opens says READONLY (see the module's
-    docstring); its routing stays redis-py's default, to primaries.
+    ``readonly_connections``: replica reads get nodes of their own whose connections say
+    READONLY (``reader``; see the module's docstring); every other connection and the routing
+    stay redis-py's defaults, to primaries.
     """
 
     def __init__(self, *args: Any, readonly_connections: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        if readonly_connections:
-            # Where redis-py puts it for its own replica routing; the nodes made from now on
-            # (discovered, or added by a MOVED or an ASK) copy the shared keyword arguments,
-            # and the start-up nodes, made already, get it too, as redis-py's maintenance
-            # notifications do (``_update_connection_kwargs_for_maint_notifications``).
-            hook = {"redis_connect_func": self.on_connect}
-            self.nodes_manager.connection_kwargs.update(hook)
-            for node in self.nodes_manager.startup_nodes.values():
-                node.connection_kwargs.update(hook)
+        self.readonly_connections = readonly_connections
+        self._readers: dict[str, ClusterNode] = {}
+
+    def reader(self, node: ClusterNode) -> ClusterNode:
+        """Return the node that carries replica reads to ``node``: made on first use, with a
+        pool whose connections say READONLY."""
+        found = self._readers.get(node.name)
+        if found is None:
+            options = {
+                **self.nodes_manager.connection_kwargs,
+                "redis_connect_func": self.on_connect,
+            }
+            found = self._readers[node.name] = ReaderNode(node.host, node.port, REPLICA, **options)
+        return found
+
+    async def aclose(self) -> None:
+        try:
+            await super().aclose()
+        finally:
+            readers, self._readers = list(self._readers.values()), {}
+            await asyncio.gather(*(node.disconnect() for node in readers), return_exceptions=True)
 
     def get_node(
         self, host: str | None = None, port: int | None = None, node_name: str | None = None

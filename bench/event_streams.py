@@ -171,7 +171,9 @@ async def retention_cost(
     trimming = settings.model_copy(
         update={
             "profiles": settings.profiles.model_copy(update={"events_retention_s": 1}),
-            "workers": settings.workers.model_copy(update={"claim_interval_s": 0.2}),
+            "workers": settings.workers.model_copy(
+                update={"claim_interval_s": 0.2, "claim_min_idle_ms": 500}
+            ),
         }
     )
     for retention in (False, True, False, True):

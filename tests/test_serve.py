@@ -182,7 +182,7 @@ async def test_kill_9_with_three_streams_and_trimming_keeps_stats_exact(tmp_path
     service = Service(
         tmp_path / "redis",
         APP_PROFILES__EVENT_STREAMS="3",
-        APP_PROFILES__EVENTS_RETENTION_S="1",
+        APP_PROFILES__EVENTS_RETENTION_S="3",
         APP_WORKERS__CLAIM_INTERVAL_S="0.3",
     )
     try:

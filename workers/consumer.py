@@ -22,7 +22,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from app.config import WorkerSettings
-from app.domain import ConsumerSpec, StreamEntry
+from app.domain import ConsumerSpec, StopConsuming, StreamEntry
 from app.logs import log_context
 from app.redis import RedisStore, describe
 
@@ -185,6 +185,9 @@ class StreamConsumer:
         try:
             async with self._deadline():
                 await housekeeping()
+        except StopConsuming as exc:
+            logger.error("consumer stopping: %s", exc)
+            self.stop()
         except Exception as exc:
             # The retention waits for the next turn; the consumption goes on.
             self.stats.errors += 1

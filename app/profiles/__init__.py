@@ -93,6 +93,7 @@ DOMAIN = Domain(
         "+xinfo|consumers",
         "+xgroup|delconsumer",
         "+hscan",
+        "+zscan",
         "+zscore",
     ],
 )

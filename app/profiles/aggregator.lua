@@ -40,8 +40,13 @@ local function whole(text)
 end
 
 -- The register says the user's profile lives again: it leaves the index of deleted ones.
+-- A generation as whole digits (Lua's own formatting would turn 15 digits into 1.2e+14).
+local function digits(g)
+  return string.format('%.0f', g)
+end
+
 local function live(user, g, was_alive)
-  redis.call('HSET', generations, user, g .. ':1')
+  redis.call('HSET', generations, user, digits(g) .. ':1')
   if not was_alive then
     redis.call('ZREM', deleted, user)
   end
@@ -75,7 +80,7 @@ local function apply(user, kind, given)
     end
   elseif kind == 'delete' then
     if g >= current then
-      redis.call('HSET', generations, user, g .. ':0')
+      redis.call('HSET', generations, user, digits(g) .. ':0')
       redis.call('ZREM', counts, user)
       redis.call('ZADD', deleted, now(), user)
     end

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.config import Settings
-from app.domain import ConsumerSpec, StreamEntry
+from app.domain import ConsumerSpec, StopConsuming, StreamEntry
 from app.profiles import keys
 from app.profiles.metrics import EVENTS_APPLIED, EVENTS_TRIMMED
 from app.redis import RedisStore
@@ -20,10 +20,13 @@ from app.scripting import LuaScript, as_fixed, as_int
 
 APPLY_EVENTS = LuaScript.load(Path(__file__).with_name("aggregator.lua"))
 TRIM_EVENTS = LuaScript.load(Path(__file__).with_name("trim_events.lua"))
-# Deleted users one script run forgets at most, and the runs per housekeeping turn: with the
-# turn every workers.claim_interval_s (5 s), up to 2,000 deletes/s per stream are kept up with.
+# What one run of the retention script removes at most, so that no run blocks its primary long
+# (100,000 entries take about a millisecond), and the runs per housekeeping turn: with the turn
+# every workers.claim_interval_s (5 s), up to 2,000 deletes/s and a million events/s per stream
+# are kept up with, and a stream never trimmed before is caught up over a few turns.
 FORGET_LIMIT = 1000
-FORGET_RUNS = 10
+TRIM_LIMIT = 100_000
+RETENTION_RUNS = 50
 
 
 @dataclass
@@ -63,9 +66,24 @@ async def apply_events(store: RedisStore, stream: str, entries: list[StreamEntry
 async def apply_retention(store: RedisStore, stream: str, settings: Settings) -> Retained:
     """Trim what every group of ``stream`` is done with past the retention, forget users
     deleted longer ago than that, remove the aggregator's consumers gone for longer; return
-    what it did. Forgetting goes on in runs of FORGET_LIMIT, at most FORGET_RUNS of them."""
+    what it did. Runs the script again while a run did all it may, at most RETENTION_RUNS.
+
+    First, whether the events are still spread over as many streams as this process thinks:
+    after `python -m app profiles event-streams` moved them (the service should have been
+    stopped), a process that missed it stops consuming and fails its readiness
+    (StopConsuming), so that it is restarted, and its restart refuses the old setting.
+    """
+    count = settings.profiles.event_streams
+    layout = await store.call(
+        keys.STREAMS_LAYOUT, "GET", keys.STREAMS_LAYOUT, what="check the event streams layout"
+    )
+    if layout is not None and layout != str(count):
+        raise StopConsuming(
+            f"the profile events are now spread over {layout!r} streams, not {count} "
+            f"(profiles.event_streams): restart this process with the new setting"
+        )
     done = Retained()
-    for _ in range(FORGET_RUNS):
+    for _ in range(RETENTION_RUNS):
         reply = await TRIM_EVENTS(
             store,
             keys=[stream, keys.generations(stream), keys.deleted(stream)],
@@ -73,6 +91,7 @@ async def apply_retention(store: RedisStore, stream: str, settings: Settings) ->
                 str(settings.profiles.events_retention_s * 1000),
                 str(FORGET_LIMIT),
                 keys.AGGREGATOR_GROUP,
+                str(TRIM_LIMIT),
             ],
             what="trim profile events",
         )
@@ -80,7 +99,7 @@ async def apply_retention(store: RedisStore, stream: str, settings: Settings) ->
         done.trimmed += trimmed
         done.forgotten += forgotten
         done.consumers_removed += removed
-        if forgotten < FORGET_LIMIT:
+        if forgotten < FORGET_LIMIT and trimmed < TRIM_LIMIT:
             break
     EVENTS_TRIMMED.labels(stream).inc(done.trimmed)
     return done

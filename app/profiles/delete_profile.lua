@@ -7,10 +7,10 @@
 -- the first attempt was), 3 when this request deleted it already and the user has a profile
 -- again since (never deleted by the retry), 0 when there is no profile.
 -- A profile written without this service (the seeds' HSET) has the generation the counter
--- holds: 0 at first, one more than the last deleted one afterwards.
+-- holds (one more than the last deleted one), or none ("") without a counter.
 local marker = redis.call('GET', KEYS[2])
 if marker then
-  local generation, request = string.match(marker, '^(%d+) (.*)$')
+  local generation, request = string.match(marker, '^(%d*) (.*)$')
   if request == ARGV[1] then
     if redis.call('EXISTS', KEYS[1]) == 1 then
       return {3, generation}
@@ -19,7 +19,9 @@ if marker then
   end
 end
 if redis.call('UNLINK', KEYS[1]) == 1 then
-  local generation = redis.call('GET', KEYS[3]) or '0'
+  -- Without a counter (a profile written by other code), "": the event ends whatever
+  -- generation is current when it is applied.
+  local generation = redis.call('GET', KEYS[3]) or ''
   -- The ended generation is never reused: a profile written again by other code (the seeds'
   -- HSET) is read as the next one, and the next create here takes the one after.
   redis.call('INCR', KEYS[3])

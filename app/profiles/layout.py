@@ -251,43 +251,53 @@ async def _claim(store: RedisStore, stream: str, cursor: str) -> tuple[str, list
 
 
 async def _move_users(store: RedisStore, stream: str, to: int) -> int:
-    """Move the users of ``stream`` whose events now go to another stream; return how many."""
-    register = keys.generations(stream)
-    moved = 0
-    cursor = 0
-    while True:
-        cursor, page = await _scan(store, register, cursor)
-        leaving = [
-            (user, value) for user, value in page.items() if keys.stream_of(user, to) != stream
-        ]
-        await asyncio.gather(
-            *(_move_user(store, stream, user, value, to) for user, value in leaving)
-        )
-        moved += len(leaving)
-        if cursor == 0:
-            return moved
+    """Move the users of ``stream`` whose events now go to another stream; return how many.
+
+    A user is found by any of their entries: the register, the counts (a count without a
+    register entry, from an older version or other code, moves too), the deleted index.
+    """
+    moved: set[str] = set()
+    for key, scan in (
+        (keys.generations(stream), "HSCAN"),
+        (keys.read_counts(stream), "ZSCAN"),
+        (keys.deleted(stream), "ZSCAN"),
+    ):
+        cursor = "0"
+        while True:
+            cursor, users = await _scan(store, scan, key, cursor)
+            leaving = [u for u in users if u not in moved and keys.stream_of(u, to) != stream]
+            await asyncio.gather(*(_move_user(store, stream, user, to) for user in leaving))
+            moved.update(leaving)
+            if cursor == "0":
+                break
+    return len(moved)
 
 
-async def _scan(store: RedisStore, register: str, cursor: int) -> tuple[int, dict[str, str]]:
-    async def scan(client: RedisClient) -> tuple[int, dict[str, str]]:
-        at, page = await client.hscan(register, cursor, count=PAGE)
-        assert isinstance(page, dict)
-        return int(at), {str(user): str(value) for user, value in page.items()}
+async def _scan(store: RedisStore, scan: str, key: str, cursor: str) -> tuple[str, list[str]]:
+    """Return the next cursor and the members (fields) of one HSCAN or ZSCAN page of ``key``."""
+    reply = await store.call(key, scan, key, cursor, "COUNT", PAGE, what="scan for users")
+    at, flat = reply
+    if isinstance(flat, dict):
+        return str(at), [str(member) for member in flat]
+    # [member, value, member, value...], or [(member, score), ...] as redis-py parses ZSCAN
+    if flat and isinstance(flat[0], list | tuple):
+        return str(at), [str(pair[0]) for pair in flat]
+    return str(at), [str(member) for member in flat[::2]]
 
-    found: tuple[int, dict[str, str]] = await store.run(scan, what="scan the register")
-    return found
 
-
-async def _move_user(store: RedisStore, stream: str, user: str, value: str, to: int) -> None:
+async def _move_user(store: RedisStore, stream: str, user: str, to: int) -> None:
     # Written to the new stream's keys first, then removed from the old: run again after an
     # interruption, it writes the same values.
     target = keys.stream_of(user, to)
-    count, deleted_at = await asyncio.gather(
+    value, count, deleted_at = await asyncio.gather(
+        store.call(stream, "HGET", keys.generations(stream), user, what="read a register"),
         store.call(stream, "ZSCORE", keys.read_counts(stream), user, what="read a count"),
         store.call(stream, "ZSCORE", keys.deleted(stream), user, what="read a deletion"),
     )
     what = "move a user to their new event stream"
-    writes = [store.call(target, "HSET", keys.generations(target), user, value, what=what)]
+    writes = []
+    if value is not None:
+        writes.append(store.call(target, "HSET", keys.generations(target), user, value, what=what))
     if count is not None:
         writes.append(store.call(target, "ZADD", keys.read_counts(target), count, user, what=what))
     if deleted_at is not None:

@@ -119,7 +119,9 @@ async def emit_event(
     create to delete), so the aggregator can tell a late event of an earlier life from one of
     the current life, whatever order they arrive in.
     """
-    fields = {"user": user, "type": event, "generation": generation}
+    fields = {"user": user, "type": event}
+    if generation:  # none for a profile written by other code, as the seeds' events
+        fields["generation"] = generation
     return await streams.append(keys.stream_of(user, config.streams), fields)
 
 

@@ -2,7 +2,7 @@
 -- that are older than the retention, and forget the users deleted longer ago than that.
 -- KEYS[1] the stream, KEYS[2] {<stream>}:generations, KEYS[3] {<stream>}:deleted (one slot).
 -- ARGV[1] the retention in ms, ARGV[2] at most this many deleted users forgotten per run,
--- ARGV[3] the aggregator's group.
+-- ARGV[3] the aggregator's group, ARGV[4] at most about this many entries trimmed per run.
 -- Returns {entries trimmed, users forgotten, consumers removed}.
 --
 -- The trim point is the oldest of: the retention's cut-off, and for each consumer group its
@@ -12,20 +12,26 @@
 -- (the lag gauges show it; XGROUP DESTROY a group nobody will read again).
 local stream, generations, deleted = KEYS[1], KEYS[2], KEYS[3]
 local retention_ms, limit, our_group = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local trim_limit = tonumber(ARGV[4])
+local EXACT_AT_MOST = 1000
 
 local function ms(number)
   return string.format('%.0f', number)
 end
 
-local function parse_id(id)
-  local dash = string.find(id, '-', 1, true)
-  return tonumber(string.sub(id, 1, dash - 1)), tonumber(string.sub(id, dash + 1))
+-- Whether stream id a comes before b, compared as the whole numbers they are (digits, no
+-- leading zeros): exact whatever their size, which Lua's numbers are not past 2^53.
+local function number_less(a, b)
+  return #a < #b or (#a == #b and a < b)
 end
 
 local function id_less(a, b)
-  local a_ms, a_seq = parse_id(a)
-  local b_ms, b_seq = parse_id(b)
-  return a_ms < b_ms or (a_ms == b_ms and a_seq < b_seq)
+  local a_ms, a_seq = string.match(a, '^(%d+)-(%d+)$')
+  local b_ms, b_seq = string.match(b, '^(%d+)-(%d+)$')
+  if a_ms ~= b_ms then
+    return number_less(a_ms, b_ms)
+  end
+  return number_less(a_seq, b_seq)
 end
 
 local function as_map(flat)
@@ -49,10 +55,14 @@ if redis.call('EXISTS', stream) == 1 then
     if pending[1] > 0 then
       first = pending[2]
     else
-      local last_ms, last_seq = parse_id(group['last-delivered-id'])
-      first = ms(last_ms) .. '-' .. ms(last_seq + 1)
+      -- The first entry not delivered to the group yet (none: it read everything). Looked up
+      -- rather than computed: an id's sequence part can exceed what a Lua number holds exactly.
+      local after = redis.call('XRANGE', stream, '(' .. group['last-delivered-id'], '+', 'COUNT', 1)
+      if #after > 0 then
+        first = after[1][1]
+      end
     end
-    if id_less(first, keep) then
+    if first and id_less(first, keep) then
       keep = first
     end
     -- The aggregator's consumers are named by host and process: each new host (a container)
@@ -67,7 +77,14 @@ if redis.call('EXISTS', stream) == 1 then
       end
     end
   end
-  trimmed = redis.call('XTRIM', stream, 'MINID', keep)
+  -- Bounded work per run: whole stream nodes first, at most trim_limit entries (a stream never
+  -- trimmed before may hold millions); then, when what is left before keep is a few (the part
+  -- of the node that holds keep: 100 entries or 4 KB by default), those exactly.
+  trimmed = redis.call('XTRIM', stream, 'MINID', '~', keep, 'LIMIT', trim_limit)
+  local left = #redis.call('XRANGE', stream, '-', '(' .. keep, 'COUNT', EXACT_AT_MOST + 1)
+  if left > 0 and left <= EXACT_AT_MOST then
+    trimmed = trimmed + redis.call('XTRIM', stream, 'MINID', keep)
+  end
 end
 
 -- A deleted user's register entry is what tells a late event of the ended profile from one of

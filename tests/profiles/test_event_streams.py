@@ -16,6 +16,7 @@ from app.config import Settings
 from app.errors import StartupRefused
 from app.local_cluster import LocalCluster
 from app.profiles import keys
+from app.profiles.aggregator import apply_retention
 from app.profiles.layout import LayoutChangeRefused, change_event_streams
 from app.redis import RedisStore, open_store
 from tests.conftest import (
@@ -82,10 +83,16 @@ async def test_events_spread_over_streams_with_exact_counts_and_report(
         assert len({shard_of(redis, stream) for stream in streams}) >= 2
         assert await stored_read_counts(redis, 3) == dict(reads)
         assert await expected_read_counts(redis, 3) == dict(reads)
-        # The report merges every stream's top n exactly, ties ordered as Redis orders them.
+        # The report merges every stream's top n exactly, ties ordered as Redis orders them:
+        # as ZREVRANGE over one sorted set of every count.
+        together = "{report-test}:all-counts"
+        await redis.zadd(together, dict(reads))
         for n in (1, 7, 40):
             report = await http.get(f"/reporting/profileStats/{n}")
-            assert report.json() == {"results": top(reads, n)}
+            ranked: Any = await redis.zrevrange(together, 0, n - 1, withscores=True)
+            expected = [{"user": user, "score": int(score)} for user, score in ranked]
+            assert report.json() == {"results": expected}
+            assert expected == top(reads, n)
         # Each stream's length and group lag are exported.
         exported = (await http.get("/metrics")).text
         for stream in streams:
@@ -126,6 +133,10 @@ async def test_another_number_of_streams_is_refused_until_the_events_are_moved(
     )
     reads[USERS[1]] += 1
     await redis.hset(keys.generations(keys.EVENTS_STREAM), "ghost", "1:1")
+    # A count without a register entry (an older version's, or the seeds' aggregator's).
+    legacy = next(f"legacy-{n}" for n in range(100) if keys.stream_index(f"legacy-{n}", 3) == 2)
+    await redis.zadd(keys.READ_COUNTS, {legacy: 5})
+    reads[legacy] = 5
 
     three = with_profiles(settings, event_streams=3)
     with pytest.raises(StartupRefused, match="python -m app profiles event-streams 3"):
@@ -139,6 +150,8 @@ async def test_another_number_of_streams_is_refused_until_the_events_are_moved(
     assert said[-1].startswith("the profile events are now spread over 3 stream(s)")
     assert await redis.get(keys.STREAMS_LAYOUT) == "3"
     assert await stored_read_counts(redis, 3) == dict(reads)
+    assert await redis.zscore(keys.read_counts(keys.event_stream(2)), legacy) == 5
+    assert await redis.zscore(keys.READ_COUNTS, legacy) is None
     for stream in keys.event_streams(3):
         register: list[str] = await redis.hkeys(keys.generations(stream))  # type: ignore[assignment]
         assert all(keys.stream_of(user, 3) == stream for user in register)
@@ -171,6 +184,16 @@ async def test_an_interrupted_move_is_refused_at_start_and_finished_by_running_i
         await eventually(lambda: all_events_applied(redis), what="events applied")
     # As if the move to 4 streams died half-way: marked, some users copied, none removed.
     await redis.set(keys.STREAMS_LAYOUT, "migrating 1 4")
+    copied = [user for user in USERS[:20] if keys.stream_index(user, 4) != 0]
+    assert copied
+    for user in copied:
+        target = keys.stream_of(user, 4)
+        value = await redis.hget(keys.GENERATIONS, user)
+        count = await redis.zscore(keys.READ_COUNTS, user)
+        assert value is not None
+        assert count is not None
+        await redis.hset(keys.generations(target), user, value)
+        await redis.zadd(keys.read_counts(target), {user: count})
     with pytest.raises(StartupRefused, match="interrupted"):
         async with running_app(with_profiles(settings, event_streams=4)):
             pass
@@ -267,8 +290,45 @@ async def test_deleted_profiles_are_forgotten_after_the_retention(
             return gone_host not in {consumer["name"] for consumer in found}
 
         await eventually(removed, what="the gone host's consumer removed")
-        # A new life of ana counts from its first read, whatever was forgotten.
+        # A new life of ana counts from its first read, whatever was forgotten, also once her
+        # ended counter expired: the new generation comes from the clock.
+        await redis.delete(keys.companion_key("ana", "generation"))
         await http.post("/profile/ana", json={"a": "2"})
         await http.get("/profile/ana")
         await eventually(lambda: all_events_applied(redis), what="events applied")
         assert await stored_read_counts(redis) == {"ana": 1, "bo": 1}
+
+
+async def test_a_running_service_that_missed_a_move_stops_consuming_and_is_not_ready(
+    settings: Settings, redis: RedisCluster, admin: RedisStore
+) -> None:
+    # An idle service passes the command's check (nothing appended or read lately): its
+    # aggregator notices the new layout at its next housekeeping turn.
+    async with running_app(settings) as (http, state):
+        await http.post("/profile/ana", json={"a": "1"})
+        await eventually(lambda: all_events_applied(redis), what="events applied")
+        assert (await http.get("/readyz")).status_code == 200
+        await change_event_streams(admin, 2, say=lambda _line: None, quiet_ms=0)
+
+        async def not_ready() -> bool:
+            return (await http.get("/readyz")).status_code == 503
+
+        await eventually(not_ready, what="readiness failed")
+        assert state["workers"] is not None
+        assert "has stopped" in state["workers"].problem()
+
+
+async def test_a_long_untrimmed_stream_is_trimmed_in_bounded_runs(
+    settings: Settings, redis: RedisCluster, admin: RedisStore
+) -> None:
+    old = 150_000  # more than one run's TRIM_LIMIT
+    for start in range(0, old, 10_000):
+        pipe = redis.pipeline(transaction=False)
+        for n in range(start, start + 10_000):
+            pipe.xadd(keys.EVENTS_STREAM, {"user": "ana", "type": "read"}, id=f"1-{n + 1}")
+        await pipe.execute()
+    await redis.xgroup_create(keys.EVENTS_STREAM, keys.AGGREGATOR_GROUP, id="$")
+    await redis.xadd(keys.EVENTS_STREAM, {"user": "bo", "type": "read"})  # new: kept
+    done = await apply_retention(admin, keys.EVENTS_STREAM, settings)
+    assert done.trimmed == old
+    assert await redis.xlen(keys.EVENTS_STREAM) == 1

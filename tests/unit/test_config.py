@@ -104,6 +104,21 @@ def test_blocking_reads_must_fit_the_socket_timeout(monkeypatch: pytest.MonkeyPa
     )
 
 
+def test_the_event_retention_must_outlast_a_claim(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP_PROFILES__EVENTS_RETENTION_S", "30")
+    with pytest.raises(
+        ConfigError, match=r"events_retention_s \(30 s\) must be longer than .*35 s"
+    ):
+        load_settings()
+    monkeypatch.setenv("APP_PROFILES__EVENTS_RETENTION_S", "36")
+    monkeypatch.setenv("APP_PROFILES__EVENT_STREAMS", "4")
+    loaded = load_settings()
+    assert (loaded.profiles.events_retention_s, loaded.profiles.event_streams) == (36, 4)
+    monkeypatch.setenv("APP_PROFILES__EVENT_STREAMS", "65")
+    with pytest.raises(ConfigError, match=r"profiles\.event_streams"):
+        load_settings()
+
+
 @pytest.mark.parametrize(
     "secret",
     [None, "development-only-secret-do-not-use-in-production", "short", ""],

@@ -1,6 +1,7 @@
-"""The redis-py internals replica reads rely on (app.redis_internals), pinned: READONLY on every
-connection of a ``ClusterClient(readonly_connections=True)``, with redis-py's routing left on
-primaries, and a shard's replicas read from the client's slot table.
+"""The redis-py internals replica reads rely on (app.redis_internals), pinned: READONLY on the
+connections of the reader nodes of a ``ClusterClient(readonly_connections=True)`` and on no
+other, with redis-py's routing left on primaries, and a shard's replicas read from the client's
+slot table.
 
 If a redis-py upgrade fails here, read the named part of the new redis-py, adapt
 app/redis_internals.py, then the pin below and the bound on redis in pyproject.toml. A small
@@ -75,7 +76,7 @@ async def first_commands(node: ClusterNode) -> None:
 
 
 @pytest.mark.parametrize("readonly", [True, False])
-async def test_every_connection_says_readonly_only_when_asked(
+async def test_only_the_replica_readers_connections_say_readonly(
     server: FakeServer, readonly: bool
 ) -> None:
     client = ClusterClient(
@@ -91,14 +92,23 @@ async def test_every_connection_says_readonly_only_when_asked(
         assert client.read_from_replicas is False
         assert client.load_balancing_strategy is None
         manager = client.nodes_manager
-        # A start-up node (made before the option applied) and a node made afterwards, as the
-        # topology discovery, a MOVED or an ASK makes them.
+        # A start-up node and a node made afterwards, as the topology discovery, a MOVED or an
+        # ASK makes them: their connections never say READONLY (after a failover such a node
+        # may be a replica, which must answer MOVED to reads meant for the primary).
         later = ClusterNode("127.0.0.1", server.port, **manager.connection_kwargs)
         for node in (*manager.startup_nodes.values(), later):
             server.commands.clear()
             await first_commands(node)
-            expected = [[b"READONLY"]] if readonly else []
-            assert server.commands == [*expected, [b"GET", b"k"]]
+            assert server.commands == [[b"GET", b"k"]]
+        # The node that carries replica reads to that address: READONLY first.
+        reader = client.reader(later)
+        assert reader is client.reader(later)
+        assert reader != later
+        assert later != reader
+        assert len({reader, later}) == 2  # the automatic pipeline keeps their batches apart
+        server.commands.clear()
+        await first_commands(reader)
+        assert server.commands == [[b"READONLY"], [b"GET", b"k"]]
     finally:
         await client.aclose()
 
@@ -110,6 +120,11 @@ async def test_a_shard_s_replicas_come_from_the_slot_table() -> None:
         slot = client.keyslot("k")
         client.nodes_manager.slots_cache = {slot: [primary, first, second]}
         assert redis_internals.replicas(client, "k") == [first, second]
+        client.readonly_connections = True
+        readers = redis_internals.replicas(client, "k")
+        assert readers == [client.reader(first), client.reader(second)]
+        assert [(node.host, node.port) for node in readers] == [("127.0.0.1", 2), ("127.0.0.1", 3)]
+        client.readonly_connections = False
         client.nodes_manager.slots_cache = {slot: [primary]}
         assert redis_internals.replicas(client, "k") == []
         client.nodes_manager.slots_cache = {}
