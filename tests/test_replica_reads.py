@@ -129,10 +129,16 @@ async def calls(
 
 
 async def connections_of(cluster: LocalCluster, port: int, user: str) -> list[dict[str, Any]]:
-    """Return the connections ``user`` has open to the node at ``port`` (CLIENT LIST)."""
+    """Return the connections ``user`` has open to the node at ``port`` (CLIENT LIST), but the
+    one that learned the topology (CLUSTER SLOTS: the client asks its start-up node, which an
+    earlier failover may have made a replica)."""
     async with nodes(cluster) as clients:
         listed: list[dict[str, Any]] = await clients[port].client_list()
-    return [entry for entry in listed if entry.get("user") == user]
+    return [
+        entry
+        for entry in listed
+        if entry.get("user") == user and not entry.get("cmd", "").startswith("cluster|")
+    ]
 
 
 async def create(http: httpx.AsyncClient, n: int) -> tuple[str, dict[str, Any]]:
