@@ -239,7 +239,7 @@ async def dashboard_data(
         cluster=_cluster(samples),
         redis=_redis_health(samples),
         pipeline=Pipeline(
-            stream=next((s for s in _streams(samples) if s.stream == PROFILE_STREAM), None),
+            stream=_profile_events(_streams(samples)),
             applied_total=samples.total("mdb_profile_events_applied_total"),
             top_profiles=await _top_profiles(state),
         ),
@@ -351,6 +351,39 @@ def _streams(samples: Samples) -> list[Stream]:
         ]
         streams.append(Stream(stream=stream, length=length, groups=groups))
     return streams
+
+
+def _profile_events(streams: list[Stream]) -> Stream | None:
+    """Return the profile event streams as one: ``profile:events`` alone, or with
+    ``profiles.event_streams`` > 1 their sums (length, each group's lag, pending entries and
+    consumers) and oldest pending age, named ``profile:events (+N)``."""
+    found = [
+        stream
+        for stream in streams
+        if stream.stream == PROFILE_STREAM or stream.stream.startswith(PROFILE_STREAM + ":")
+    ]
+    if len(found) <= 1:
+        return found[0] if found else None
+    groups: dict[str, Group] = {}
+    for stream in found:
+        for group in stream.groups:
+            seen = groups.get(group.group)
+            groups[group.group] = (
+                group
+                if seen is None
+                else Group(
+                    group=group.group,
+                    lag=seen.lag + group.lag,
+                    pending=seen.pending + group.pending,
+                    oldest_pending_age_s=max(seen.oldest_pending_age_s, group.oldest_pending_age_s),
+                    consumers=seen.consumers + group.consumers,
+                )
+            )
+    return Stream(
+        stream=f"{PROFILE_STREAM} (+{len(found) - 1})",
+        length=sum(stream.length for stream in found),
+        groups=[groups[name] for name in sorted(groups)],
+    )
 
 
 async def _overview(

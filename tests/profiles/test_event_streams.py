@@ -100,6 +100,12 @@ async def test_events_spread_over_streams_with_exact_counts_and_report(
             assert f'mdb_stream_group_lag{{group="profile-aggregator",stream="{stream}"}} 0.0' in (
                 exported
             )
+        # The dashboard shows them as one pipeline: summed lengths, the aggregator's group.
+        pipeline = (await http.get("/dashboard/data")).json()["pipeline"]
+        assert pipeline["stream"]["stream"] == "profile:events (+2)"
+        assert pipeline["stream"]["length"] == len(USERS) + sum(reads.values())
+        assert [g["group"] for g in pipeline["stream"]["groups"]] == ["profile-aggregator"]
+        assert pipeline["stream"]["groups"][0]["consumers"] == 3
         # A deleted profile leaves its stream's counts.
         gone = USERS[0]
         assert (await http.delete(f"/profile/{gone}")).status_code == 200
