@@ -4,6 +4,9 @@ their retention (profiles.events_retention_s)."""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,6 +23,7 @@ from app.profiles.aggregator import apply_retention
 from app.profiles.layout import LayoutChangeRefused, change_event_streams
 from app.redis import RedisStore, open_store
 from tests.conftest import (
+    PROJECT_ROOT,
     all_events_applied,
     eventually,
     expected_read_counts,
@@ -338,3 +342,32 @@ async def test_a_long_untrimmed_stream_is_trimmed_in_bounded_runs(
     done = await apply_retention(admin, keys.EVENTS_STREAM, settings)
     assert done.trimmed == old
     assert await redis.xlen(keys.EVENTS_STREAM) == 1
+
+
+def run_command(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k != "REDIS_URL" and not k.startswith("APP_")}
+    return subprocess.run(
+        [sys.executable, "-m", "app", "profiles", "event-streams", *args],
+        cwd=PROJECT_ROOT,
+        env=clean | env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_the_command_line(cluster: LocalCluster, redis: RedisCluster) -> None:
+    refused = run_command("0", env={"REDIS_URL": cluster.url})
+    assert (refused.returncode, refused.stderr.strip()) == (
+        2,
+        "error: the number of streams must be 1 to 64, not 0",
+    )
+    done = run_command("3", env={"REDIS_URL": cluster.url})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "no profile events yet: recorded 3 stream(s)"
+    assert await redis.get(keys.STREAMS_LAYOUT) == "3"
+    await redis.xadd(keys.event_stream(1), {"user": "ana", "type": "read"})
+    busy = run_command("1", env={"REDIS_URL": cluster.url})
+    assert busy.returncode == 1
+    assert busy.stderr.startswith("error: an event was appended to profile:events:1 less than")
