@@ -16,10 +16,11 @@ from enum import IntEnum
 from typing import Generic, TypeAlias, TypeVar
 
 from app.config import MessagingSettings
+from app.errors import AppError
 from app.messaging import keys
 from app.messaging.exceptions import MessageNotFound, WrongReceipt
 from app.messaging.metrics import ChannelCounters
-from app.messaging.schemas import Published
+from app.messaging.schemas import EntryResult, Published
 from app.records.ids import new_ulid
 from app.redis import RedisStore
 from app.scripting import (
@@ -60,6 +61,48 @@ SETTLE_ERRORS: OutcomeErrors[Settlement, [str]] = {
     Settlement.NOT_FOUND: MessageNotFound,
     Settlement.WRONG_RECEIPT: WrongReceipt,
 }
+
+
+def settle_results(ids: Sequence[str], outcomes: Sequence[Settlement]) -> list[EntryResult]:
+    """Return each settled message's result, as its own request would have answered it."""
+    results = []
+    for message_id, outcome in zip(ids, outcomes, strict=True):
+        make = SETTLE_ERRORS.get(outcome)
+        results.append(
+            EntryResult(status=204, id=message_id)
+            if make is None
+            else failed(message_id, make(message_id))
+        )
+    return results
+
+
+def failed(message_id: str | None, error: AppError) -> EntryResult:
+    """Return the result of an entry that failed with ``error``."""
+    return EntryResult(status=error.status_code, id=message_id, message=error.message)
+
+
+async def settle_each(
+    ids: Sequence[str], settle: Callable[[int], Awaitable[object]]
+) -> list[EntryResult]:
+    """Settle entries one call each, concurrently (the calls share pipelines); a message's own
+    failure (no such message, a wrong receipt) is its entry's result, the channel's (no such
+    queue, topic or group) the request's."""
+
+    async def one(index: int) -> EntryResult:
+        try:
+            await settle(index)
+        except (MessageNotFound, WrongReceipt) as exc:
+            return failed(ids[index], exc)
+        return EntryResult(status=204, id=ids[index])
+
+    return list(await asyncio.gather(*(one(index) for index in range(len(ids)))))
+
+
+def published_result(published: Published) -> EntryResult:
+    """Return a published message's result: 201 stored, 200 a duplicate."""
+    return EntryResult(
+        status=200 if published.duplicate else 201, id=published.id, duplicate=published.duplicate
+    )
 
 
 def settlements(reply: Reply) -> list[Settlement]:

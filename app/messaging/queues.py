@@ -42,7 +42,11 @@ from app.messaging.channel import (
     ChannelContext,
     ChannelErrors,
     Settlement,
+    failed,
     milliseconds,
+    published_result,
+    settle_each,
+    settle_results,
     settlements,
 )
 from app.messaging.exceptions import PriorityOnFifoQueue, QueueKindConflict, QueueNotFound
@@ -50,12 +54,15 @@ from app.messaging.metrics import QueueEvent
 from app.messaging.schemas import (
     DeadLetter,
     Delivery,
+    EntryResult,
     Kind,
     MessagePublish,
+    NackEntry,
     Published,
     QueueCounts,
     QueueCreate,
     QueuePublic,
+    SettleEntry,
     from_ms,
 )
 from app.records.codec import compact_json
@@ -181,6 +188,34 @@ class Queue(Channel[QueueOutcome]):
         published = await self.publish_rows(rows, what="publish messages")
         self._count("published", sum(not p.duplicate for p in published))
         return published
+
+    async def publish_batch(self, messages: Sequence[MessagePublish]) -> list[EntryResult]:
+        """Enqueue messages as ``publish_many``, answering a result per message: on a fifo
+        queue a message with a priority is refused alone (409), the others are enqueued."""
+        try:
+            return [published_result(p) for p in await self.publish_many(messages)]
+        except PriorityOnFifoQueue as refused:
+            allowed = [message for message in messages if message.priority == 0]
+            published = iter(await self.publish_many(allowed) if allowed else [])
+            return [
+                published_result(next(published))
+                if message.priority == 0
+                else failed(None, refused)
+                for message in messages
+            ]
+
+    async def ack_batch(self, entries: Sequence[SettleEntry]) -> list[EntryResult]:
+        """Acknowledge deliveries in one step, answering a result per delivery."""
+        ids = [entry.id for entry in entries]
+        outcomes = await self.ack_many([(entry.id, entry.receipt) for entry in entries])
+        return settle_results(ids, outcomes)
+
+    async def nack_batch(self, entries: Sequence[NackEntry]) -> list[EntryResult]:
+        """Give deliveries back, answering a result per delivery."""
+        return await settle_each(
+            [entry.id for entry in entries],
+            lambda i: self.nack(entries[i].id, entries[i].receipt, delay_s=entries[i].delay_s),
+        )
 
     async def receive(self, *, consumer: str, limit: int = 10, wait_s: float = 0) -> list[Delivery]:
         """Lease up to ``limit`` messages to ``consumer``, waiting up to ``wait_s`` for one."""

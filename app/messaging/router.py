@@ -15,7 +15,9 @@ from app.messaging.dependencies import BrokerDep
 from app.messaging.schemas import (
     MESSAGE_ID_EXAMPLE,
     NAME_PATTERN,
+    AckBatch,
     AckRequest,
+    BatchResults,
     DeadLetter,
     DeadLetterPage,
     Deliveries,
@@ -26,7 +28,9 @@ from app.messaging.schemas import (
     MessageId,
     MessagePublish,
     MessageTrace,
+    NackBatch,
     NackRequest,
+    PublishBatch,
     Published,
     QueueCreate,
     QueuePublic,
@@ -39,6 +43,7 @@ from app.messaging.schemas import (
     TopicDeliveries,
     TopicPublic,
     TopicPublish,
+    TopicPublishBatch,
 )
 from app.schemas import Message
 
@@ -260,6 +265,51 @@ async def publish_message(
 
 
 @queues_router.post(
+    "/{name}/messages:batch",
+    summary="Publish up to 100 messages to a queue",
+    responses={
+        200: {"description": "A result per message, in order: 201 enqueued, 200 a duplicate "
+              "(the first message's id), 409 a priority on a fifo queue"},
+        **NO_QUEUE,
+    },
+)  # fmt: skip
+async def publish_batch(name: QueueName, batch: PublishBatch, broker: BrokerDep) -> BatchResults:
+    """Enqueue up to 100 messages in order in one request, each answered as its own publish
+    would have been: one refused message does not fail the others."""
+    return BatchResults(results=await broker.queue(name).publish_batch(batch.messages))
+
+
+@queues_router.post(
+    "/{name}/acks:batch",
+    summary="Acknowledge up to 100 messages",
+    responses={
+        200: {"description": "A result per delivery, in order: 204 acknowledged (or already "
+              "with this receipt), 404 no such message, 409 the receipt is not its lease"},
+        **NO_QUEUE,
+    },
+)  # fmt: skip
+async def ack_batch(name: QueueName, batch: AckBatch, broker: BrokerDep) -> BatchResults:
+    """Acknowledge up to 100 deliveries in one step, each answered as its own ack would have
+    been: one bad receipt does not fail the others."""
+    return BatchResults(results=await broker.queue(name).ack_batch(batch.entries))
+
+
+@queues_router.post(
+    "/{name}/nacks:batch",
+    summary="Give up to 100 messages back",
+    responses={
+        200: {"description": "A result per delivery, in order: 204 given back (or "
+              "dead-lettered after its last delivery), 404 no such message, 409 the receipt is "
+              "not its lease"},
+        **NO_QUEUE,
+    },
+)  # fmt: skip
+async def nack_batch(name: QueueName, batch: NackBatch, broker: BrokerDep) -> BatchResults:
+    """Give up to 100 deliveries back, each answered as its own nack would have been."""
+    return BatchResults(results=await broker.queue(name).nack_batch(batch.entries))
+
+
+@queues_router.post(
     "/{name}/receive",
     summary="Receive messages from a queue",
     responses={
@@ -416,6 +466,57 @@ async def publish_to_topic(
     if published.duplicate:
         response.status_code = status.HTTP_200_OK
     return published
+
+
+@topics_router.post(
+    "/{name}/messages:batch",
+    summary="Publish up to 100 messages to a topic",
+    responses={
+        200: {"description": "A result per message, in order: 201 appended, 200 a duplicate "
+              "(the first message's id)"},
+        **NO_TOPIC,
+    },
+)  # fmt: skip
+async def publish_batch_to_topic(
+    name: TopicName, batch: TopicPublishBatch, broker: BrokerDep
+) -> BatchResults:
+    """Publish up to 100 messages in order to every group of the topic, in one request."""
+    return BatchResults(results=await broker.topic(name).publish_batch(batch.messages))
+
+
+@topics_router.post(
+    "/{name}/groups/{group}/acks:batch",
+    summary="Acknowledge up to 100 of a group's messages",
+    responses={
+        200: {"description": "A result per delivery, in order: 204 acknowledged (or already "
+              "with this receipt), 404 no such message, 409 the receipt is not its lease"},
+        **NO_GROUP,
+    },
+)  # fmt: skip
+async def ack_group_batch(
+    name: TopicName, group: GroupName, batch: AckBatch, broker: BrokerDep
+) -> BatchResults:
+    """Acknowledge up to 100 of the group's deliveries in one step, each answered as its own
+    ack would have been."""
+    return BatchResults(results=await broker.topic(name).ack_batch(group, batch.entries))
+
+
+@topics_router.post(
+    "/{name}/groups/{group}/nacks:batch",
+    summary="Give up to 100 of a group's messages back",
+    responses={
+        200: {"description": "A result per delivery, in order: 204 given back (or "
+              "dead-lettered after its last delivery), 404 no such message, 409 the receipt is "
+              "not its lease"},
+        **NO_GROUP,
+    },
+)  # fmt: skip
+async def nack_group_batch(
+    name: TopicName, group: GroupName, batch: NackBatch, broker: BrokerDep
+) -> BatchResults:
+    """Give up to 100 of the group's deliveries back, each answered as its own nack would have
+    been."""
+    return BatchResults(results=await broker.topic(name).nack_batch(group, batch.entries))
 
 
 @topics_router.put(

@@ -536,3 +536,109 @@ class TopicPublic(Schema):
     created_at: Timestamp
     length: Count
     groups: list[GroupCounts]
+
+
+# Batches over HTTP, as SQS has them: up to this many entries in one request, each with its own
+# result.
+MAX_BATCH = 100
+
+
+class PublishBatch(Schema):
+    """Up to 100 messages to enqueue, in order."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"messages": [{"body": {"n": 1}}, {"body": {"n": 2}, "dedupe_id": "n-2"}]}]
+        }
+    )
+
+    messages: Annotated[list[MessagePublish], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+class TopicPublishBatch(Schema):
+    """Up to 100 messages for every group of the topic, in order."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"messages": [{"body": {"order": 1001}}]}]}
+    )
+
+    messages: Annotated[list[TopicPublish], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+class SettleEntry(Schema):
+    """A delivered message to settle: its id and the receipt of its delivery."""
+
+    id: MessageId
+    receipt: Receipt
+
+
+class NackEntry(SettleEntry):
+    """A delivered message to give back, visible again after ``delay_s``."""
+
+    delay_s: DelaySeconds = 0
+
+
+class AckBatch(Schema):
+    """Up to 100 deliveries to acknowledge."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"entries": [{"id": MESSAGE_ID_EXAMPLE, "receipt": "lXde0Y-nnTcroue-.1"}]}]
+        }
+    )
+
+    entries: Annotated[list[SettleEntry], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+class NackBatch(Schema):
+    """Up to 100 deliveries to give back."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "entries": [
+                        {"id": MESSAGE_ID_EXAMPLE, "receipt": "p9cM_FWg8Tul3ISY.1", "delay_s": 30}
+                    ]
+                }
+            ]
+        }
+    )
+
+    entries: Annotated[list[NackEntry], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+class EntryResult(Schema):
+    """What became of one entry of a batch, as the single request would have answered: its
+    HTTP status (201 stored, 200 a duplicate, 204 settled, 404, 409), the message's id, and
+    for a failure, why."""
+
+    status: int
+    # The message's id; none for a message that was not published.
+    id: str | None
+    duplicate: bool = False
+    message: str | None = None
+
+
+class BatchResults(Schema):
+    """One result per entry, in the request's order."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "results": [
+                        {"status": 204, "id": MESSAGE_ID_EXAMPLE, "duplicate": False},
+                        {
+                            "status": 404,
+                            "id": "01M84AYQ5Y1HDW2C63JYZG70BX",
+                            "duplicate": False,
+                            "message": "No message 01M84AYQ5Y1HDW2C63JYZG70BX",
+                        },
+                    ]
+                }
+            ]
+        }
+    )
+
+    results: list[EntryResult]

@@ -35,13 +35,19 @@ from app.messaging.channel import (
     ChannelErrors,
     Settlement,
     milliseconds,
+    published_result,
+    settle_each,
+    settle_results,
     settlements,
 )
 from app.messaging.exceptions import GroupNotFound, TopicNotFound
 from app.messaging.metrics import TopicEvent
 from app.messaging.schemas import (
+    EntryResult,
     GroupCounts,
+    NackEntry,
     Published,
+    SettleEntry,
     TopicCreate,
     TopicDeadLetter,
     TopicDelivery,
@@ -170,6 +176,25 @@ class Topic(Channel[TopicOutcome]):
         published = await self.publish_rows(rows, what="publish to topic")
         self._count("published", sum(not p.duplicate for p in published))
         return published
+
+    async def publish_batch(self, messages: Sequence[TopicPublish]) -> list[EntryResult]:
+        """Append messages as ``publish_many``, answering a result per message."""
+        return [published_result(p) for p in await self.publish_many(messages)]
+
+    async def ack_batch(self, group: str, entries: Sequence[SettleEntry]) -> list[EntryResult]:
+        """Acknowledge ``group``'s deliveries in one step, answering a result per delivery."""
+        ids = [entry.id for entry in entries]
+        outcomes = await self.ack_many(group, [(entry.id, entry.receipt) for entry in entries])
+        return settle_results(ids, outcomes)
+
+    async def nack_batch(self, group: str, entries: Sequence[NackEntry]) -> list[EntryResult]:
+        """Give ``group``'s deliveries back, answering a result per delivery."""
+        return await settle_each(
+            [entry.id for entry in entries],
+            lambda i: self.nack(
+                group, entries[i].id, entries[i].receipt, delay_s=entries[i].delay_s
+            ),
+        )
 
     async def publish(self, message: TopicPublish) -> Published:
         """Append one message to the topic."""
