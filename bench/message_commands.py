@@ -124,12 +124,12 @@ async def run(url: str, args: argparse.Namespace) -> None:
                 await topic.ack_many("g", [(d.id, d.receipt) for d in chunk])
 
         life = 0.0
-        for step, action in (
+        for step, topic_step in (
             ("publish", publish_topic),
             ("receive", receive_topic),
             ("ack", ack_topic),
         ):
-            life += show("topic, 1 group", step, await measure(client, n, action))
+            life += show("topic, 1 group", step, await measure(client, n, topic_step))
         print(f"| topic, 1 group | **life** | **{life:.2f}** | |")
         await bare(client, store, n, batch)
     await client.aclose()
