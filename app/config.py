@@ -163,6 +163,8 @@ class VideoSettings(Section):
     # Chunking workers per process (0: this process runs none), and the chunk length that
     # decides how many chunks a video gets.
     chunking_workers: Annotated[int, Field(ge=0, le=64)] = 1
+    # Videos each chunking worker handles at once (its leases kept while it works).
+    chunking_concurrency: Annotated[int, Field(ge=1, le=1000)] = 1
     chunk_duration_s: PositiveInt = 10
 
 

@@ -140,6 +140,11 @@ class LeasedQueue(Protocol[L_co]):
 
     async def ack(self, message_id: str, receipt: str) -> None: ...
 
+    async def ack_each(self, settled: Sequence[tuple[str, str]]) -> Sequence[str | None]:
+        """Acknowledge (id, receipt) pairs in one step; answer None for each that took, else
+        why not."""
+        ...
+
     async def nack(self, message_id: str, receipt: str, *, delay_s: float) -> None: ...
 
     async def extend(
@@ -176,11 +181,13 @@ class ConsumerSpec:
 
 @dataclass(frozen=True)
 class QueueWorkerSpec:
-    """A queue a domain consumes: ``count(settings)`` workers per process."""
+    """A queue a domain consumes: ``count(settings)`` workers per process, each handling up to
+    ``concurrency(settings)`` messages at once."""
 
     name: str
     job: Callable[[Context], QueueJob[Any]]
     count: Callable[[Settings], int]
+    concurrency: Callable[[Settings], int] = lambda _settings: 1
 
 
 class StopConsuming(Exception):

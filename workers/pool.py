@@ -75,6 +75,7 @@ class WorkerPool:
                             consumer=f"{prefix}-{worker.name}-{slot}",
                             handle=job.handle,
                             missing=job.missing,
+                            concurrency=worker.concurrency(settings),
                         )
                     )
         self._tasks: list[asyncio.Task[None]] = []

@@ -204,6 +204,15 @@ class Queue(Channel[QueueOutcome]):
                 for message in messages
             ]
 
+    async def ack_each(self, settled: Sequence[tuple[str, str]]) -> list[str | None]:
+        """Acknowledge (id, receipt) pairs in one step; answer None for each that took, else
+        why not (the queue worker's batched acks)."""
+        outcomes = await self.ack_many(settled)
+        return [
+            None if (make := SETTLE_ERRORS.get(outcome)) is None else make(message_id).message
+            for (message_id, _receipt), outcome in zip(settled, outcomes, strict=True)
+        ]
+
     async def ack_batch(self, entries: Sequence[SettleEntry]) -> list[EntryResult]:
         """Acknowledge deliveries in one step, answering a result per delivery."""
         ids = [entry.id for entry in entries]

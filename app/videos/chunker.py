@@ -28,4 +28,5 @@ CHUNKER = QueueWorkerSpec(
     name="chunker",
     job=chunking_job,
     count=lambda settings: settings.videos.chunking_workers,
+    concurrency=lambda settings: settings.videos.chunking_concurrency,
 )

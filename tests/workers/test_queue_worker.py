@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
 from app.config import MessagingSettings
 from app.local_cluster import LocalCluster
 from app.messaging import Broker, Delivery, MessagePublish, QueueCreate
+from app.messaging.queues import Queue
 from app.redis import open_store
 from tests.conftest import eventually, make_settings
 from workers.queue_worker import QueueWorker
@@ -74,3 +75,80 @@ async def test_a_failing_handler_is_retried_then_dead_lettered(broker: Broker) -
     assert worker.stats.failed == 2
     (letter,), _ = await queue.dead_letters()
     assert letter.reason == "nacked on delivery 2 of 2"
+
+
+class CountingAcks:
+    """The queue, with its ack_each calls and their sizes counted."""
+
+    def __init__(self, queue: Queue) -> None:
+        self.queue = queue
+        self.name = queue.name
+        self.receive = queue.receive
+        self.ack = queue.ack
+        self.nack = queue.nack
+        self.extend = queue.extend
+        self.ack_calls: list[int] = []
+
+    async def ack_each(self, settled: Sequence[tuple[str, str]]) -> list[str | None]:
+        self.ack_calls.append(len(settled))
+        return await self.queue.ack_each(settled)
+
+
+async def test_a_worker_handles_up_to_its_concurrency_at_once_and_acks_in_batches(
+    broker: Broker,
+) -> None:
+    queue = broker.queue("work")
+    await queue.create(QueueCreate(visibility_timeout_s=1.0))
+    await queue.publish_many([MessagePublish(body=n) for n in range(40)])
+    counting = CountingAcks(queue)
+    running: set[int] = set()
+    most = 0
+    runs: Counter[int] = Counter()
+
+    async def slow(delivery: Delivery) -> None:
+        nonlocal most
+        running.add(delivery.body)
+        most = max(most, len(running))
+        runs[delivery.body] += 1
+        await asyncio.sleep(1.5)  # longer than the visibility timeout: leases are extended
+        running.discard(delivery.body)
+
+    worker = QueueWorker(
+        queue=counting, consumer="w", handle=slow, concurrency=8, lease_s=1.0, extend_every_s=0.25
+    )
+    task = asyncio.create_task(worker.run())
+
+    async def all_done() -> bool:
+        return worker.stats.handled == 40
+
+    started = asyncio.get_running_loop().time()
+    await eventually(all_done, within_s=30, what="forty messages handled")
+    elapsed = asyncio.get_running_loop().time() - started
+    worker.stop()
+    await task
+    assert most == 8, "the worker handles up to its concurrency at once, never more"
+    assert runs == dict.fromkeys(range(40), 1)
+    assert elapsed < 40 * 1.5 / 4, "handled concurrently"
+    assert sum(counting.ack_calls) == 40
+    assert len(counting.ack_calls) < 40, counting.ack_calls  # acknowledged in batches
+    assert (await queue.counts()).in_flight == 0
+
+
+async def test_stopping_finishes_the_messages_held_and_acknowledges_them(broker: Broker) -> None:
+    queue = broker.queue("work")
+    await queue.create(QueueCreate())
+    await queue.publish_many([MessagePublish(body=n) for n in range(5)])
+    started = asyncio.Event()
+
+    async def slow(_delivery: Delivery) -> None:
+        started.set()
+        await asyncio.sleep(0.5)
+
+    worker = QueueWorker(queue=queue, consumer="w", handle=slow, concurrency=5)
+    task = asyncio.create_task(worker.run())
+    await started.wait()
+    worker.stop()
+    await task
+    assert worker.stats.handled == 5
+    counts = await queue.counts()
+    assert (counts.ready, counts.in_flight) == (0, 0)
