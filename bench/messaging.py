@@ -10,7 +10,9 @@ and one process, for each kind of channel:
 - does the same with the bare Redis commands the channel is built on, through the same client,
   with the same batching and concurrency: the ceiling (RPUSH/LPOP for a fifo queue,
   ZADD/ZPOPMIN for a priority queue, XADD pipelined + XREADGROUP/XACK for a topic);
-- publishes and consumes one message per call through the API, for contrast.
+- publishes and consumes one message per call through the API, for contrast;
+- drains a fifo queue's backlog with the queue worker (``workers/queue_worker.py``) and a no-op
+  handler, at concurrency 1, 16 and 100 (its "published" column is 0: it only consumes).
 
 ``--appendfsync everysec`` measures the same with the AOF flushed once a second (MemoryDB's
 durability comes from its transaction log, not from local fsyncs).
@@ -42,6 +44,7 @@ from app.local_cluster import ClusterSpec, LocalCluster, port_free  # noqa: E402
 from app.messaging import Broker  # noqa: E402
 from app.messaging.schemas import MessagePublish, QueueCreate, TopicCreate, TopicPublish  # noqa: E402
 from app.redis import RedisStore, open_store  # noqa: E402
+from workers.queue_worker import QueueWorker  # noqa: E402
 
 HOST = "127.0.0.1"
 
@@ -203,6 +206,26 @@ class Bench:
         consumed = await until_drained(self.args.tasks, pop)
         self.record("topic", f"ceiling: XADD/XREADGROUP+XACK x{batch}", published, consumed)
 
+    async def worker(self, concurrency: int, messages: int) -> None:
+        """The queue worker (workers/queue_worker.py) draining a backlog with a no-op handler."""
+        queue = self.broker.queue(f"bench-worker-{concurrency}")
+        await queue.create(QueueCreate(kind="fifo", visibility_timeout_s=300))
+        for start in range(0, messages, 500):
+            await queue.publish_many([MessagePublish(body=self.body)] * min(500, messages - start))
+
+        async def noop(_delivery: object) -> None:
+            return None
+
+        worker = QueueWorker(queue=queue, consumer="bench", handle=noop, concurrency=concurrency)
+        started = time.perf_counter()
+        task = asyncio.create_task(worker.run())
+        while worker.stats.handled < messages:  # noqa: ASYNC110 - polls a counter
+            await asyncio.sleep(0.01)
+        rate = messages / (time.perf_counter() - started)
+        worker.stop()
+        await task
+        self.record("fifo queue", f"queue worker, no-op, concurrency {concurrency}", 0, rate)
+
 
 def redis_benchmark(port: int, batch: int) -> list[str]:
     binary = shutil.which("redis-benchmark")
@@ -269,6 +292,8 @@ async def measure(args: argparse.Namespace, store: RedisStore, cluster: LocalClu
     await bench.topic(batch, f"API, batches of {batch}")
     await bench.raw_stream(batch)
     await bench.topic(1, "API, one message per call")
+    for concurrency in (1, 16, 100):
+        await bench.worker(concurrency, 2_000 if concurrency == 1 else 20_000)
     print("ratios (API batched / ceiling), published and consumed:")
     rows = {(channel, how): (p, c) for channel, how, p, c in bench.rows}
     for channel in ("fifo queue", "priority queue", "topic"):
