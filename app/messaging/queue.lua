@@ -62,6 +62,47 @@ local function traced(id)
   return redis.call('HEXISTS', traces_key, id) == 1
 end
 
+-- Batches: a step that touches many messages reads and writes each hash, list or sorted set
+-- once for all of them (HMGET, multi-field HSET, multi-member ZADD...) rather than once per
+-- message. ``call_many`` runs ``command key args...`` in calls of at most CHUNK arguments (Lua's
+-- unpack has a limit), and gathers the replies of those that answer lists.
+local CHUNK = 4000
+
+local function call_many(command, key, args)
+  local replies = {}
+  for start = 1, #args, CHUNK do
+    local reply = redis.call(command, key, unpack(args, start, math.min(start + CHUNK - 1, #args)))
+    if type(reply) == 'table' then
+      for _, value in ipairs(reply) do
+        replies[#replies + 1] = value
+      end
+    end
+  end
+  return replies
+end
+
+-- One event of a trace, as its line.
+local function trace_line(event, fields)
+  fields.event = event
+  fields.at = NOW
+  fields.queue = queue
+  return cjson.encode(fields)
+end
+
+-- Append lines[i] to the trace of ids[i], for every i: one HMGET, one HSET.
+local function trace_many(ids, lines)
+  if #ids == 0 then
+    return
+  end
+  local old = call_many('HMGET', traces_key, ids)
+  local args = {}
+  for i, id in ipairs(ids) do
+    args[#args + 1] = id
+    args[#args + 1] = old[i] and (old[i] .. '\n' .. lines[i]) or lines[i]
+  end
+  call_many('HSET', traces_key, args)
+end
+
 -- Whether the trace holds ``event`` carrying this receipt: the step already ran, and this call
 -- is a re-send of it. (A trace is short: a few events per delivery, at most 100 deliveries.)
 local function already(id, event, receipt)
@@ -232,9 +273,17 @@ if op == 'publish' then
   -- update per call, not per message.
   local seq = tonumber(redis.call('HGET', config_key, 'seq') or '0')
   local first_seq = seq
+  -- Which of these messages this call published already (a re-send: their trace exists).
+  local ids = {}
   for i = 6, #ARGV, 6 do
-    local id, body, priority, delay, dedupe, marker_index = ARGV[i], ARGV[i + 1],
-      tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), ARGV[i + 4], tonumber(ARGV[i + 5])
+    ids[#ids + 1] = ARGV[i]
+  end
+  local seen = call_many('HMGET', traces_key, ids)
+  local bodies, metas, traces, ready, delayed = {}, {}, {}, {}, {}
+  for k, id in ipairs(ids) do
+    local i = 6 + (k - 1) * 6
+    local body, priority, delay, dedupe, marker_index = ARGV[i + 1], tonumber(ARGV[i + 2]),
+      tonumber(ARGV[i + 3]), ARGV[i + 4], tonumber(ARGV[i + 5])
     local first = nil
     if marker_index > 0 then
       local marker = KEYS[marker_index]
@@ -245,7 +294,7 @@ if op == 'publish' then
     end
     if first and first ~= id then
       out[#out + 1] = { first, 0 }
-    elseif traced(id) then
+    elseif seen[k] then
       -- A re-sent call (redis-py after a lost reply): this call published the message.
       out[#out + 1] = { id, 1 }
     else
@@ -253,18 +302,36 @@ if op == 'publish' then
       local m = { p = priority, o = string.format('%016d', seq), a = 0, t = NOW, d = dedupe,
         s = 'ready' }
       local fields = { priority = priority }
-      redis.call('HSET', bodies_key, id, body)
+      bodies[#bodies + 1] = id
+      bodies[#bodies + 1] = body
       if delay > 0 then
         fields.delay_ms = delay
         m.s, m.v = 'delayed', NOW + delay
-        redis.call('ZADD', delayed_key, NOW + delay, id)
+        delayed[#delayed + 1] = NOW + delay
+        delayed[#delayed + 1] = id
+      elseif cfg.kind == 'fifo' then
+        ready[#ready + 1] = id
       else
-        push_ready(cfg, id, false, m)
+        ready[#ready + 1] = -m.p
+        ready[#ready + 1] = m.o .. ':' .. id
       end
-      save(id, m)
-      trace(id, 'published', fields)
+      metas[#metas + 1] = id
+      metas[#metas + 1] = cjson.encode(m)
+      traces[#traces + 1] = id
+      traces[#traces + 1] = trace_line('published', fields)
       out[#out + 1] = { id, 1 }
     end
+  end
+  if #bodies > 0 then
+    call_many('HSET', bodies_key, bodies)
+    call_many('HSET', meta_key, metas)
+    call_many('HSET', traces_key, traces)
+  end
+  if #ready > 0 then
+    call_many(cfg.kind == 'fifo' and 'RPUSH' or 'ZADD', ready_key, ready)
+  end
+  if #delayed > 0 then
+    call_many('ZADD', delayed_key, delayed)
   end
   if seq ~= first_seq then
     redis.call('HSET', config_key, 'seq', seq)
@@ -295,24 +362,34 @@ if op == 'receive' then
     return { 1, out, swept() }
   end
   housekeep(cfg, limit)
-  local ids = {}
   local lease_until = NOW + cfg.visibility
-  for _, id in ipairs(pop_ready(cfg, max)) do
-    local m = load(id)
-    if m then
-      m.a = m.a + 1
-      -- Unguessable (the nonce is random per call) and different for every message.
-      m.r = nonce .. '.' .. (#ids + 1)
-      m.s, m.c, m.l = 'inflight', consumer, lease_until
-      save(id, m)
-      redis.call('ZADD', inflight_key, lease_until, id)
-      trace(id, 'delivered', { consumer = consumer, attempt = m.a })
-      out[#out + 1] = leased(id, m)
-      ids[#ids + 1] = id
+  local popped = pop_ready(cfg, max)
+  if #popped > 0 then
+    local metas = call_many('HMGET', meta_key, popped)
+    local bodies = call_many('HMGET', bodies_key, popped)
+    local ids, saved, leases, lines = {}, {}, {}, {}
+    for i, id in ipairs(popped) do
+      if metas[i] then
+        local m = cjson.decode(metas[i])
+        m.a = m.a + 1
+        -- Unguessable (the nonce is random per call) and different for every message.
+        m.r = nonce .. '.' .. (#ids + 1)
+        m.s, m.c, m.l = 'inflight', consumer, lease_until
+        ids[#ids + 1] = id
+        saved[#saved + 1] = id
+        saved[#saved + 1] = cjson.encode(m)
+        leases[#leases + 1] = lease_until
+        leases[#leases + 1] = id
+        lines[#lines + 1] = trace_line('delivered', { consumer = consumer, attempt = m.a })
+        out[#out + 1] = { id, bodies[i], m.a, m.r, m.p, ms(m.t), ms(m.l) }
+      end
     end
-  end
-  if #ids > 0 then
-    redis.call('SET', marker, cjson.encode(ids), 'PX', cfg.visibility)
+    if #ids > 0 then
+      call_many('HSET', meta_key, saved)
+      call_many('ZADD', inflight_key, leases)
+      trace_many(ids, lines)
+      redis.call('SET', marker, cjson.encode(ids), 'PX', cfg.visibility)
+    end
   end
   return { 1, out, swept() }
 end
@@ -339,20 +416,46 @@ if op == 'ack' then
   -- status per pair: 1 acknowledged, 0 already acknowledged with this receipt, NOT_FOUND,
   -- WRONG_RECEIPT.
   local out = {}
-  local finished = 0
+  local ids, receipts = {}, {}
   for i = 5, #ARGV, 2 do
-    local id, receipt = ARGV[i], ARGV[i + 1]
-    local m, status = check_lease(id, receipt, 'acked')
-    if m then
-      redis.call('ZREM', inflight_key, id)
-      redis.call('HDEL', meta_key, id)
-      redis.call('HDEL', bodies_key, id)
-      trace(id, 'acked', { consumer = m.c, attempt = m.a, r = receipt })
-      redis.call('ZADD', expiry_key, NOW + retention * 1000, id)
-      finished = finished + 1
-      status = 1
+    ids[#ids + 1] = ARGV[i]
+    receipts[#receipts + 1] = ARGV[i + 1]
+  end
+  local metas = call_many('HMGET', meta_key, ids)
+  -- The messages this call acknowledged, by id: the receipt it took (a pair repeated in the
+  -- call answers as a repeated ack).
+  local acked = {}
+  local done, lines, expiries = {}, {}, {}
+  for k, id in ipairs(ids) do
+    local receipt, status = receipts[k], nil
+    if acked[id] then
+      status = acked[id] == receipt and 0 or WRONG_RECEIPT
+    else
+      local m = metas[k] and cjson.decode(metas[k])
+      if m and m.s == 'inflight' and m.r == receipt then
+        acked[id] = receipt
+        done[#done + 1] = id
+        lines[#lines + 1] = trace_line('acked', { consumer = m.c, attempt = m.a, r = receipt })
+        expiries[#expiries + 1] = NOW + retention * 1000
+        expiries[#expiries + 1] = id
+        status = 1
+      elseif already(id, 'acked', receipt) then
+        status = 0
+      elseif not m and not traced(id) then
+        status = NOT_FOUND
+      else
+        status = WRONG_RECEIPT
+      end
     end
     out[#out + 1] = status
+  end
+  local finished = #done
+  if finished > 0 then
+    call_many('ZREM', inflight_key, done)
+    call_many('HDEL', meta_key, done)
+    call_many('HDEL', bodies_key, done)
+    trace_many(done, lines)
+    call_many('ZADD', expiry_key, expiries)
   end
   -- At least as many as this call finished, so the sweeping keeps up with the acks.
   sweep(tonumber(ARGV[4]) + finished)
