@@ -288,6 +288,13 @@ async def test_the_queue_worker_path_counts_too(settings: Settings) -> None:
             return bool(answer.json()["status"] == "chunked")
 
         await eventually(chunked, what="the chunker to finish the video")
+
+        async def acknowledged() -> bool:
+            # The worker acknowledges in batches, just after the handler marks the video.
+            counts = (await http.get("/queues/video-chunking")).json()["counts"]
+            return bool(counts["in_flight"] == 0)
+
+        await eventually(acknowledged, what="the chunker to acknowledge the job")
         after = await scrape(http)
     labels = {"queue": "video-chunking"}
     assert delta(after, before, QUEUE_EVENTS, **labels, event="published") == 1
