@@ -46,6 +46,44 @@ local function traced(id)
   return redis.call('HEXISTS', traces_key, id) == 1
 end
 
+-- Batches, as in queue.lua: ``call_many`` runs ``command key args...`` in calls of at most
+-- CHUNK arguments and gathers the replies of those that answer lists.
+local CHUNK = 4000
+
+local function call_many(command, key, args)
+  local replies = {}
+  for start = 1, #args, CHUNK do
+    local reply = redis.call(command, key, unpack(args, start, math.min(start + CHUNK - 1, #args)))
+    if type(reply) == 'table' then
+      for _, value in ipairs(reply) do
+        replies[#replies + 1] = value
+      end
+    end
+  end
+  return replies
+end
+
+local function trace_line(event, fields)
+  fields.event = event
+  fields.at = NOW
+  fields.topic = topic
+  return cjson.encode(fields)
+end
+
+-- Append lines[i] to the trace of ids[i], for every i: one HMGET, one HSET.
+local function trace_many(ids, lines)
+  if #ids == 0 then
+    return
+  end
+  local old = call_many('HMGET', traces_key, ids)
+  local args = {}
+  for i, id in ipairs(ids) do
+    args[#args + 1] = id
+    args[#args + 1] = old[i] and (old[i] .. '\n' .. lines[i]) or lines[i]
+  end
+  call_many('HSET', traces_key, args)
+end
+
 local function already(id, event, group, receipt)
   local raw = redis.call('HGET', traces_key, id)
   if not raw then
@@ -105,14 +143,17 @@ local function groups()
   return groups_cache
 end
 
--- Whether an entry still waits for some group: pending there, or not yet delivered to it.
-local function awaited(entry_id)
+-- Whether an entry still waits for some group: pending there, or not yet delivered to it
+-- (``done_group``, one that has just acknowledged it, is not asked).
+local function awaited(entry_id, done_group)
   for _, group in ipairs(groups()) do
-    if id_less(group['last-delivered-id'], entry_id) then
-      return true
-    end
-    if #redis.call('XPENDING', stream_key, group.name, entry_id, entry_id, 1) > 0 then
-      return true
+    if group.name ~= done_group then
+      if id_less(group['last-delivered-id'], entry_id) then
+        return true
+      end
+      if #redis.call('XPENDING', stream_key, group.name, entry_id, entry_id, 1) > 0 then
+        return true
+      end
     end
   end
   return false
@@ -203,8 +244,17 @@ if op == 'publish' then
   -- re-sent call, redis-py's after a lost reply, finds its own message and answers the same).
   local window = ARGV[4]
   local out = {}
+  local ids = {}
   for i = 6, #ARGV, 4 do
-    local id, body, marker_index = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 3])
+    ids[#ids + 1] = ARGV[i]
+  end
+  -- Which of these this call published already (a re-send: their trace exists).
+  local seen = call_many('HMGET', traces_key, ids)
+  local traces, expiring = {}, {}
+  local no_group = #groups() == 0
+  for k, id in ipairs(ids) do
+    local i = 6 + (k - 1) * 4
+    local body, marker_index = ARGV[i + 1], tonumber(ARGV[i + 3])
     local first = nil
     if marker_index > 0 then
       local marker = KEYS[marker_index]
@@ -215,20 +265,24 @@ if op == 'publish' then
     end
     if first and first ~= id then
       out[#out + 1] = { first, 0 }
-    elseif traced(id) then
+    elseif seen[k] then
       out[#out + 1] = { id, 1 }
     else
       local entry = redis.call('XADD', stream_key, '*', 'id', id, 'body', body,
         'published_at', ms(NOW))
-      trace(id, 'published', { entry = entry })
-      if #groups() == 0 then
+      traces[#traces + 1] = id
+      traces[#traces + 1] = trace_line('published', { entry = entry })
+      if no_group then
         -- No group to wait for: the entry stays (a group created later from the earliest
         -- gets it), but the trace ages out.
-        expire_trace(id)
+        expiring[#expiring + 1] = NOW + retention * 1000
+        expiring[#expiring + 1] = id
       end
       out[#out + 1] = { id, 1 }
     end
   end
+  call_many('HSET', traces_key, traces)
+  call_many('ZADD', expiry_key, expiring)
   sweep(tonumber(ARGV[5]))
   return { 1, out }
 end
@@ -300,12 +354,16 @@ if op == 'receive' then
   local lease_until = NOW + cfg.visibility
   local ids = {}
   local released = false
+  -- What the deliveries write, written once for all of them at the end.
+  local leases, ends, lines = {}, {}, {}
   local function deliver(id, entry_id, fields, count)
     local receipt = nonce .. '.' .. (#out + 1)
-    redis.call('HSET', leases_key, id,
-      cjson.encode({ e = entry_id, r = receipt, c = consumer, n = count }))
-    redis.call('ZADD', ends_key, lease_until, id)
-    trace(id, 'delivered', { group = group, consumer = consumer, attempt = count })
+    leases[#leases + 1] = id
+    leases[#leases + 1] = cjson.encode({ e = entry_id, r = receipt, c = consumer, n = count })
+    ends[#ends + 1] = lease_until
+    ends[#ends + 1] = id
+    lines[#lines + 1] = trace_line('delivered', { group = group, consumer = consumer,
+      attempt = count })
     out[#out + 1] = { id, fields.body, count, receipt, fields.published_at, ms(lease_until) }
     ids[#ids + 1] = id
   end
@@ -347,6 +405,9 @@ if op == 'receive' then
     end
   end
   if #ids > 0 then
+    call_many('HSET', leases_key, leases)
+    call_many('ZADD', ends_key, ends)
+    trace_many(ids, lines)
     redis.call('SET', marker, cjson.encode(ids), 'PX', cfg.visibility)
   end
   if released then
@@ -374,19 +435,57 @@ if op == 'ack' then
   -- ARGV[5]: how many due traces to sweep besides; ARGV[6..]: id, receipt pairs; a status per
   -- pair, as for queues.
   local out = {}
-  local acked = 0
+  local ids, receipts = {}, {}
   for i = 6, #ARGV, 2 do
-    local id, receipt = ARGV[i], ARGV[i + 1]
-    local lease, status = check_lease(id, receipt, 'acked')
-    if lease then
-      trace(id, 'acked', { group = group, consumer = lease.c, attempt = lease.n, r = receipt })
-      release(id, lease.e)
-      acked = acked + 1
-      status = 1
+    ids[#ids + 1] = ARGV[i]
+    receipts[#receipts + 1] = ARGV[i + 1]
+  end
+  local raw_leases = call_many('HMGET', leases_key, ids)
+  -- The messages this call acknowledged, by id: the receipt it took (a pair repeated in the
+  -- call answers as a repeated ack).
+  local took = {}
+  local done, entries, lines = {}, {}, {}
+  for k, id in ipairs(ids) do
+    local receipt, status = receipts[k], nil
+    if took[id] then
+      status = took[id] == receipt and 0 or WRONG_RECEIPT
+    else
+      local lease = raw_leases[k] and cjson.decode(raw_leases[k])
+      if lease and not lease.k and lease.r == receipt then
+        took[id] = receipt
+        done[#done + 1] = id
+        entries[#entries + 1] = lease.e
+        lines[#lines + 1] = trace_line('acked', { group = group, consumer = lease.c,
+          attempt = lease.n, r = receipt })
+        status = 1
+      elseif already(id, 'acked', group, receipt) then
+        status = 0
+      elseif not lease and not traced(id) then
+        status = NOT_FOUND
+      else
+        status = WRONG_RECEIPT
+      end
     end
     out[#out + 1] = status
   end
+  local acked = #done
   if acked > 0 then
+    trace_many(done, lines)
+    -- As release() does, for all of them.
+    for start = 1, #entries, CHUNK do
+      redis.call('XACK', stream_key, group,
+        unpack(entries, start, math.min(start + CHUNK - 1, #entries)))
+    end
+    call_many('HDEL', leases_key, done)
+    call_many('ZREM', ends_key, done)
+    local expiring = {}
+    for k, id in ipairs(done) do
+      if not awaited(entries[k], group) then
+        expiring[#expiring + 1] = NOW + retention * 1000
+        expiring[#expiring + 1] = id
+      end
+    end
+    call_many('ZADD', expiry_key, expiring)
     trim()
   end
   sweep(tonumber(ARGV[5]) + acked)
