@@ -1,12 +1,31 @@
 """The project's base model and the shapes shared by every router."""
 
+from typing import Any, TypeVar
+
 from pydantic import BaseModel, ConfigDict, Field
+
+M = TypeVar("M", bound=BaseModel)
 
 
 class Schema(BaseModel):
     """Base of every request and response model: unknown fields are rejected."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+def trusted(model: type[M], values: dict[str, Any]) -> M:
+    """Return an instance of ``model`` holding ``values``: every field, each already of its type
+    (read from a script's answer), without validation.
+
+    What ``model.model_construct(**values)`` makes, at a third of its cost, for the paths that
+    build many (a receive's deliveries); ``model`` has no private attributes and no post-init.
+    """
+    instance = model.__new__(model)
+    object.__setattr__(instance, "__dict__", values)
+    object.__setattr__(instance, "__pydantic_fields_set__", set(values))
+    object.__setattr__(instance, "__pydantic_extra__", None)
+    object.__setattr__(instance, "__pydantic_private__", None)
+    return instance
 
 
 class Message(Schema):

@@ -68,6 +68,20 @@ SHEBANG = "#!lua"
 NO_WRITES = "no-writes"
 
 
+def script_source(path: Path, *helpers: Path) -> str:
+    """Return the text of the script in ``path`` with the ``helpers`` files in front of it (Redis
+    runs one text per script; shared Lua functions are put together here). A ``#!lua`` line stays
+    first: Redis reads a script's flags from its first line only."""
+    source = path.read_text()
+    if not helpers:
+        return source
+    shebang = ""
+    if source.startswith(SHEBANG):
+        first, _, source = source.partition("\n")
+        shebang = first + "\n"
+    return shebang + "".join(helper.read_text() for helper in helpers) + source
+
+
 def script_flags(source: str) -> frozenset[str]:
     """Return the flags a script declares on its first line (``#!lua flags=a,b``)."""
     first = source.split("\n", 1)[0]
@@ -168,8 +182,9 @@ class LuaScript:
         object.__setattr__(self, "read_only", NO_WRITES in script_flags(self.source))
 
     @classmethod
-    def load(cls, path: Path) -> LuaScript:
-        return cls(path.read_text())
+    def load(cls, path: Path, *helpers: Path) -> LuaScript:
+        """The script in ``path``, after the ``helpers`` files it uses (see ``script_source``)."""
+        return cls(script_source(path, *helpers))
 
     async def __call__(
         self,

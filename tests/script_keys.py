@@ -77,8 +77,10 @@ def with_prelude(source: str) -> str:
     return PRELUDE + source
 
 
-def _load_checked(cls: type[scripting.LuaScript], path: Path) -> scripting.LuaScript:
-    return cls(with_prelude(path.read_text()))
+def _load_checked(
+    cls: type[scripting.LuaScript], path: Path, *helpers: Path
+) -> scripting.LuaScript:
+    return cls(with_prelude(scripting.script_source(path, *helpers)))
 
 
 scripting.LuaScript.load = classmethod(_load_checked)  # type: ignore[method-assign,assignment]

@@ -12,7 +12,9 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import IntEnum
+from pathlib import Path
 from typing import Generic, TypeAlias, TypeVar
 
 from app.config import MessagingSettings
@@ -20,7 +22,7 @@ from app.errors import AppError
 from app.messaging import keys
 from app.messaging.exceptions import MessageNotFound, WrongReceipt
 from app.messaging.metrics import ChannelCounters
-from app.messaging.schemas import EntryResult, Published
+from app.messaging.schemas import EntryResult, Published, from_ms
 from app.records.ids import new_ulid
 from app.redis import RedisStore
 from app.scripting import (
@@ -36,6 +38,8 @@ from app.scripting import (
     raise_for,
 )
 
+# The Lua both channel scripts begin with (a script runs as one text: LuaScript.load joins them).
+CHANNEL_LUA = Path(__file__).with_name("channel.lua")
 # Messages per publish step: bounds one script's run time and argument list.
 PUBLISH_BATCH = 500
 
@@ -105,9 +109,39 @@ def published_result(published: Published) -> EntryResult:
     )
 
 
+_SETTLEMENTS = {int(outcome): outcome for outcome in Settlement}
+
+
 def settlements(reply: Reply) -> list[Settlement]:
     """Return the per-message outcomes a settling step answers."""
-    return [outcome_of(Settlement, status) for status in as_list(reply)]
+    statuses = as_list(reply)
+    try:
+        # The usual answer, read at the cost of a lookup per message.
+        return [_SETTLEMENTS[status] for status in statuses]  # type: ignore[index]
+    except (KeyError, TypeError):
+        return [outcome_of(Settlement, status) for status in statuses]
+
+
+def rows(reply: Reply, width: int) -> list[list[Reply]]:
+    """Return a list answered as rows of ``width`` values in a row (a receive's deliveries)."""
+    values = as_list(reply)
+    if len(values) % width:
+        raise ScriptContractError(f"expected rows of {width} values, got {len(values)} values")
+    return [values[start : start + width] for start in range(0, len(values), width)]
+
+
+def timestamps() -> Callable[[Reply], datetime]:
+    """Return a reader of a step's server timestamps (ms) as datetimes that converts each value
+    once: the deliveries of a receive share their lease end, and often their publish time."""
+    seen: dict[Reply, datetime] = {}
+
+    def read(reply: Reply) -> datetime:
+        found = seen.get(reply)
+        if found is None:
+            found = seen[reply] = from_ms(as_int(reply))
+        return found
+
+    return read
 
 
 def milliseconds(seconds: float) -> str:

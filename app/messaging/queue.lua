@@ -7,15 +7,11 @@
 --   expiry (sorted set: message id -> when its trace goes, ms), then the step's markers
 --   (de-duplication, receive, redrive), which the caller names.
 -- ARGV[2..3]: the queue's name, the trace retention (s); the step's own arguments follow.
--- Time is the server's (TIME), read once per call, so leases and delays do not depend on the
--- clocks of the API processes.
-local config_key, ready_key, delayed_key, inflight_key, dead_key, bodies_key, meta_key,
-  traces_key, expiry_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7],
-  KEYS[8], KEYS[9]
+-- channel.lua comes first (NOW, call_many, state records, traces).
+local config_key, ready_key, delayed_key, inflight_key, dead_key, bodies_key, meta_key =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
 local op, queue, retention = ARGV[1], ARGV[2], tonumber(ARGV[3])
-
-local clock = redis.call('TIME')
-local NOW = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+use_traces(KEYS[8], KEYS[9], 'queue', queue)
 
 local NOT_FOUND, WRONG_RECEIPT, CONFLICT, PRIORITY_ON_FIFO = -1, -2, -3, -4
 
@@ -31,100 +27,31 @@ local function ms(number)
   return string.format('%.0f', number)
 end
 
--- A message's state: p priority, o publish order, a attempts, t published at, d dedupe id,
--- s state (ready, delayed, inflight, dead), r receipt, c consumer, l lease until, v visible at,
--- why and x (the reason and time it was dead-lettered).
+-- A message's state (a record of channel.lua), in this order: p priority, o publish order,
+-- a attempts, t published at, d dedupe id, s state (ready, delayed, inflight, dead), r receipt,
+-- c consumer, l lease until, v visible at, why and x (the reason and time it was
+-- dead-lettered). The busy steps read and write the values; the others use a table (m.a...).
+local function decode(raw)
+  if is_json(raw) then
+    local m = cjson.decode(raw)
+    return m.p, m.o, m.a, m.t, m.d, m.s, m.r, m.c, m.l, m.v, m.why, m.x
+  end
+  return cmsgpack.unpack(raw)
+end
+
 local function load(id)
   local raw = redis.call('HGET', meta_key, id)
   if not raw then
     return nil
   end
-  return cjson.decode(raw)
+  local m = {}
+  m.p, m.o, m.a, m.t, m.d, m.s, m.r, m.c, m.l, m.v, m.why, m.x = decode(raw)
+  return m
 end
 
 local function save(id, m)
-  redis.call('HSET', meta_key, id, cjson.encode(m))
-end
-
--- A message's trace: its events, one JSON object per line. It lives as long as its message,
--- then ``retention`` seconds from its ack (the only step that removes a message): the trace
--- expiry set says when, and steps that finish traces sweep the due ones (``sweep``).
-local function trace(id, event, fields)
-  fields.event = event
-  fields.at = NOW
-  fields.queue = queue
-  local line = cjson.encode(fields)
-  local old = redis.call('HGET', traces_key, id)
-  redis.call('HSET', traces_key, id, old and (old .. '\n' .. line) or line)
-end
-
-local function traced(id)
-  return redis.call('HEXISTS', traces_key, id) == 1
-end
-
--- Batches: a step that touches many messages reads and writes each hash, list or sorted set
--- once for all of them (HMGET, multi-field HSET, multi-member ZADD...) rather than once per
--- message. ``call_many`` runs ``command key args...`` in calls of at most CHUNK arguments (Lua's
--- unpack has a limit), and gathers the replies of those that answer lists.
-local CHUNK = 4000
-
-local function call_many(command, key, args)
-  local replies = {}
-  for start = 1, #args, CHUNK do
-    local reply = redis.call(command, key, unpack(args, start, math.min(start + CHUNK - 1, #args)))
-    if type(reply) == 'table' then
-      for _, value in ipairs(reply) do
-        replies[#replies + 1] = value
-      end
-    end
-  end
-  return replies
-end
-
--- One event of a trace, as its line.
-local function trace_line(event, fields)
-  fields.event = event
-  fields.at = NOW
-  fields.queue = queue
-  return cjson.encode(fields)
-end
-
--- Append lines[i] to the trace of ids[i], for every i: one HMGET, one HSET.
-local function trace_many(ids, lines)
-  if #ids == 0 then
-    return
-  end
-  local old = call_many('HMGET', traces_key, ids)
-  local args = {}
-  for i, id in ipairs(ids) do
-    args[#args + 1] = id
-    args[#args + 1] = old[i] and (old[i] .. '\n' .. lines[i]) or lines[i]
-  end
-  call_many('HSET', traces_key, args)
-end
-
--- Whether the trace holds ``event`` carrying this receipt: the step already ran, and this call
--- is a re-send of it. (A trace is short: a few events per delivery, at most 100 deliveries.)
-local function already(id, event, receipt)
-  local raw = redis.call('HGET', traces_key, id)
-  if not raw then
-    return false
-  end
-  for line in string.gmatch(raw, '[^\n]+') do
-    local seen = cjson.decode(line)
-    if seen.event == event and seen.r == receipt then
-      return true
-    end
-  end
-  return false
-end
-
-local function sweep(limit)
-  local due = redis.call('ZRANGEBYSCORE', expiry_key, '-inf', NOW, 'LIMIT', 0, limit)
-  if #due > 0 then
-    redis.call('HDEL', traces_key, unpack(due))
-    redis.call('ZREM', expiry_key, unpack(due))
-  end
+  redis.call('HSET', meta_key, id,
+    cmsgpack.pack(m.p, m.o, m.a, m.t, m.d, m.s, m.r, m.c, m.l, m.v, m.why, m.x))
 end
 
 local function load_config()
@@ -178,7 +105,7 @@ local function dead_letter(id, m, reason)
   m.s, m.why, m.x = 'dead', reason, NOW
   save(id, m)
   redis.call('RPUSH', dead_key, id)
-  trace(id, 'dead-lettered', { reason = reason })
+  trace(id, 'dead-lettered', 'reason', reason)
   dead_count = dead_count + 1
 end
 
@@ -211,7 +138,7 @@ local function housekeep(cfg, limit)
     redis.call('ZREM', inflight_key, id)
     local m = load(id)
     if m then
-      trace(id, 'expired', { consumer = m.c, attempt = m.a })
+      trace(id, 'expired', 'consumer', m.c, 'attempt', m.a)
       expired_count = expired_count + 1
       release(cfg, id, m, 0, 'lease expired')
     end
@@ -299,26 +226,28 @@ if op == 'publish' then
       out[#out + 1] = { id, 1 }
     else
       seq = seq + 1
-      local m = { p = priority, o = string.format('%016d', seq), a = 0, t = NOW, d = dedupe,
-        s = 'ready' }
-      local fields = { priority = priority }
+      local order = string.format('%016d', seq)
       bodies[#bodies + 1] = id
       bodies[#bodies + 1] = body
-      if delay > 0 then
-        fields.delay_ms = delay
-        m.s, m.v = 'delayed', NOW + delay
-        delayed[#delayed + 1] = NOW + delay
-        delayed[#delayed + 1] = id
-      elseif cfg.kind == 'fifo' then
-        ready[#ready + 1] = id
-      else
-        ready[#ready + 1] = -m.p
-        ready[#ready + 1] = m.o .. ':' .. id
-      end
+      local line = '{"event":"published' .. TRACE_HEAD .. ',"priority":' .. ARGV[i + 2]
       metas[#metas + 1] = id
-      metas[#metas + 1] = cjson.encode(m)
+      if delay > 0 then
+        delayed[#delayed + 1] = int(NOW + delay)
+        delayed[#delayed + 1] = id
+        metas[#metas + 1] = cmsgpack.pack(priority, order, 0, NOW, dedupe, 'delayed', nil, nil,
+          nil, NOW + delay)
+        line = line .. ',"delay_ms":' .. ARGV[i + 3]
+      else
+        if cfg.kind == 'fifo' then
+          ready[#ready + 1] = id
+        else
+          ready[#ready + 1] = ARGV[i + 2] == '0' and '0' or '-' .. ARGV[i + 2]
+          ready[#ready + 1] = order .. ':' .. id
+        end
+        metas[#metas + 1] = cmsgpack.pack(priority, order, 0, NOW, dedupe, 'ready')
+      end
       traces[#traces + 1] = id
-      traces[#traces + 1] = trace_line('published', fields)
+      traces[#traces + 1] = line .. '}'
       out[#out + 1] = { id, 1 }
     end
   end
@@ -340,23 +269,22 @@ if op == 'publish' then
   return { 1, out }
 end
 
-local function leased(id, m)
-  return { id, redis.call('HGET', bodies_key, id), m.a, m.r, m.p, ms(m.t), ms(m.l) }
-end
+
 
 if op == 'receive' then
   -- ARGV[4..7]: consumer, how many at most, this call's nonce, housekeeping limit. KEYS[10]:
-  -- this call's receive marker (the ids it leased, for a re-send).
+  -- this call's receive marker (the ids it leased, for a re-send). Answers the deliveries in a
+  -- row, seven values each: id, body, attempt, receipt, priority, published at, lease end.
   local consumer, max, nonce, limit = ARGV[4], tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
   local marker = KEYS[10]
   local out = {}
   local previous = redis.call('GET', marker)
   if previous then
     -- A re-sent call: answer the messages the first one leased, while those leases hold.
-    for _, id in ipairs(cjson.decode(previous)) do
+    for _, id in ipairs(marked_ids(previous)) do
       local m = load(id)
       if m and m.r and string.sub(m.r, 1, #nonce + 1) == nonce .. '.' then
-        out[#out + 1] = leased(id, m)
+        append(out, id, redis.call('HGET', bodies_key, id), m.a, m.r, m.p, m.t, m.l)
       end
     end
     return { 1, out, swept() }
@@ -367,28 +295,29 @@ if op == 'receive' then
   if #popped > 0 then
     local metas = call_many('HMGET', meta_key, popped)
     local bodies = call_many('HMGET', bodies_key, popped)
+    local lease_text = int(lease_until)
     local ids, saved, leases, lines = {}, {}, {}, {}
     for i, id in ipairs(popped) do
       if metas[i] then
-        local m = cjson.decode(metas[i])
-        m.a = m.a + 1
+        local priority, order, attempt, published_at, dedupe = decode(metas[i])
+        attempt = attempt + 1
         -- Unguessable (the nonce is random per call) and different for every message.
-        m.r = nonce .. '.' .. (#ids + 1)
-        m.s, m.c, m.l = 'inflight', consumer, lease_until
+        local receipt = nonce .. '.' .. int(#ids + 1)
         ids[#ids + 1] = id
         saved[#saved + 1] = id
-        saved[#saved + 1] = cjson.encode(m)
-        leases[#leases + 1] = lease_until
+        saved[#saved + 1] = cmsgpack.pack(priority, order, attempt, published_at, dedupe,
+          'inflight', receipt, consumer, lease_until)
+        leases[#leases + 1] = lease_text
         leases[#leases + 1] = id
-        lines[#lines + 1] = trace_line('delivered', { consumer = consumer, attempt = m.a })
-        out[#out + 1] = { id, bodies[i], m.a, m.r, m.p, ms(m.t), ms(m.l) }
+        lines[#lines + 1] = lease_line('delivered', consumer, attempt, nil)
+        append(out, id, bodies[i], attempt, receipt, priority, published_at, lease_until)
       end
     end
     if #ids > 0 then
       call_many('HSET', meta_key, saved)
       call_many('ZADD', inflight_key, leases)
       trace_many(ids, lines)
-      redis.call('SET', marker, cjson.encode(ids), 'PX', cfg.visibility)
+      redis.call('SET', marker, table.concat(ids, ' '), 'PX', cfg.visibility)
     end
   end
   return { 1, out, swept() }
@@ -402,7 +331,7 @@ local function check_lease(id, receipt, event)
   if m and m.s == 'inflight' and m.r == receipt then
     return m, nil
   end
-  if event and already(id, event, receipt) then
+  if event and already(id, event, receipt, nil) then
     return nil, 0
   end
   if not m and not traced(id) then
@@ -426,22 +355,27 @@ if op == 'ack' then
   -- call answers as a repeated ack).
   local acked = {}
   local done, lines, expiries = {}, {}, {}
+  local expires_text = int(NOW + retention * 1000)
   for k, id in ipairs(ids) do
     local receipt, status = receipts[k], nil
     if acked[id] then
       status = acked[id] == receipt and 0 or WRONG_RECEIPT
     else
-      local m = metas[k] and cjson.decode(metas[k])
-      if m and m.s == 'inflight' and m.r == receipt then
+      local attempt, state, held, consumer
+      if metas[k] then
+        local _
+        _, _, attempt, _, _, state, held, consumer = decode(metas[k])
+      end
+      if state == 'inflight' and held == receipt then
         acked[id] = receipt
         done[#done + 1] = id
-        lines[#lines + 1] = trace_line('acked', { consumer = m.c, attempt = m.a, r = receipt })
-        expiries[#expiries + 1] = NOW + retention * 1000
+        lines[#lines + 1] = lease_line('acked', consumer, attempt, receipt)
+        expiries[#expiries + 1] = expires_text
         expiries[#expiries + 1] = id
         status = 1
-      elseif already(id, 'acked', receipt) then
+      elseif already(id, 'acked', receipt, nil) then
         status = 0
-      elseif not m and not traced(id) then
+      elseif not metas[k] and not traced(id) then
         status = NOT_FOUND
       else
         status = WRONG_RECEIPT
@@ -455,7 +389,7 @@ if op == 'ack' then
     call_many('HDEL', meta_key, done)
     call_many('HDEL', bodies_key, done)
     trace_many(done, lines)
-    call_many('ZADD', expiry_key, expiries)
+    call_many('ZADD', trace_expiry_key, expiries)
   end
   -- At least as many as this call finished, so the sweeping keeps up with the acks.
   sweep(tonumber(ARGV[4]) + finished)
@@ -470,11 +404,8 @@ if op == 'nack' then
     return { 1, status, swept() }
   end
   redis.call('ZREM', inflight_key, id)
-  local fields = { consumer = m.c, attempt = m.a, r = receipt }
-  if delay > 0 then
-    fields.delay_ms = delay
-  end
-  trace(id, 'nacked', fields)
+  trace(id, 'nacked', 'consumer', m.c, 'attempt', m.a, 'r', receipt, 'delay_ms',
+    delay > 0 and delay or nil)
   release(cfg, id, m, delay, 'nacked')
   return { 1, 1, swept() }
 end
@@ -490,7 +421,7 @@ if op == 'extend' then
   redis.call('ZADD', inflight_key, lease_until, id)
   m.l = lease_until
   save(id, m)
-  trace(id, 'extended', { consumer = m.c, attempt = m.a, lease_until = lease_until })
+  trace(id, 'extended', 'consumer', m.c, 'attempt', m.a, 'lease_until', lease_until)
   return { 1, 1, ms(lease_until) }
 end
 
@@ -562,7 +493,7 @@ if op == 'redrive' then
     local m = load(id)
     if m then
       m.a, m.why, m.x = 0, nil, nil
-      trace(id, 'redriven', {})
+      trace(id, 'redriven')
       make_ready(cfg, id, m, false)
     end
   end

@@ -37,6 +37,7 @@ from pathlib import Path
 
 from app.messaging import keys
 from app.messaging.channel import (
+    CHANNEL_LUA,
     SETTLE_ERRORS,
     Channel,
     ChannelContext,
@@ -45,9 +46,11 @@ from app.messaging.channel import (
     failed,
     milliseconds,
     published_result,
+    rows,
     settle_each,
     settle_results,
     settlements,
+    timestamps,
 )
 from app.messaging.exceptions import PriorityOnFifoQueue, QueueKindConflict, QueueNotFound
 from app.messaging.metrics import QueueEvent
@@ -67,6 +70,7 @@ from app.messaging.schemas import (
 )
 from app.records.codec import compact_json
 from app.records.ids import parse_ulid
+from app.schemas import trusted
 from app.scripting import (
     LuaScript,
     Reply,
@@ -80,7 +84,7 @@ from app.scripting import (
     raise_for,
 )
 
-QUEUE_SCRIPT = LuaScript.load(Path(__file__).with_name("queue.lua"))
+QUEUE_SCRIPT = LuaScript.load(Path(__file__).with_name("queue.lua"), CHANNEL_LUA)
 REDRIVE_BATCH = 500
 # A ULID's first 48 of its 128 bits are its creation time in milliseconds.
 ULID_TIME_SHIFT = 80
@@ -242,7 +246,7 @@ class Queue(Channel[QueueOutcome]):
             what="receive messages",
         )
         self._count_swept(swept)
-        deliveries = [_delivery(row) for row in as_list(leased)]
+        deliveries = _deliveries(leased)
         self._count("delivered", len(deliveries))
         return deliveries
 
@@ -364,18 +368,22 @@ def _counts(reply: Reply) -> QueueCounts:
     return QueueCounts(ready=ready, delayed=delayed, in_flight=in_flight, dead_lettered=dead)
 
 
-def _delivery(reply: Reply) -> Delivery:
-    message_id, body, attempt, receipt, priority, published_at, lease_until = as_list(reply)
-    # Built without validation: every field is read in its type from the script's answer.
-    return Delivery.model_construct(
-        id=as_str(message_id),
-        body=json.loads(as_str(body)),
-        attempt=as_int(attempt),
-        receipt=as_str(receipt),
-        priority=as_int(priority),
-        published_at=from_ms(as_int(published_at)),
-        lease_expires_at=from_ms(as_int(lease_until)),
-    )
+def _deliveries(reply: Reply) -> list[Delivery]:
+    timestamp = timestamps()
+    deliveries = []
+    for message_id, body, attempt, receipt, priority, published_at, lease_until in rows(reply, 7):
+        # Built without validation: every field is read in its type from the script's answer.
+        fields = {
+            "id": as_str(message_id),
+            "body": json.loads(as_str(body)),
+            "attempt": as_int(attempt),
+            "receipt": as_str(receipt),
+            "priority": as_int(priority),
+            "published_at": timestamp(published_at),
+            "lease_expires_at": timestamp(lease_until),
+        }
+        deliveries.append(trusted(Delivery, fields))
+    return deliveries
 
 
 def _dead_letter(reply: Reply) -> DeadLetter:

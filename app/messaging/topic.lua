@@ -14,11 +14,10 @@
 -- dead-lettered, so trimming (which looks at pending lists) never drops it. A lease's end is
 -- fixed when it is granted, so changing the topic's visibility timeout later does not shorten
 -- leases already held, and receipts are random per delivery.
-local config_key, stream_key, traces_key, expiry_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+-- channel.lua comes first (NOW, call_many, state records, traces).
+local config_key, stream_key = KEYS[1], KEYS[2]
 local op, topic, retention = ARGV[1], ARGV[2], tonumber(ARGV[3])
-
-local clock = redis.call('TIME')
-local NOW = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+use_traces(KEYS[3], KEYS[4], 'topic', topic)
 
 local NOT_FOUND, WRONG_RECEIPT, GROUP_NOT_FOUND = -1, -2, -5
 local LEASE_OWNER = 'leases'
@@ -33,81 +32,10 @@ end
 -- A trace lives until every group is done with its message (see finished), then ``retention``
 -- seconds more: the trace expiry set says when, and the publish and ack steps sweep the due
 -- ones (``sweep``).
-local function trace(id, event, fields)
-  fields.event = event
-  fields.at = NOW
-  fields.topic = topic
-  local line = cjson.encode(fields)
-  local old = redis.call('HGET', traces_key, id)
-  redis.call('HSET', traces_key, id, old and (old .. '\n' .. line) or line)
-end
-
-local function traced(id)
-  return redis.call('HEXISTS', traces_key, id) == 1
-end
-
--- Batches, as in queue.lua: ``call_many`` runs ``command key args...`` in calls of at most
--- CHUNK arguments and gathers the replies of those that answer lists.
-local CHUNK = 4000
-
-local function call_many(command, key, args)
-  local replies = {}
-  for start = 1, #args, CHUNK do
-    local reply = redis.call(command, key, unpack(args, start, math.min(start + CHUNK - 1, #args)))
-    if type(reply) == 'table' then
-      for _, value in ipairs(reply) do
-        replies[#replies + 1] = value
-      end
-    end
-  end
-  return replies
-end
-
-local function trace_line(event, fields)
-  fields.event = event
-  fields.at = NOW
-  fields.topic = topic
-  return cjson.encode(fields)
-end
-
--- Append lines[i] to the trace of ids[i], for every i: one HMGET, one HSET.
-local function trace_many(ids, lines)
-  if #ids == 0 then
-    return
-  end
-  local old = call_many('HMGET', traces_key, ids)
-  local args = {}
-  for i, id in ipairs(ids) do
-    args[#args + 1] = id
-    args[#args + 1] = old[i] and (old[i] .. '\n' .. lines[i]) or lines[i]
-  end
-  call_many('HSET', traces_key, args)
-end
-
-local function already(id, event, group, receipt)
-  local raw = redis.call('HGET', traces_key, id)
-  if not raw then
-    return false
-  end
-  for line in string.gmatch(raw, '[^\n]+') do
-    local seen = cjson.decode(line)
-    if seen.event == event and seen.group == group and seen.r == receipt then
-      return true
-    end
-  end
-  return false
-end
+local EXPIRES_TEXT = int(NOW + retention * 1000)
 
 local function expire_trace(id)
-  redis.call('ZADD', expiry_key, NOW + retention * 1000, id)
-end
-
-local function sweep(limit)
-  local due = redis.call('ZRANGEBYSCORE', expiry_key, '-inf', NOW, 'LIMIT', 0, limit)
-  if #due > 0 then
-    redis.call('HDEL', traces_key, unpack(due))
-    redis.call('ZREM', expiry_key, unpack(due))
-  end
+  redis.call('ZADD', trace_expiry_key, EXPIRES_TEXT, id)
 end
 
 local function as_map(flat)
@@ -197,7 +125,7 @@ if op == 'create' then
   if existed then
     return { 0 }
   end
-  redis.call('HSET', config_key, 'created_at', ms(NOW))
+  redis.call('HSET', config_key, 'created_at', NOW_TEXT)
   return { 1 }
 end
 
@@ -269,20 +197,20 @@ if op == 'publish' then
       out[#out + 1] = { id, 1 }
     else
       local entry = redis.call('XADD', stream_key, '*', 'id', id, 'body', body,
-        'published_at', ms(NOW))
+        'published_at', NOW_TEXT)
       traces[#traces + 1] = id
-      traces[#traces + 1] = trace_line('published', { entry = entry })
+      traces[#traces + 1] = '{"event":"published' .. TRACE_HEAD .. ',"entry":"' .. entry .. '"}'
       if no_group then
         -- No group to wait for: the entry stays (a group created later from the earliest
         -- gets it), but the trace ages out.
-        expiring[#expiring + 1] = NOW + retention * 1000
+        expiring[#expiring + 1] = EXPIRES_TEXT
         expiring[#expiring + 1] = id
       end
       out[#out + 1] = { id, 1 }
     end
   end
   call_many('HSET', traces_key, traces)
-  call_many('ZADD', expiry_key, expiring)
+  call_many('ZADD', trace_expiry_key, expiring)
   sweep(tonumber(ARGV[5]))
   return { 1, out }
 end
@@ -299,13 +227,22 @@ end
 if not found then
   return { GROUP_NOT_FOUND }
 end
+GROUP_FIELD = ',"group":' .. quoted(group)
+
+-- An entry's fields (id, body, published_at), read in the order publish wrote them.
+local function entry_map(flat)
+  if flat[1] == 'id' and flat[3] == 'body' and flat[5] == 'published_at' and not flat[7] then
+    return { id = flat[2], body = flat[4], published_at = flat[6] }
+  end
+  return as_map(flat)
+end
 
 local function entry_fields(entry_id)
   local entry = redis.call('XRANGE', stream_key, entry_id, entry_id)[1]
   if not entry then
     return nil
   end
-  return as_map(entry[2])
+  return entry_map(entry[2])
 end
 
 -- The group is done with a message: acknowledged, dead-lettered, or gone from the stream.
@@ -319,9 +256,19 @@ end
 local function dead_letter(id, entry_id, fields, attempts, reason)
   redis.call('RPUSH', dead_key, cjson.encode({ id = id, entry = entry_id, body = fields.body,
     attempts = attempts, reason = reason, published_at = fields.published_at, dead_at = NOW }))
-  trace(id, 'dead-lettered', { group = group, reason = reason })
+  trace(id, 'dead-lettered', 'group', group, 'reason', reason)
   dead_count = dead_count + 1
   release(id, entry_id)
+end
+
+-- A lease (a record of channel.lua), in this order: e the entry id, r the receipt ('' once
+-- nacked), c the consumer, n the delivery count, k whether it was nacked.
+local function decode_lease(raw)
+  if is_json(raw) then
+    local lease = cjson.decode(raw)
+    return lease.e, lease.r, lease.c, lease.n, lease.k
+  end
+  return cmsgpack.unpack(raw)
 end
 
 local function lease_of(id)
@@ -329,42 +276,45 @@ local function lease_of(id)
   if not raw then
     return nil
   end
-  return cjson.decode(raw)
+  local lease = {}
+  lease.e, lease.r, lease.c, lease.n, lease.k = decode_lease(raw)
+  return lease
 end
 
 if op == 'receive' then
   -- ARGV[5..7]: consumer, how many at most, this call's nonce. KEYS[8]: this call's receive
-  -- marker (the ids it leased, for a re-send).
+  -- marker (the ids it leased, for a re-send). Answers the deliveries in a row, six values
+  -- each: id, body, delivery count, receipt, published at, lease end.
   local consumer, max, nonce = ARGV[5], tonumber(ARGV[6]), ARGV[7]
   local marker = KEYS[8]
   local out = {}
   local previous = redis.call('GET', marker)
   if previous then
     -- A re-sent call: answer the messages the first one leased, while those leases hold.
-    for _, id in ipairs(cjson.decode(previous)) do
+    for _, id in ipairs(marked_ids(previous)) do
       local lease = lease_of(id)
       if lease and string.sub(lease.r, 1, #nonce + 1) == nonce .. '.' then
         local fields = entry_fields(lease.e)
-        out[#out + 1] = { id, fields.body, lease.n, lease.r, fields.published_at,
-          ms(tonumber(redis.call('ZSCORE', ends_key, id))) }
+        append(out, id, fields.body, lease.n, lease.r, fields.published_at,
+          tonumber(redis.call('ZSCORE', ends_key, id)))
       end
     end
     return { 1, out, dead_count }
   end
   local lease_until = NOW + cfg.visibility
+  local lease_text = int(lease_until)
   local ids = {}
   local released = false
   -- What the deliveries write, written once for all of them at the end.
   local leases, ends, lines = {}, {}, {}
   local function deliver(id, entry_id, fields, count)
-    local receipt = nonce .. '.' .. (#out + 1)
+    local receipt = nonce .. '.' .. int(#ids + 1)
     leases[#leases + 1] = id
-    leases[#leases + 1] = cjson.encode({ e = entry_id, r = receipt, c = consumer, n = count })
-    ends[#ends + 1] = lease_until
+    leases[#leases + 1] = cmsgpack.pack(entry_id, receipt, consumer, count)
+    ends[#ends + 1] = lease_text
     ends[#ends + 1] = id
-    lines[#lines + 1] = trace_line('delivered', { group = group, consumer = consumer,
-      attempt = count })
-    out[#out + 1] = { id, fields.body, count, receipt, fields.published_at, ms(lease_until) }
+    lines[#lines + 1] = lease_line('delivered', consumer, count, nil)
+    append(out, id, fields.body, count, receipt, fields.published_at, lease_until)
     ids[#ids + 1] = id
   end
   -- A lease that ended: deliver the message again, or dead-letter it after its last delivery.
@@ -375,7 +325,7 @@ if op == 'receive' then
       return
     end
     if not lease.k then
-      trace(id, 'expired', { group = group, consumer = lease.c, attempt = lease.n })
+      trace(id, 'expired', 'group', group, 'consumer', lease.c, 'attempt', lease.n)
     end
     local fields = entry_fields(lease.e)
     if not fields then
@@ -394,12 +344,12 @@ if op == 'receive' then
   for _, id in ipairs(redis.call('ZRANGEBYSCORE', ends_key, '-inf', NOW, 'LIMIT', 0, max)) do
     reclaim(id)
   end
-  if #out < max then
-    local reply = redis.call('XREADGROUP', 'GROUP', group, LEASE_OWNER, 'COUNT', max - #out,
+  if #ids < max then
+    local reply = redis.call('XREADGROUP', 'GROUP', group, LEASE_OWNER, 'COUNT', max - #ids,
       'STREAMS', stream_key, '>')
     if reply then
       for _, entry in ipairs(reply[1][2]) do
-        local fields = as_map(entry[2])
+        local fields = entry_map(entry[2])
         deliver(fields.id, entry[1], fields, 1)
       end
     end
@@ -408,7 +358,7 @@ if op == 'receive' then
     call_many('HSET', leases_key, leases)
     call_many('ZADD', ends_key, ends)
     trace_many(ids, lines)
-    redis.call('SET', marker, cjson.encode(ids), 'PX', cfg.visibility)
+    redis.call('SET', marker, table.concat(ids, ' '), 'PX', cfg.visibility)
   end
   if released then
     trim()
@@ -422,7 +372,7 @@ local function check_lease(id, receipt, event)
   if lease and not lease.k and lease.r == receipt then
     return lease, nil
   end
-  if already(id, event, group, receipt) then
+  if already(id, event, receipt, group) then
     return nil, 0
   end
   if not lease and not traced(id) then
@@ -450,17 +400,19 @@ if op == 'ack' then
     if took[id] then
       status = took[id] == receipt and 0 or WRONG_RECEIPT
     else
-      local lease = raw_leases[k] and cjson.decode(raw_leases[k])
-      if lease and not lease.k and lease.r == receipt then
+      local entry_id, held, consumer, count, nacked
+      if raw_leases[k] then
+        entry_id, held, consumer, count, nacked = decode_lease(raw_leases[k])
+      end
+      if held == receipt and not nacked then
         took[id] = receipt
         done[#done + 1] = id
-        entries[#entries + 1] = lease.e
-        lines[#lines + 1] = trace_line('acked', { group = group, consumer = lease.c,
-          attempt = lease.n, r = receipt })
+        entries[#entries + 1] = entry_id
+        lines[#lines + 1] = lease_line('acked', consumer, count, receipt)
         status = 1
-      elseif already(id, 'acked', group, receipt) then
+      elseif already(id, 'acked', receipt, group) then
         status = 0
-      elseif not lease and not traced(id) then
+      elseif not raw_leases[k] and not traced(id) then
         status = NOT_FOUND
       else
         status = WRONG_RECEIPT
@@ -481,11 +433,11 @@ if op == 'ack' then
     local expiring = {}
     for k, id in ipairs(done) do
       if not awaited(entries[k], group) then
-        expiring[#expiring + 1] = NOW + retention * 1000
+        expiring[#expiring + 1] = EXPIRES_TEXT
         expiring[#expiring + 1] = id
       end
     end
-    call_many('ZADD', expiry_key, expiring)
+    call_many('ZADD', trace_expiry_key, expiring)
     trim()
   end
   sweep(tonumber(ARGV[5]) + acked)
@@ -500,14 +452,9 @@ if op == 'nack' then
   if not lease then
     return { 1, status }
   end
-  local fields = { group = group, consumer = lease.c, attempt = lease.n, r = receipt }
-  if delay > 0 then
-    fields.delay_ms = delay
-  end
-  trace(id, 'nacked', fields)
-  lease.k = true
-  lease.r = ''
-  redis.call('HSET', leases_key, id, cjson.encode(lease))
+  trace(id, 'nacked', 'group', group, 'consumer', lease.c, 'attempt', lease.n, 'r', receipt,
+    'delay_ms', delay > 0 and delay or nil)
+  redis.call('HSET', leases_key, id, cmsgpack.pack(lease.e, '', lease.c, lease.n, true))
   redis.call('ZADD', ends_key, NOW + delay, id)
   return { 1, 1 }
 end

@@ -29,6 +29,7 @@ from redis.exceptions import ResponseError
 
 from app.messaging import keys
 from app.messaging.channel import (
+    CHANNEL_LUA,
     SETTLE_ERRORS,
     Channel,
     ChannelContext,
@@ -36,9 +37,11 @@ from app.messaging.channel import (
     Settlement,
     milliseconds,
     published_result,
+    rows,
     settle_each,
     settle_results,
     settlements,
+    timestamps,
 )
 from app.messaging.exceptions import GroupNotFound, TopicNotFound
 from app.messaging.metrics import TopicEvent
@@ -57,9 +60,10 @@ from app.messaging.schemas import (
     from_ms,
 )
 from app.records.codec import compact_json
+from app.schemas import trusted
 from app.scripting import LuaScript, Reply, as_int, as_list, as_str, outcome_of, raise_for
 
-TOPIC_SCRIPT = LuaScript.load(Path(__file__).with_name("topic.lua"))
+TOPIC_SCRIPT = LuaScript.load(Path(__file__).with_name("topic.lua"), CHANNEL_LUA)
 GROUP_START = {"earliest": "0", "latest": "$"}
 
 
@@ -224,7 +228,7 @@ class Topic(Channel[TopicOutcome]):
             what="receive from topic",
         )
         self._count("dead_lettered", as_int(dead))
-        deliveries = [_delivery(row) for row in as_list(leased)]
+        deliveries = _deliveries(leased)
         self._count("delivered", len(deliveries))
         return deliveries
 
@@ -298,17 +302,21 @@ def _group_counts(reply: Reply) -> GroupCounts:
     )
 
 
-def _delivery(reply: Reply) -> TopicDelivery:
-    message_id, body, attempt, receipt, published_at, lease_until = as_list(reply)
-    # Built without validation: every field is read in its type from the script's answer.
-    return TopicDelivery.model_construct(
-        id=as_str(message_id),
-        body=json.loads(as_str(body)),
-        attempt=as_int(attempt),
-        receipt=as_str(receipt),
-        published_at=from_ms(as_int(published_at)),
-        lease_expires_at=from_ms(as_int(lease_until)),
-    )
+def _deliveries(reply: Reply) -> list[TopicDelivery]:
+    timestamp = timestamps()
+    deliveries = []
+    for message_id, body, attempt, receipt, published_at, lease_until in rows(reply, 6):
+        # Built without validation: every field is read in its type from the script's answer.
+        fields = {
+            "id": as_str(message_id),
+            "body": json.loads(as_str(body)),
+            "attempt": as_int(attempt),
+            "receipt": as_str(receipt),
+            "published_at": timestamp(published_at),
+            "lease_expires_at": timestamp(lease_until),
+        }
+        deliveries.append(trusted(TopicDelivery, fields))
+    return deliveries
 
 
 def _dead_letter(reply: Reply) -> TopicDeadLetter:

@@ -1,0 +1,195 @@
+-- What queue.lua and topic.lua share: the server's time, batched commands, a message's state
+-- record and its trace. ``LuaScript.load`` puts this file in front of each of them (Redis runs
+-- one text per script), so these are locals of the script that uses them.
+--
+-- Per message, a step should cost little more than the commands it needs (measured with
+-- bench/message_commands.py and bench/messaging.py): a state record is a few MessagePack
+-- values in a row (no table, no number formatting or parsing: a tenth of cjson's decode), the
+-- lines of the busy steps are put together as text (cjson formats every number as a float), and
+-- whole numbers become text with ``int`` (``count_text`` for small ones).
+
+-- Time is the server's (TIME), read once per call, so leases and delays do not depend on the
+-- clocks of the API processes.
+local clock = redis.call('TIME')
+local NOW = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+
+-- A whole number as text (``tostring`` and Lua's own number-to-text go through float
+-- formatting, and a number passed to redis.call is turned into text that way).
+local function int(n)
+  return string.format('%d', n)
+end
+
+local NOW_TEXT = int(NOW)
+
+-- Small whole numbers (attempts, priorities) as text, each formatted once per call.
+local COUNT_TEXT = {}
+local function count_text(n)
+  local text = COUNT_TEXT[n]
+  if not text then
+    text = int(n)
+    COUNT_TEXT[n] = text
+  end
+  return text
+end
+
+-- Batches: a step that touches many messages reads and writes each hash, list or sorted set
+-- once for all of them (HMGET, multi-field HSET, multi-member ZADD...) rather than once per
+-- message. ``call_many`` runs ``command key args...`` in calls of at most CHUNK arguments (Lua's
+-- unpack has a limit), and gathers the replies of those that answer lists.
+local CHUNK = 4000
+
+local function call_many(command, key, args)
+  local replies = {}
+  for start = 1, #args, CHUNK do
+    local reply = redis.call(command, key, unpack(args, start, math.min(start + CHUNK - 1, #args)))
+    if type(reply) == 'table' then
+      for _, value in ipairs(reply) do
+        replies[#replies + 1] = value
+      end
+    end
+  end
+  return replies
+end
+
+-- Append up to seven values to ``list`` (none nil but the last ones): a receive answers its
+-- deliveries in a row, a fixed number of values each (numbers as integer replies: no
+-- formatting), not a list per delivery.
+local function append(list, a, b, c, d, e, f, g)
+  local n = #list
+  list[n + 1], list[n + 2], list[n + 3], list[n + 4], list[n + 5], list[n + 6], list[n + 7] =
+    a, b, c, d, e, f, g
+end
+
+-- A receive's marker: the ids it leased, separated by spaces (a JSON list before).
+local function marked_ids(raw)
+  if string.byte(raw, 1) == 91 then
+    return cjson.decode(raw)
+  end
+  local ids = {}
+  for id in string.gmatch(raw, '%S+') do
+    ids[#ids + 1] = id
+  end
+  return ids
+end
+
+-- A message's state record (a queue's message, a topic group's lease) is its fields as
+-- MessagePack values in a row (``cmsgpack.pack(a, b, c)``, read back by ``cmsgpack.unpack`` as
+-- as many values); each script lists its fields in order. Records written as a JSON object
+-- (before, and by migrate.lua) start with '{' and are still read: ``is_json``.
+local function is_json(raw)
+  return string.byte(raw, 1) == 123
+end
+
+-- A trace: a message's events, one JSON object per line, in a hash (message id -> lines)
+-- beside a sorted set of when each trace goes (ms). A script names its own with use_traces
+-- before tracing anything: the hash and set keys, and the channel each line names
+-- ('queue' or 'topic', and its name).
+local traces_key, trace_expiry_key, TRACE_HEAD
+-- A topic's group (',"group":"<name>"'), on the lines of lease steps (lease_line).
+local GROUP_FIELD = ''
+
+local function use_traces(traces, expiry, channel_kind, channel_name)
+  traces_key, trace_expiry_key = traces, expiry
+  TRACE_HEAD = '","at":' .. NOW_TEXT .. ',"' .. channel_kind .. '":"' .. channel_name .. '"'
+end
+
+local function json_value(value)
+  local kind = type(value)
+  if kind == 'number' then
+    if value == math.floor(value) and math.abs(value) < 1e15 then
+      return int(value)
+    end
+    return cjson.encode(value)
+  end
+  if kind == 'string' and not string.find(value, '[%c"\\\128-\255]') then
+    return '"' .. value .. '"'
+  end
+  return cjson.encode(value)
+end
+
+-- A text as a JSON string, once per call for each (names: consumers, groups).
+local QUOTED = {}
+local function quoted(text)
+  local json = QUOTED[text]
+  if not json then
+    json = json_value(text)
+    QUOTED[text] = json
+  end
+  return json
+end
+
+-- The line of a delivery or a settle (``delivered``, ``acked``): the busy steps' lines, put
+-- together directly (a generic ``event_line`` costs several times more per message). A
+-- receipt is the script's own (a nonce and a number: no escaping).
+local function lease_line(event, consumer, attempt, receipt)
+  local tail = receipt and (',"r":"' .. receipt .. '"}') or '}'
+  return '{"event":"' .. event .. TRACE_HEAD .. GROUP_FIELD .. ',"consumer":' .. quoted(consumer)
+    .. ',"attempt":' .. count_text(attempt) .. tail
+end
+
+-- One event as its trace line: ``event_line('acked', 'consumer', c, 'attempt', 2)``; a nil
+-- value leaves its field out. Names, the channel's and consumers' names are plain ASCII
+-- (schemas.check_name), so they need no escaping.
+local function event_line(event, ...)
+  local parts = { '{"event":"', event, TRACE_HEAD }
+  for i = 1, select('#', ...), 2 do
+    local name, value = select(i, ...)
+    if value ~= nil then
+      parts[#parts + 1] = ',"' .. name .. '":' .. json_value(value)
+    end
+  end
+  parts[#parts + 1] = '}'
+  return table.concat(parts)
+end
+
+-- Append one event to the trace of ``id`` (the steps that touch one message).
+local function trace(id, event, ...)
+  local line = event_line(event, ...)
+  local old = redis.call('HGET', traces_key, id)
+  redis.call('HSET', traces_key, id, old and (old .. '\n' .. line) or line)
+end
+
+-- Append lines[i] to the trace of ids[i], for every i: one HMGET, one HSET.
+local function trace_many(ids, lines)
+  if #ids == 0 then
+    return
+  end
+  local old = call_many('HMGET', traces_key, ids)
+  local args = {}
+  for i, id in ipairs(ids) do
+    args[#args + 1] = id
+    args[#args + 1] = old[i] and (old[i] .. '\n' .. lines[i]) or lines[i]
+  end
+  call_many('HSET', traces_key, args)
+end
+
+local function traced(id)
+  return redis.call('HEXISTS', traces_key, id) == 1
+end
+
+-- Whether the trace of ``id`` holds ``event`` carrying this receipt (and group, for a topic):
+-- the step already ran, and this call is a re-send of it. (A trace is short: a few events per
+-- delivery, at most 100 deliveries.)
+local function already(id, event, receipt, group)
+  local raw = redis.call('HGET', traces_key, id)
+  if not raw then
+    return false
+  end
+  for line in string.gmatch(raw, '[^\n]+') do
+    local seen = cjson.decode(line)
+    if seen.event == event and seen.r == receipt and seen.group == group then
+      return true
+    end
+  end
+  return false
+end
+
+-- Remove up to ``limit`` traces whose time is up.
+local function sweep(limit)
+  local due = redis.call('ZRANGEBYSCORE', trace_expiry_key, '-inf', NOW, 'LIMIT', 0, limit)
+  if #due > 0 then
+    redis.call('HDEL', traces_key, unpack(due))
+    redis.call('ZREM', trace_expiry_key, unpack(due))
+  end
+end
+
