@@ -607,3 +607,46 @@ async def test_a_body_nested_too_deep_is_422(http: httpx.AsyncClient) -> None:
     assert answer.status_code == 422
     assert "nest" in answer.json()["message"]
     assert (await counts(http))["ready"] == 0
+
+
+async def test_message_states_stored_as_json_by_an_earlier_version_are_still_served(
+    broker: Broker, redis: RedisCluster
+) -> None:
+    """An upgrade with messages in the queue: state records written as JSON (before the
+    MessagePack records) are received, acknowledged and given back as before."""
+    queue = broker.queue("jobs")
+    await queue.create(QueueCreate(max_deliveries=2))
+    ready, leased, nacked = await queue.publish_many(
+        [MessagePublish(body=name) for name in ("ready", "leased", "nacked")]
+    )
+    now = int(time.time() * 1000)
+    lease_end = now + 60_000
+
+    def state(order: int, **fields: Any) -> str:
+        return json.dumps({"p": 0, "o": f"{order:016d}", "a": 0, "t": now, "d": "", **fields})
+
+    held = {"s": "inflight", "a": 1, "c": "old-worker", "l": lease_end}
+    await redis.hset(
+        "{queue:jobs}:meta",
+        mapping={
+            ready.id: state(1, s="ready"),
+            leased.id: state(2, r="old.1", **held),
+            nacked.id: state(3, r="old.2", **held),
+        },
+    )
+    await redis.lrem("{queue:jobs}:ready", 0, leased.id)
+    await redis.lrem("{queue:jobs}:ready", 0, nacked.id)
+    await redis.zadd("{queue:jobs}:inflight", {leased.id: lease_end, nacked.id: lease_end})
+
+    (delivery,) = await queue.receive(consumer="new-worker", limit=10)
+    assert (delivery.id, delivery.body, delivery.attempt) == (ready.id, "ready", 1)
+    assert delivery.published_at.timestamp() * 1000 == now
+    await queue.nack(nacked.id, "old.2")
+    (again,) = await queue.receive(consumer="new-worker", limit=10)
+    assert (again.id, again.body, again.attempt) == (nacked.id, "nacked", 2)
+    settled = [(leased.id, "old.1"), (delivery.id, delivery.receipt), (again.id, again.receipt)]
+    assert await queue.ack_each(settled) == [None, None, None]
+    assert await queue.ack_each([(leased.id, "old.1")]) == [None], "a repeated ack"
+    assert (await queue.counts()).model_dump() == dict.fromkeys(
+        ("ready", "delayed", "in_flight", "dead_lettered"), 0
+    )

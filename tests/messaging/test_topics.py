@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 from typing import Any
@@ -12,6 +13,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from app.messaging import keys
 from app.messaging.broker import Broker
+from app.messaging.channel import Settlement
 from app.messaging.schemas import TopicCreate, TopicPublish
 from app.messaging.topics import TOPIC_SCRIPT
 from app.scripting import as_list
@@ -264,3 +266,31 @@ async def test_a_trace_is_kept_until_every_group_is_done(
     due_ms = await redis.zscore(expiry, published.id)
     assert due_ms is not None
     assert 0 < due_ms / 1000 - time.time() <= 86400
+
+
+async def test_leases_stored_as_json_by_an_earlier_version_are_still_served(
+    broker: Broker, redis: RedisCluster
+) -> None:
+    """An upgrade with leases held: lease records written as JSON (before the MessagePack
+    records) are acknowledged, and a nacked one delivered again, as before."""
+    topic = broker.topic("news")
+    await topic.create(TopicCreate())
+    await topic.create_group("g")
+    await topic.publish_many([TopicPublish(body=n) for n in range(2)])
+    first, second = await topic.receive("g", consumer="old-worker", limit=10)
+    entries = {
+        fields["id"]: entry for entry, fields in await redis.xrange("{topic:news}:stream", "-", "+")
+    }
+    leases, ends = keys.group_keys("news", "g")[:2]
+    held = {"e": entries[first.id], "r": "old.1", "c": "old-worker", "n": 1}
+    nacked = {"e": entries[second.id], "r": "", "c": "old-worker", "n": 1, "k": True}
+    await redis.hset(leases, mapping={first.id: json.dumps(held), second.id: json.dumps(nacked)})
+    await redis.zadd(ends, {second.id: 0})
+
+    (again,) = await topic.receive("g", consumer="new-worker", limit=10)
+    assert (again.id, again.body, again.attempt) == (second.id, 1, 2)
+    assert await topic.ack_many("g", [(first.id, "old.1"), (again.id, again.receipt)]) == [
+        Settlement.DONE,
+        Settlement.DONE,
+    ]
+    assert await redis.hlen(leases) == 0
