@@ -278,9 +278,8 @@ async def test_leases_stored_as_json_by_an_earlier_version_are_still_served(
     await topic.create_group("g")
     await topic.publish_many([TopicPublish(body=n) for n in range(2)])
     first, second = await topic.receive("g", consumer="old-worker", limit=10)
-    entries = {
-        fields["id"]: entry for entry, fields in await redis.xrange("{topic:news}:stream", "-", "+")
-    }
+    stream: Any = await redis.xrange("{topic:news}:stream", "-", "+")
+    entries = {fields["id"]: entry for entry, fields in stream}
     leases, ends = keys.group_keys("news", "g")[:2]
     held = {"e": entries[first.id], "r": "old.1", "c": "old-worker", "n": 1}
     nacked = {"e": entries[second.id], "r": "", "c": "old-worker", "n": 1, "k": True}

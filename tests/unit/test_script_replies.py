@@ -4,6 +4,7 @@ validation (``schemas.trusted``), settle outcomes."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ WHEN = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 def test_a_trusted_instance_is_what_model_construct_makes(
     model: type[Delivery] | type[TopicDelivery],
 ) -> None:
-    values = {
+    values: dict[str, Any] = {
         "id": "01M84AYQ5Y1HDW2C63JYZG70BW",
         "body": {"n": [1, 2]},
         "attempt": 2,
@@ -40,7 +41,7 @@ def test_a_trusted_instance_is_what_model_construct_makes(
 
 
 def test_rows_split_a_reply_and_refuse_a_partial_one() -> None:
-    assert rows([b"a", 1, b"b", 2], 2) == [[b"a", 1], [b"b", 2]]
+    assert rows(["a", 1, "b", 2], 2) == [["a", 1], ["b", 2]]
     assert rows([], 7) == []
     with pytest.raises(ScriptContractError, match="rows of 7 values"):
         rows(["a"] * 8, 7)
