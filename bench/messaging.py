@@ -45,6 +45,7 @@ from redis.asyncio.cluster import RedisCluster  # noqa: E402
 from app.config import MessagingSettings, RedisSettings  # noqa: E402
 from app.local_cluster import ClusterSpec, LocalCluster, port_free  # noqa: E402
 from app.messaging import Broker  # noqa: E402
+from app.messaging.migrate import check_layout  # noqa: E402
 from app.messaging.schemas import MessagePublish, QueueCreate, TopicCreate, TopicPublish  # noqa: E402
 from app.redis import RedisStore, open_store  # noqa: E402
 from bench.messaging_http import print_http, run_http  # noqa: E402
@@ -267,6 +268,9 @@ def redis_benchmark(port: int, batch: int) -> list[str]:
 
 async def run(args: argparse.Namespace, cluster: LocalCluster) -> None:
     async with open_store(RedisSettings(max_connections=64), cluster.url) as store:
+        # Marks the messaging layout as the service does when it starts on an empty database
+        # (the HTTP rows start the service on this cluster afterwards).
+        await check_layout(store)
         await measure(args, store, cluster)
 
 
