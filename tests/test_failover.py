@@ -74,7 +74,12 @@ async def test_a_killed_primary_makes_no_request_wait_5_s(
 ) -> None:
     service = Service(tmp_path / "service", redis_url=own_cluster.url)
     service.start(output=tmp_path / "service.log")
-    limits = httpx.Limits(max_connections=WRITERS, max_keepalive_connections=WRITERS)
+    # Idle connections expire on the client before the server's keep-alive (uvicorn: 5 s)
+    # closes them: with both at 5 s, a run starting after a node restart of about that long can
+    # send on a connection the server is closing, and fail with a ReadError.
+    limits = httpx.Limits(
+        max_connections=WRITERS, max_keepalive_connections=WRITERS, keepalive_expiry=2.0
+    )
     try:
         async with httpx.AsyncClient(
             base_url=service.url, timeout=CLIENT_TIMEOUT_S, limits=limits

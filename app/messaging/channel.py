@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
 from pathlib import Path
-from typing import Generic, TypeAlias, TypeVar
+from typing import Any, Generic, TypeAlias, TypeVar
 
 from app.config import MessagingSettings
 from app.errors import AppError
@@ -172,13 +172,108 @@ class Wakeups:
 
 @dataclass(frozen=True)
 class ChannelContext:
-    """What queues and topics use of their broker: the store, the settings, the wake-ups and
-    the label values of their counters."""
+    """What queues and topics use of their broker: the store, the settings, the wake-ups, the
+    label values of their counters and the publishes waiting to be sent together."""
 
     store: RedisStore
     settings: MessagingSettings
     wakeups: Wakeups = field(default_factory=Wakeups)
     counters: ChannelCounters = field(default_factory=ChannelCounters)
+    publishes: PublishCoalescer = field(default_factory=lambda: PublishCoalescer())
+
+
+@dataclass
+class _Waiting:
+    rows: Sequence[list[str]]
+    answer: asyncio.Future[list[Published]]
+
+
+class PublishCoalescer:
+    """Publishes of one channel made in the same event-loop turn (concurrent requests, tasks of
+    a producer), sent as one step: a message published alone costs a step of its own, with its
+    round trip, and eight concurrent ones cost about as much as one.
+
+    Each caller gets its own answer. A merged step the channel refuses (a missing channel, a
+    priority on a fifo queue: the script refuses before it writes anything) is sent again per
+    caller, so each gets the answer its own step would have had; any other failure is every
+    caller's (as it would have been: the step is idempotent by the ids minted before it).
+    """
+
+    def __init__(self) -> None:
+        self._waiting: dict[str, list[_Waiting]] = {}
+
+    async def publish(
+        self, channel: Channel[Any], rows: Sequence[list[str]], *, what: str
+    ) -> list[Published]:
+        loop = asyncio.get_running_loop()
+        waiting = _Waiting(rows=rows, answer=loop.create_future())
+        batch = self._waiting.get(channel.prefix)
+        if batch is None:
+            batch = self._waiting[channel.prefix] = []
+            # After the callbacks ready now: the other publishes of this turn join the batch.
+            loop.call_soon(self._send, channel, what)
+        batch.append(waiting)
+        # A caller that gives up (cancelled) leaves the step to finish for the others.
+        return await asyncio.shield(waiting.answer)
+
+    def _send(self, channel: Channel[Any], what: str) -> None:
+        batch = self._waiting.pop(channel.prefix)
+        task = asyncio.create_task(self._publish(channel, batch, what))
+        _background.add(task)
+
+        def done(task: asyncio.Task[None]) -> None:
+            _background.discard(task)
+            # Cancelled (the loop closing) before it answered: no caller waits forever.
+            for waiting in batch:
+                _settle(waiting.answer, exception=asyncio.CancelledError())
+
+        task.add_done_callback(done)
+
+    async def _publish(self, channel: Channel[Any], batch: list[_Waiting], what: str) -> None:
+        rows = [row for waiting in batch for row in waiting.rows]
+        if len(batch) == 1 or len(rows) > PUBLISH_BATCH:
+            await asyncio.gather(*(self._alone(channel, waiting, what) for waiting in batch))
+            return
+        try:
+            published = await channel.publish_now(rows, what=what)
+        except AppError:
+            await asyncio.gather(*(self._alone(channel, waiting, what) for waiting in batch))
+            return
+        except BaseException as exc:
+            for waiting in batch:
+                _settle(waiting.answer, exception=exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        start = 0
+        for waiting in batch:
+            _settle(waiting.answer, result=published[start : start + len(waiting.rows)])
+            start += len(waiting.rows)
+
+    @staticmethod
+    async def _alone(channel: Channel[Any], waiting: _Waiting, what: str) -> None:
+        try:
+            _settle(waiting.answer, result=await channel.publish_now(waiting.rows, what=what))
+        except Exception as exc:
+            _settle(waiting.answer, exception=exc)
+
+
+# The coalescers' steps in flight (the event loop keeps only weak references to tasks).
+_background: set[asyncio.Task[None]] = set()
+
+
+def _settle(
+    future: asyncio.Future[list[Published]],
+    *,
+    result: list[Published] | None = None,
+    exception: BaseException | None = None,
+) -> None:
+    if future.done():
+        return
+    if exception is not None:
+        future.set_exception(exception)
+    else:
+        future.set_result(result or [])
 
 
 class Channel(Generic[E]):
@@ -267,6 +362,11 @@ class Channel(Generic[E]):
         return values
 
     async def publish_rows(self, rows: Sequence[list[str]], *, what: str) -> list[Published]:
+        """Publish messages given as script arguments (``publish_now``), together with this
+        process's other publishes to the channel in the same event-loop turn."""
+        return await self.context.publishes.publish(self, rows, what=what)
+
+    async def publish_now(self, rows: Sequence[list[str]], *, what: str) -> list[Published]:
         """Publish messages given as script arguments, in batches: each row after its new id,
         its last item the dedupe id ('' for none), followed by the index (from 1) of its
         de-duplication marker among the keys the step declares ('0' for none)."""

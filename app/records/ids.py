@@ -25,6 +25,9 @@ ULID_PATTERN = "^[0-7][0-9A-HJKMNP-TV-Z]{25}$"
 _SLOT_BITS = 14
 _RANDOM_BITS = 80 - _SLOT_BITS
 _VALUES = {char: index for index, char in enumerate(CROCKFORD)}
+# Every two-digit string, by the 10-bit value it writes, and where each pair sits in a ULID.
+_PAIRS = [high + low for high in CROCKFORD for low in CROCKFORD]
+_PAIR_SHIFTS = range(5 * (ULID_LENGTH - 2), -1, -10)
 
 
 def new_ulid(*, slot: int) -> str:
@@ -33,11 +36,9 @@ def new_ulid(*, slot: int) -> str:
         raise ValueError(f"slot must be from 0 to {SLOTS - 1}, got {slot}")
     milliseconds = time.time_ns() // 1_000_000
     value = (milliseconds << 80) | (secrets.randbits(_RANDOM_BITS) << _SLOT_BITS) | slot
-    chars = []
-    for _ in range(ULID_LENGTH):
-        value, digit = divmod(value, 32)
-        chars.append(CROCKFORD[digit])
-    return "".join(reversed(chars))
+    # 130 bits (the first two 0) as 13 pairs of digits, 10 bits each: a publish of 100 messages
+    # mints 100 ids, and this costs less than half of one digit at a time.
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in _PAIR_SHIFTS])
 
 
 def parse_ulid(text: str) -> int:

@@ -9,6 +9,7 @@ engine. Which part runs on which engine, and why: docs/testing.md, "Engines".
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -46,6 +47,8 @@ JSON_TESTS = (
 ENGINE_TESTS = {"valkey": VALKEY_TESTS, "redis-json": JSON_TESTS, "valkey-json": JSON_TESTS}
 # A run on Valkey takes a few minutes; a stuck one must still end well within CI's time.
 RUN_TIMEOUT_S = 600
+# A run past its time is interrupted (SIGINT), then killed if it has not ended after this.
+INTERRUPT_GRACE_S = 30
 OUTPUT_TAIL_LINES = 80
 
 
@@ -71,23 +74,29 @@ def test_the_suite_passes_on(engine: str, tmp_path: Path) -> None:
     log = tmp_path / "pytest.log"
     command = [
         sys.executable, "-m", "pytest", *ENGINE_TESTS[engine],
-        "-q", "-p", "no:cacheprovider", f"--basetemp={tmp_path / 'run'}",
+        "-q", "-p", "no:cacheprovider", f"--basetemp={tmp_path / 'run'}", "--durations=10",
     ]  # fmt: skip
     with log.open("wb") as sink:
+        process = subprocess.Popen(
+            command,
+            cwd=PROJECT_ROOT,
+            env={**os.environ, ENGINE_ENV: engine},
+            stdin=subprocess.DEVNULL,
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+        )
         try:
-            result = subprocess.run(
-                command,
-                cwd=PROJECT_ROOT,
-                env={**os.environ, ENGINE_ENV: engine},
-                stdin=subprocess.DEVNULL,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                timeout=RUN_TIMEOUT_S,
-                check=False,
-            )
+            returncode = process.wait(RUN_TIMEOUT_S)
         except subprocess.TimeoutExpired:
+            # As Ctrl-C would: pytest prints where it was, the tests' durations and its summary.
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(INTERRUPT_GRACE_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
             pytest.fail(f"the run on {engine} took over {RUN_TIMEOUT_S} s:\n{_tail(log)}")
-    assert result.returncode == 0, f"the run on {engine} failed:\n{_tail(log)}"
+    assert returncode == 0, f"the run on {engine} failed:\n{_tail(log)}"
 
 
 def _tail(log: Path) -> str:

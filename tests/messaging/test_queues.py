@@ -15,9 +15,9 @@ from redis.asyncio.cluster import RedisCluster
 from app.config import Settings
 from app.messaging import keys
 from app.messaging.broker import Broker
-from app.messaging.exceptions import WrongReceipt
+from app.messaging.exceptions import PriorityOnFifoQueue, QueueNotFound, WrongReceipt
 from app.messaging.queues import QUEUE_SCRIPT, Queue
-from app.messaging.schemas import MessagePublish, QueueCreate
+from app.messaging.schemas import MessagePublish, Published, QueueCreate
 from app.scripting import as_list
 from tests.conftest import data_keys, eventually, running_app, shard_of
 
@@ -650,3 +650,43 @@ async def test_message_states_stored_as_json_by_an_earlier_version_are_still_ser
     assert (await queue.counts()).model_dump() == dict.fromkeys(
         ("ready", "delayed", "in_flight", "dead_lettered"), 0
     )
+
+
+async def _script_runs(redis: RedisCluster, key: str) -> int:
+    """EVALSHA calls so far on the primary that holds ``key``."""
+    node = redis.get_node_from_key(key)
+    stats: Any = await redis.execute_command("INFO", "commandstats", target_nodes=node)
+    return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+
+async def test_concurrent_publishes_go_as_one_step_each_with_its_own_answer(
+    broker: Broker, redis: RedisCluster
+) -> None:
+    """Publishes made in the same event-loop turn (concurrent requests) are sent together; each
+    caller gets its own answer, and a refusal is only the refused caller's."""
+    queue = broker.queue("jobs")
+    await queue.create(QueueCreate())
+    before = await _script_runs(redis, "{queue:jobs}:meta")
+    answers = await asyncio.gather(*(queue.publish(MessagePublish(body=n)) for n in range(20)))
+    runs = await _script_runs(redis, "{queue:jobs}:meta") - before
+    assert runs < 5, f"one step for all (besides any other step on that node), not {runs}"
+    got = await queue.receive(consumer="c", limit=20)
+    assert {d.id: d.body for d in got} == {answer.id: n for n, answer in enumerate(answers)}
+
+    same = [MessagePublish(body=n, dedupe_id="once") for n in range(2)]
+    first, second = await asyncio.gather(*(queue.publish(message) for message in same))
+    assert (first.duplicate, second.duplicate, second.id) == (False, True, first.id)
+
+    mixed = [MessagePublish(body=0), MessagePublish(body=1, priority=3), MessagePublish(body=2)]
+    answered = await asyncio.gather(
+        *(queue.publish(message) for message in mixed), return_exceptions=True
+    )
+    assert isinstance(answered[1], PriorityOnFifoQueue), answered
+    assert all(isinstance(answer, Published) for answer in (answered[0], answered[2]))
+    assert (await queue.counts()).ready == 3, "the two others and the dedupe's first"
+
+    missing = broker.queue("missing")
+    refused = await asyncio.gather(
+        *(missing.publish(MessagePublish(body=n)) for n in range(3)), return_exceptions=True
+    )
+    assert all(isinstance(answer, QueueNotFound) for answer in refused), refused
