@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
@@ -173,52 +173,65 @@ class Wakeups:
 @dataclass(frozen=True)
 class ChannelContext:
     """What queues and topics use of their broker: the store, the settings, the wake-ups, the
-    label values of their counters and the publishes waiting to be sent together."""
+    label values of their counters and the steps waiting to be sent together."""
 
     store: RedisStore
     settings: MessagingSettings
     wakeups: Wakeups = field(default_factory=Wakeups)
     counters: ChannelCounters = field(default_factory=ChannelCounters)
-    publishes: PublishCoalescer = field(default_factory=lambda: PublishCoalescer())
+    steps: Coalescer = field(default_factory=lambda: Coalescer())
+
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 @dataclass
-class _Waiting:
-    rows: Sequence[list[str]]
-    answer: asyncio.Future[list[Published]]
+class _Waiting(Generic[T, R]):
+    items: Sequence[T]
+    send: Callable[[list[T]], Awaitable[list[R]]]
+    answer: asyncio.Future[list[R]]
 
 
-class PublishCoalescer:
-    """Publishes of one channel made in the same event-loop turn (concurrent requests, tasks of
-    a producer), sent as one step: a message published alone costs a step of its own, with its
-    round trip, and eight concurrent ones cost about as much as one.
+class Coalescer:
+    """Steps of one kind on one channel made in the same event-loop turn (concurrent requests,
+    a producer's or a consumer's tasks), sent as one step: a message published, received or
+    acknowledged alone costs a step of its own, with its round trip and the script's fixed
+    work, and eight concurrent ones cost about as much as one.
 
-    Each caller gets its own answer. A merged step the channel refuses (a missing channel, a
-    priority on a fifo queue: the script refuses before it writes anything) is sent again per
-    caller, so each gets the answer its own step would have had; any other failure is every
-    caller's (as it would have been: the step is idempotent by the ids minted before it).
+    A step is a list in, a list out: each caller gets the slice of the answer at its items'
+    place (a receive's items are the places it asks for, and the deliveries fill them in order,
+    so when there are fewer than asked the last callers get fewer or none). A merged step the
+    channel refuses (an ``AppError``: a missing channel or group, a priority on a fifo queue;
+    the scripts refuse before they write) is sent again per caller, so each gets the answer its
+    own step would have had; any other failure is every caller's, as it would have been.
     """
 
     def __init__(self) -> None:
-        self._waiting: dict[str, list[_Waiting]] = {}
+        self._waiting: dict[Hashable, list[_Waiting[Any, Any]]] = {}
 
-    async def publish(
-        self, channel: Channel[Any], rows: Sequence[list[str]], *, what: str
-    ) -> list[Published]:
+    async def run(
+        self,
+        key: Hashable,
+        items: Sequence[T],
+        send: Callable[[list[T]], Awaitable[list[R]]],
+    ) -> list[R]:
+        """Send ``items`` with the other callers' of ``key`` in this turn, by the first caller's
+        ``send`` (callers of one key send alike); answer this caller's part."""
         loop = asyncio.get_running_loop()
-        waiting = _Waiting(rows=rows, answer=loop.create_future())
-        batch = self._waiting.get(channel.prefix)
+        waiting: _Waiting[T, R] = _Waiting(items=items, send=send, answer=loop.create_future())
+        batch = self._waiting.get(key)
         if batch is None:
-            batch = self._waiting[channel.prefix] = []
-            # After the callbacks ready now: the other publishes of this turn join the batch.
-            loop.call_soon(self._send, channel, what)
+            batch = self._waiting[key] = []
+            # After the callbacks ready now: the other callers of this turn join the batch.
+            loop.call_soon(self._start, key)
         batch.append(waiting)
         # A caller that gives up (cancelled) leaves the step to finish for the others.
         return await asyncio.shield(waiting.answer)
 
-    def _send(self, channel: Channel[Any], what: str) -> None:
-        batch = self._waiting.pop(channel.prefix)
-        task = asyncio.create_task(self._publish(channel, batch, what))
+    def _start(self, key: Hashable) -> None:
+        batch = self._waiting.pop(key)
+        task = asyncio.create_task(self._send(batch))
         _background.add(task)
 
         def done(task: asyncio.Task[None]) -> None:
@@ -229,15 +242,15 @@ class PublishCoalescer:
 
         task.add_done_callback(done)
 
-    async def _publish(self, channel: Channel[Any], batch: list[_Waiting], what: str) -> None:
-        rows = [row for waiting in batch for row in waiting.rows]
-        if len(batch) == 1 or len(rows) > PUBLISH_BATCH:
-            await asyncio.gather(*(self._alone(channel, waiting, what) for waiting in batch))
+    async def _send(self, batch: list[_Waiting[Any, Any]]) -> None:
+        items = [item for waiting in batch for item in waiting.items]
+        if len(batch) == 1 or len(items) > PUBLISH_BATCH:
+            await asyncio.gather(*(_alone(waiting) for waiting in batch))
             return
         try:
-            published = await channel.publish_now(rows, what=what)
+            answers = await batch[0].send(items)
         except AppError:
-            await asyncio.gather(*(self._alone(channel, waiting, what) for waiting in batch))
+            await asyncio.gather(*(_alone(waiting) for waiting in batch))
             return
         except BaseException as exc:
             for waiting in batch:
@@ -247,15 +260,15 @@ class PublishCoalescer:
             return
         start = 0
         for waiting in batch:
-            _settle(waiting.answer, result=published[start : start + len(waiting.rows)])
-            start += len(waiting.rows)
+            _settle(waiting.answer, result=answers[start : start + len(waiting.items)])
+            start += len(waiting.items)
 
-    @staticmethod
-    async def _alone(channel: Channel[Any], waiting: _Waiting, what: str) -> None:
-        try:
-            _settle(waiting.answer, result=await channel.publish_now(waiting.rows, what=what))
-        except Exception as exc:
-            _settle(waiting.answer, exception=exc)
+
+async def _alone(waiting: _Waiting[Any, Any]) -> None:
+    try:
+        _settle(waiting.answer, result=await waiting.send(list(waiting.items)))
+    except Exception as exc:
+        _settle(waiting.answer, exception=exc)
 
 
 # The coalescers' steps in flight (the event loop keeps only weak references to tasks).
@@ -263,9 +276,9 @@ _background: set[asyncio.Task[None]] = set()
 
 
 def _settle(
-    future: asyncio.Future[list[Published]],
+    future: asyncio.Future[list[Any]],
     *,
-    result: list[Published] | None = None,
+    result: list[Any] | None = None,
     exception: BaseException | None = None,
 ) -> None:
     if future.done():
@@ -364,7 +377,9 @@ class Channel(Generic[E]):
     async def publish_rows(self, rows: Sequence[list[str]], *, what: str) -> list[Published]:
         """Publish messages given as script arguments (``publish_now``), together with this
         process's other publishes to the channel in the same event-loop turn."""
-        return await self.context.publishes.publish(self, rows, what=what)
+        return await self.context.steps.run(
+            (self.prefix, "publish"), rows, lambda merged: self.publish_now(merged, what=what)
+        )
 
     async def publish_now(self, rows: Sequence[list[str]], *, what: str) -> list[Published]:
         """Publish messages given as script arguments, in batches: each row after its new id,

@@ -235,6 +235,14 @@ class Queue(Channel[QueueOutcome]):
         return await self.poll(lambda: self._receive_once(consumer, limit), wait_s)
 
     async def _receive_once(self, consumer: str, count: int) -> list[Delivery]:
+        # With the consumer's other receives of this turn: one step leases for all of them.
+        return await self.context.steps.run(
+            (self.prefix, "receive", consumer),
+            [None] * count,
+            lambda places: self._receive_now(consumer, len(places)),
+        )
+
+    async def _receive_now(self, consumer: str, count: int) -> list[Delivery]:
         nonce = secrets.token_urlsafe(12)
         leased, swept = await self.run(
             "receive",
@@ -263,6 +271,10 @@ class Queue(Channel[QueueOutcome]):
         """
         if not settled:
             return []
+        # With the other acks of this turn on the queue: one step for all of them.
+        return await self.context.steps.run((self.prefix, "ack"), settled, self._ack_now)
+
+    async def _ack_now(self, settled: Sequence[tuple[str, str]]) -> list[Settlement]:
         args = [part for pair in settled for part in pair]
         (statuses,) = await self.run("ack", self.sweep_limit, *args, what="acknowledge messages")
         outcomes = settlements(statuses)

@@ -216,6 +216,14 @@ class Topic(Channel[TopicOutcome]):
         return await self.poll(lambda: self._receive_once(group, consumer, limit), wait_s)
 
     async def _receive_once(self, group: str, consumer: str, limit: int) -> list[TopicDelivery]:
+        # With the consumer's other receives of this turn: one step leases for all of them.
+        return await self.context.steps.run(
+            (self.prefix, "receive", group, consumer),
+            [None] * limit,
+            lambda places: self._receive_now(group, consumer, len(places)),
+        )
+
+    async def _receive_now(self, group: str, consumer: str, limit: int) -> list[TopicDelivery]:
         nonce = secrets.token_urlsafe(12)
         leased, dead = await self.run(
             "receive",
@@ -236,6 +244,14 @@ class Topic(Channel[TopicOutcome]):
         """Acknowledge (id, receipt) pairs for ``group``; answer an outcome per pair."""
         if not settled:
             return []
+        # With the group's other acks of this turn: one step for all of them.
+        return await self.context.steps.run(
+            (self.prefix, "ack", group),
+            settled,
+            lambda merged: self._ack_now(group, merged),
+        )
+
+    async def _ack_now(self, group: str, settled: Sequence[tuple[str, str]]) -> list[Settlement]:
         args = [part for pair in settled for part in pair]
         (statuses,) = await self.run(
             "ack",

@@ -690,3 +690,29 @@ async def test_concurrent_publishes_go_as_one_step_each_with_its_own_answer(
         *(missing.publish(MessagePublish(body=n)) for n in range(3)), return_exceptions=True
     )
     assert all(isinstance(answer, QueueNotFound) for answer in refused), refused
+
+
+async def test_concurrent_receives_and_acks_go_as_one_step_each(
+    broker: Broker, redis: RedisCluster
+) -> None:
+    """A consumer's receives made in the same turn lease in one step, each caller getting its
+    own messages (none twice); the acks of a turn settle in one step, each with its outcome."""
+    queue = broker.queue("jobs")
+    await queue.create(QueueCreate())
+    await queue.publish_many([MessagePublish(body=n) for n in range(10)])
+    before = await _script_runs(redis, "{queue:jobs}:meta")
+    parts = await asyncio.gather(*(queue.receive(consumer="c", limit=3) for _ in range(4)))
+    assert await _script_runs(redis, "{queue:jobs}:meta") - before < 5
+    assert [[d.body for d in part] for part in parts] == [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9]]
+    assert len({d.receipt for part in parts for d in part}) == 10
+
+    deliveries = [d for part in parts for d in part]
+    before = await _script_runs(redis, "{queue:jobs}:meta")
+    wrong = queue.ack(deliveries[0].id, "not-the-receipt")
+    outcomes = await asyncio.gather(
+        wrong, *(queue.ack(d.id, d.receipt) for d in deliveries), return_exceptions=True
+    )
+    assert await _script_runs(redis, "{queue:jobs}:meta") - before < 5
+    assert isinstance(outcomes[0], WrongReceipt), "only the wrong receipt fails"
+    assert outcomes[1:] == [None] * 10
+    assert (await queue.counts()).in_flight == 0

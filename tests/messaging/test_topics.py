@@ -14,6 +14,7 @@ from redis.asyncio.cluster import RedisCluster
 from app.messaging import keys
 from app.messaging.broker import Broker
 from app.messaging.channel import Settlement
+from app.messaging.exceptions import GroupNotFound
 from app.messaging.schemas import TopicCreate, TopicPublish
 from app.messaging.topics import TOPIC_SCRIPT
 from app.scripting import as_list
@@ -293,3 +294,22 @@ async def test_leases_stored_as_json_by_an_earlier_version_are_still_served(
         Settlement.DONE,
     ]
     assert await redis.hlen(leases) == 0
+
+
+async def test_concurrent_receives_and_acks_of_a_group_go_as_one_step_each(
+    broker: Broker,
+) -> None:
+    """As for queues: each caller its own messages and outcomes; a missing group refuses each."""
+    topic = broker.topic("news")
+    await topic.create(TopicCreate())
+    await topic.create_group("g")
+    await topic.publish_many([TopicPublish(body=n) for n in range(5)])
+    parts = await asyncio.gather(*(topic.receive("g", consumer="c", limit=2) for _ in range(3)))
+    assert [[d.body for d in part] for part in parts] == [[0, 1], [2, 3], [4]]
+    deliveries = [d for part in parts for d in part]
+    outcomes = await asyncio.gather(*(topic.ack_many("g", [(d.id, d.receipt)]) for d in deliveries))
+    assert outcomes == [[Settlement.DONE]] * 5
+    refused = await asyncio.gather(
+        *(topic.receive("nobody", consumer="c", limit=1) for _ in range(2)), return_exceptions=True
+    )
+    assert all(isinstance(answer, GroupNotFound) for answer in refused), refused
