@@ -42,6 +42,10 @@ from app.scripting import (
 CHANNEL_LUA = Path(__file__).with_name("channel.lua")
 # Messages per publish step: bounds one script's run time and argument list.
 PUBLISH_BATCH = 500
+# At most this many items (messages, places, pairs) in a merged step: small steps gain from
+# going together; callers of big ones each go alone, so the server runs one caller's step while
+# this process reads another's answer (merging batches of 100 measured slower).
+MERGED_ITEMS = 100
 
 E = TypeVar("E", bound=IntEnum)
 # A queue's or a topic's delivery.
@@ -244,7 +248,7 @@ class Coalescer:
 
     async def _send(self, batch: list[_Waiting[Any, Any]]) -> None:
         items = [item for waiting in batch for item in waiting.items]
-        if len(batch) == 1 or len(items) > PUBLISH_BATCH:
+        if len(batch) == 1 or len(items) > MERGED_ITEMS:
             await asyncio.gather(*(_alone(waiting) for waiting in batch))
             return
         try:
