@@ -328,12 +328,14 @@ def main() -> None:
     parser.add_argument("--body-bytes", type=int, default=100)
     parser.add_argument("--appendfsync", choices=["always", "everysec"], default="always")
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP rows")
+    parser.add_argument("--http-only", action="store_true", help="only the HTTP rows")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-messaging-") as data_dir:
         cluster = LocalCluster(ClusterSpec(data_dir=Path(data_dir), base_port=free_base_port()))
         cluster.start()
         try:
-            asyncio.run(run(args, cluster))
+            if not args.http_only:
+                asyncio.run(run(args, cluster))
             if not args.no_http:
                 rows = run_http(
                     cluster.url,

@@ -1,10 +1,10 @@
 """Benchmark: messages per second through the messaging module's HTTP routes, against a ceiling.
 
-Run: ``python bench/messaging_http.py [--seconds 5] [--batch 100] [--tasks 8] [--body-bytes 100]``.
-It starts a local 3-shard Redis Cluster (1 replica each, append-only file with
-``appendfsync always``, as the embedded default runs) on free loopback ports, and serves the
-service (``app.main:app``) and the ceiling app (``bench.ceiling:app``: the same paths, request
-models and answers, touching no Redis) the same way: uvicorn, one process each, no access log.
+Run by ``bench/messaging.py`` at the end of its run, on its cluster (``--http-only`` for these
+rows alone, with the same options: ``--seconds``, ``--batch``, ``--tasks``, ``--body-bytes``).
+``run_http`` serves the service (``app.main:app``) and the ceiling app (``bench.ceiling:app``:
+the same paths, request models and answers, touching no Redis) the same way: uvicorn, one
+process each, no access log.
 Then, in one run, it loads each from this process with one ``httpx.AsyncClient`` (HTTP/1.1
 keep-alive, ``--tasks`` connections) and ``--tasks`` concurrent loops, for a fifo queue and for a
 topic with one group (created through the HTTP API first):
@@ -23,14 +23,12 @@ work only. ``bench/messaging.py`` calls ``run_http`` against its own cluster. On
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import os
 import secrets
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
@@ -44,7 +42,6 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.local_cluster import ClusterSpec, LocalCluster  # noqa: E402
 from app.messaging.schemas import MAX_BATCH, MAX_RECEIVE  # noqa: E402
 from bench.profiles import free_port  # noqa: E402
 
@@ -323,32 +320,6 @@ def run_http(
         )
 
 
-def main() -> None:
-    # Imported here: bench/messaging.py imports this module.
-    from bench.messaging import free_base_port
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--tasks", type=int, default=8)
-    parser.add_argument("--body-bytes", type=int, default=100)
-    args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="bench-messaging-http-") as data_dir:
-        cluster = LocalCluster(ClusterSpec(data_dir=Path(data_dir), base_port=free_base_port()))
-        cluster.start()
-        try:
-            rows = run_http(
-                cluster.url,
-                seconds=args.seconds,
-                batch=args.batch,
-                tasks=args.tasks,
-                body_bytes=args.body_bytes,
-            )
-        finally:
-            cluster.stop()
-    print_http(rows, tasks=args.tasks, body_bytes=args.body_bytes)
-
-
 def print_http(rows: list[Row], *, tasks: int, body_bytes: int) -> None:
     """Print ``run_http``'s rows and the service / ceiling ratios."""
     print(
@@ -364,7 +335,3 @@ def print_http(rows: list[Row], *, tasks: int, body_bytes: int) -> None:
             f"  {channel:<10} {how.removeprefix('HTTP, '):<30} "
             f"{service[0] / ceiling[0]:.2f}  {service[1] / ceiling[1]:.2f}"
         )
-
-
-if __name__ == "__main__":
-    main()

@@ -21,16 +21,21 @@ end
 
 local NOW_TEXT = int(NOW)
 
--- Small whole numbers (attempts, priorities) as text, each formatted once per call.
-local COUNT_TEXT = {}
-local function count_text(n)
-  local text = COUNT_TEXT[n]
-  if not text then
-    text = int(n)
-    COUNT_TEXT[n] = text
+-- ``convert``, remembering each answer for the rest of the call.
+local function remembered(convert)
+  local answers = {}
+  return function(value)
+    local answer = answers[value]
+    if not answer then
+      answer = convert(value)
+      answers[value] = answer
+    end
+    return answer
   end
-  return text
 end
+
+-- Small whole numbers (attempts, priorities) as text, each formatted once per call.
+local count_text = remembered(int)
 
 -- Batches: a step that touches many messages reads and writes each hash, list or sorted set
 -- once for all of them (HMGET, multi-field HSET, multi-member ZADD...) rather than once per
@@ -108,15 +113,7 @@ local function json_value(value)
 end
 
 -- A text as a JSON string, once per call for each (names: consumers, groups).
-local QUOTED = {}
-local function quoted(text)
-  local json = QUOTED[text]
-  if not json then
-    json = json_value(text)
-    QUOTED[text] = json
-  end
-  return json
-end
+local quoted = remembered(json_value)
 
 -- The line of a delivery or a settle (``delivered``, ``acked``): the busy steps' lines, put
 -- together directly (a generic ``event_line`` costs several times more per message). A
