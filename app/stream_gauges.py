@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 
@@ -20,6 +21,14 @@ if TYPE_CHECKING:
     from app.redis import RedisStore
 
 GROUP_LABELS = ["stream", "group"]
+
+
+class Held(NamedTuple):
+    """What a group holds by its own records rather than the stream's pending list (a topic's
+    groups read with NOACK): how many entries, and when the oldest was added (ms)."""
+
+    entries: int
+    oldest_ms: float | None
 
 
 class StreamGauges:
@@ -57,6 +66,7 @@ class StreamGauges:
         label: str | None = None,
         *,
         max_groups: int | None = None,
+        held: Mapping[str, Held] | None = None,
     ) -> bool:
         """Read ``stream`` and its groups and add their samples (labelled ``label`` or the key).
 
@@ -64,7 +74,8 @@ class StreamGauges:
         create it) adds no sample, and is not asked for groups (XINFO would fail on it). With
         ``max_groups``, only that many groups (the furthest behind) have series of their own
         and are asked for their oldest pending entry; the others are summed under the group
-        ``_other``, so a stream with thousands of groups costs no more.
+        ``_other``, so a stream with thousands of groups costs no more. ``held`` gives, per
+        group, what it holds besides (or instead of) its pending list: it counts as pending.
         """
         name = label or stream
         found, length = await asyncio.gather(
@@ -75,7 +86,8 @@ class StreamGauges:
             return False
         groups = await store.call(stream, "XINFO", "GROUPS", stream, what="metrics: groups")
         self.length.add_metric([name], float(length))
-        counted = [_group_counts(group, length) for group in groups]
+        held = held or {}
+        counted = [_group_counts(group, length, held) for group in groups]
         counted.sort(key=lambda group: (-(group[1] + group[2]), group[0]))
         keep = len(counted) if max_groups is None else max_groups
         own, others = counted[:keep], counted[keep:]
@@ -91,7 +103,10 @@ class StreamGauges:
             self.lag.add_metric(labels, lag)
             self.pending.add_metric(labels, pending)
             self.consumers.add_metric(labels, consumers)
-            self.oldest_pending_age.add_metric(labels, _oldest_age_s(summary, now_ms))
+            age = _oldest_age_s(summary, now_ms)
+            if group in held:
+                age = max(age, _age_s(held[group].oldest_ms, now_ms))
+            self.oldest_pending_age.add_metric(labels, age)
         if others:
             labels = [name, OTHER]
             self.lag.add_metric(labels, sum(group[1] for group in others))
@@ -104,15 +119,22 @@ class StreamGauges:
         return [self.length, self.lag, self.pending, self.oldest_pending_age, self.consumers]
 
 
-def _group_counts(group: Any, length: float) -> tuple[str, float, float, float]:
-    """Return a group's name, lag, pending entries and consumers from XINFO GROUPS."""
+def _group_counts(
+    group: Any, length: float, held: Mapping[str, Held]
+) -> tuple[str, float, float, float]:
+    """Return a group's name, lag, pending entries and consumers from XINFO GROUPS (and what it
+    holds by its own records: those include its pending entries)."""
     lag = _field(group, "lag")
+    name = str(_field(group, "name"))
+    pending = float(_field(group, "pending") or 0)
+    if name in held:
+        pending = float(held[name].entries)
     return (
-        str(_field(group, "name")),
+        name,
         # Redis 7 answers nil when it cannot tell (entries deleted in the group's range): then
         # every entry of the stream is the bound it has.
         float(lag) if lag is not None else float(length),
-        float(_field(group, "pending") or 0),
+        pending,
         float(_field(group, "consumers") or 0),
     )
 
@@ -133,5 +155,11 @@ def _oldest_age_s(summary: Any, now_ms: float) -> float:
         count, lowest = summary[0], summary[1]
     if not count or not lowest:
         return 0.0
-    created_ms = int(str(lowest).split("-", 1)[0])
+    return _age_s(int(str(lowest).split("-", 1)[0]), now_ms)
+
+
+def _age_s(created_ms: float | None, now_ms: float) -> float:
+    """Return how old an entry added at ``created_ms`` is (0 for none)."""
+    if created_ms is None:
+        return 0.0
     return max(0.0, (now_ms - created_ms) / 1000)

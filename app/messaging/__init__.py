@@ -84,6 +84,7 @@ QUEUE_COMMANDS = (
 TOPIC_COMMANDS = (
     "+exists",
     "+hlen",
+    "+hgetall",
     "+xadd",
     "+xrange",
     "+xlen",
@@ -114,7 +115,8 @@ DOMAIN = Domain(
         KeyPattern(
             "{topic:*}:*",
             "read-write",
-            "a topic's config and stream, its groups' leases and dead letters, its markers",
+            "a topic's config, stream and holds, its groups' leases, held entries and dead "
+            "letters, its markers",
         ),
         KeyPattern("{*}:traces", "read-write", "message traces, in the slot their id names"),
         KeyPattern("{*}:trace-expiry", "read-write", "when each finished trace goes"),

@@ -13,9 +13,9 @@ message states, the markers and the messages' traces. So all of a queue's keys c
 tag ``{queue:<name>}`` and share its slot; different queues hash to different slots, so they
 spread over the shards.
 
-Topics: the stream, its consumer groups (which live inside the stream key), the topic's config,
-de-duplication and receive markers and the per-group lease hashes, lease-end sets and
-dead-letter lists carry ``{topic:<name>}``, for the same reason.
+Topics: the stream, its consumer groups (which live inside the stream key), the topic's config
+and holds, de-duplication and receive markers and the per-group lease hashes, lease-end sets,
+held-entry sets and dead-letter lists carry ``{topic:<name>}``, for the same reason.
 
 Traces: a message's trace is a field of the hash ``<slot tag>:traces`` (its events, one JSON
 object per line), and ``<slot tag>:trace-expiry`` says when each finished trace goes (swept by
@@ -61,16 +61,28 @@ def topic_prefix(name: str) -> str:
 
 
 def topic_keys(name: str) -> list[str]:
-    """Return the keys every topic script declares: its config, its stream, and the traces of
-    its slot."""
+    """Return the keys every topic script declares: its config, its stream, the traces of its
+    slot, and its groups' holds (``topic_holds``)."""
     prefix = topic_prefix(name)
-    return [prefix + "config", prefix + "stream", *trace_keys(key_slot(prefix))]
+    return [prefix + "config", prefix + "stream", *trace_keys(key_slot(prefix)), topic_holds(name)]
+
+
+def topic_holds(name: str) -> str:
+    """Return the key of a topic's holds: group -> how many messages it holds and its oldest
+    held entry (for trimming and the metrics)."""
+    return topic_prefix(name) + "holds"
 
 
 def group_keys(topic: str, group: str) -> list[str]:
-    """Return the keys of a topic's consumer group: its leases, their ends, its dead letters."""
+    """Return the keys of a topic's consumer group: its leases, their ends, its dead letters,
+    the entries it holds."""
     prefix = topic_prefix(topic)
-    return [prefix + "leases:" + group, prefix + "lease-ends:" + group, prefix + "dead:" + group]
+    return [
+        prefix + "leases:" + group,
+        prefix + "lease-ends:" + group,
+        prefix + "dead:" + group,
+        prefix + "held:" + group,
+    ]
 
 
 def marker(prefix: str, kind: str, value: str) -> str:

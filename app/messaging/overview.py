@@ -34,6 +34,7 @@ from app.messaging import keys
 from app.messaging.broker import Broker
 from app.messaging.exceptions import QueueNotFound
 from app.messaging.queues import QueueGauge
+from app.messaging.topics import read_holds
 from app.metrics import OTHER
 from app.redis import RedisStore, describe
 from app.stream_gauges import StreamGauges
@@ -281,10 +282,15 @@ async def _read_queues(broker: Broker, names: list[str]) -> list[ChannelRow]:
 async def _read_topics(store: RedisStore, names: list[str], *, max_groups: int) -> list[ChannelRow]:
     streams = [keys.topic_keys(name)[1] for name in names]
     read = [StreamGauges() for _ in names]
+
+    async def read_topic(gauge: StreamGauges, name: str, stream: str) -> bool:
+        held = await read_holds(store, name)
+        return await gauge.read(store, stream, max_groups=max_groups, held=held)
+
     found = await asyncio.gather(
         *(
-            _bounded(gauge.read(store, stream, max_groups=max_groups))
-            for gauge, stream in zip(read, streams, strict=True)
+            _bounded(read_topic(gauge, name, stream))
+            for gauge, name, stream in zip(read, names, streams, strict=True)
         ),
         return_exceptions=True,
     )

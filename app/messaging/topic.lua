@@ -1,42 +1,41 @@
 -- Every step on a topic, as one script: ARGV[1] names the step.
 -- KEYS (every key the script touches is declared, all in the topic's slot; see keys.py):
---   1 config (hash), 2 stream (entries: id, body, published_at; the consumer groups and their
---   pending lists live inside it), 3 traces (hash: message id -> its events, one JSON object
---   per line), 4 trace expiry (sorted set: message id -> when its trace goes, ms); a step that
---   names a group adds 5 the group's leases, 6 their ends and 7 its dead letters; then the
---   step's markers (de-duplication, receive), which the caller names.
+--   1 config (hash), 2 stream (entries: id, body, published_at; the consumer groups live
+--   inside it), 3 traces (hash: message id -> its events, one JSON object per line), 4 trace
+--   expiry (sorted set: message id -> when its trace goes, ms), 5 holds (hash: group -> how
+--   many messages it holds and its oldest held entry); a step that names a group adds 6 the
+--   group's leases, 7 their ends, 8 its dead letters and 9 its held entries; then the step's
+--   markers (de-duplication, receive), which the caller names.
 -- ARGV[2..3]: the topic's name, the trace retention (s); the step's own arguments follow.
 --
 -- Leases are kept by the scripts, not by the stream's pending list: per group, a hash of the
--- messages it has leased (message id -> entry id, receipt, consumer, delivery count, nacked) and
--- a sorted set of when each lease ends. An entry stays in the group's pending list, under one
--- consumer name (LEASE_OWNER), from its first delivery until it is acknowledged or
--- dead-lettered, so trimming (which looks at pending lists) never drops it. A lease's end is
--- fixed when it is granted, so changing the topic's visibility timeout later does not shorten
--- leases already held, and receipts are random per delivery.
+-- messages it has leased (message id -> entry id, receipt, consumer, delivery count, nacked), a
+-- sorted set of when each lease ends, and a sorted set of the entries it holds (message id ->
+-- its entry id as a number, ``entry_score``), from the first delivery until the group
+-- acknowledges or dead-letters the message. Groups read with XREADGROUP ... NOACK: the stream's
+-- own pending list (one entry per delivery, replicated as one XCLAIM per message) would only
+-- repeat those records. The topic's holds hash keeps each group's count and oldest held entry,
+-- so trimming and the metrics read every group's without naming its keys. Entries delivered
+-- by an earlier version are still in the pending list: they are acknowledged there when the
+-- group is done with them, and trimming looks at the pending list while it is not empty.
+-- A lease's end is fixed when it is granted, so changing the topic's visibility timeout later
+-- does not shorten leases already held, and receipts are random per delivery.
 -- channel.lua comes first (NOW, call_many, state records, traces).
-local config_key, stream_key = KEYS[1], KEYS[2]
+local config_key, stream_key, holds_key = KEYS[1], KEYS[2], KEYS[5]
 local op, topic, retention = ARGV[1], ARGV[2], tonumber(ARGV[3])
 use_traces(KEYS[3], KEYS[4], 'topic', topic)
 
 local NOT_FOUND, WRONG_RECEIPT, GROUP_NOT_FOUND = -1, -2, -5
+-- XREADGROUP names a consumer; the group's leases say which consumer holds what.
 local LEASE_OWNER = 'leases'
 
 -- Messages this call dead-lettered: a receive answers it last, for the metrics.
 local dead_count = 0
 
-local function ms(number)
-  return string.format('%.0f', number)
-end
-
--- A trace lives until every group is done with its message (see finished), then ``retention``
--- seconds more: the trace expiry set says when, and the publish and ack steps sweep the due
--- ones (``sweep``).
+-- A trace lives until every group is done with its message (``trim`` drops its entry), then
+-- ``retention`` seconds more: the trace expiry set says when, and the publish and ack steps
+-- sweep the due ones (``sweep``).
 local EXPIRES_TEXT = int(NOW + retention * 1000)
-
-local function expire_trace(id)
-  redis.call('ZADD', trace_expiry_key, EXPIRES_TEXT, id)
-end
 
 local function as_map(flat)
   local map = {}
@@ -44,6 +43,14 @@ local function as_map(flat)
     map[flat[i]] = flat[i + 1]
   end
   return map
+end
+
+-- An entry's fields (id, body, published_at), read in the order publish wrote them.
+local function entry_map(flat)
+  if flat[1] == 'id' and flat[3] == 'body' and flat[5] == 'published_at' and not flat[7] then
+    return { id = flat[2], body = flat[4], published_at = flat[6] }
+  end
+  return as_map(flat)
 end
 
 -- Stream ids compare as (milliseconds, sequence) pairs.
@@ -56,6 +63,22 @@ local function id_less(a, b)
   local a_ms, a_seq = parse_id(a)
   local b_ms, b_seq = parse_id(b)
   return a_ms < b_ms or (a_ms == b_ms and a_seq < b_seq)
+end
+
+-- A held entry's score: its id as one number, milliseconds * 1024 + sequence (exact in a
+-- double until the year 2248). A sequence past 1023 (more than 1024 entries added in one
+-- millisecond) counts as 1023: the score then names an entry at or before its own, so
+-- trimming keeps more, never less.
+local SEQUENCES = 1024
+
+local function entry_score(entry_id)
+  local entry_ms, seq = parse_id(entry_id)
+  return int(entry_ms * SEQUENCES + math.min(seq, SEQUENCES - 1))
+end
+
+local function score_id(score)
+  local seq = score % SEQUENCES
+  return int((score - seq) / SEQUENCES) .. '-' .. int(seq)
 end
 
 local groups_cache = nil
@@ -71,52 +94,61 @@ local function groups()
   return groups_cache
 end
 
--- Whether an entry still waits for some group: pending there, or not yet delivered to it
--- (``done_group``, one that has just acknowledged it, is not asked).
-local function awaited(entry_id, done_group)
-  for _, group in ipairs(groups()) do
-    if group.name ~= done_group then
-      if id_less(group['last-delivered-id'], entry_id) then
-        return true
-      end
-      if #redis.call('XPENDING', stream_key, group.name, entry_id, entry_id, 1) > 0 then
-        return true
-      end
+-- The first entry a group still needs: the oldest it holds (its holds record, or its pending
+-- list for entries delivered by an earlier version), else the one after the last delivered.
+local function first_needed(group, holds)
+  local last_ms, last_seq = parse_id(group['last-delivered-id'])
+  local first = int(last_ms) .. '-' .. int(last_seq + 1)
+  local oldest = holds[group.name] and string.match(holds[group.name], ' (%d+)$')
+  if oldest then
+    local held = score_id(tonumber(oldest))
+    if id_less(held, first) then
+      first = held
     end
   end
-  return false
-end
-
--- The last group is done with a message: its trace now expires after the retention.
-local function finished(id, entry_id)
-  if not awaited(entry_id) then
-    expire_trace(id)
+  if group.pending > 0 then
+    local pending = redis.call('XPENDING', stream_key, group.name)
+    if pending[1] > 0 and id_less(pending[2], first) then
+      first = pending[2]
+    end
   end
+  return first
 end
 
--- Drop the entries every group is done with: those before the oldest entry that any group
--- still has pending or not yet delivered. Never by length or age, so an entry a group has not
--- acknowledged stays. A topic without groups keeps everything. Runs after a step that
--- acknowledged something, so what it removes is bounded by how far that step moved the oldest
--- pending entry.
+-- Drop the entries every group is done with: those before the first entry that some group
+-- still needs. Never by length or age, so an entry a group has not acknowledged stays; a
+-- topic without groups keeps everything (a group created later from the earliest gets it).
+-- The traces of the messages it drops expire after the retention. Runs after a step that
+-- released something, and drops at most TRIM_LIMIT entries (the next such step goes on).
+local TRIM_LIMIT = 1000
+
 local function trim()
+  if #groups() == 0 then
+    return
+  end
+  local holds = as_map(redis.call('HGETALL', holds_key))
   local keep = nil
   for _, group in ipairs(groups()) do
-    local first
-    local pending = redis.call('XPENDING', stream_key, group.name)
-    if pending[1] > 0 then
-      first = pending[2]
-    else
-      local last_ms, last_seq = parse_id(group['last-delivered-id'])
-      first = ms(last_ms) .. '-' .. ms(last_seq + 1)
-    end
+    local first = first_needed(group, holds)
     if keep == nil or id_less(first, keep) then
       keep = first
     end
   end
-  if keep then
-    redis.call('XTRIM', stream_key, 'MINID', keep)
+  local done = redis.call('XRANGE', stream_key, '-', '(' .. keep, 'COUNT', TRIM_LIMIT)
+  if #done == 0 then
+    return
   end
+  local expiring = {}
+  for _, entry in ipairs(done) do
+    expiring[#expiring + 1] = EXPIRES_TEXT
+    expiring[#expiring + 1] = entry_map(entry[2]).id
+  end
+  call_many('ZADD', trace_expiry_key, expiring)
+  if #done == TRIM_LIMIT then
+    local last_ms, last_seq = parse_id(done[#done][1])
+    keep = int(last_ms) .. '-' .. int(last_seq + 1)
+  end
+  redis.call('XTRIM', stream_key, 'MINID', keep)
 end
 
 if op == 'create' then
@@ -146,7 +178,7 @@ if op == 'config' then
   for i = 4, #ARGV do
     local group = current[ARGV[i]]
     if group then
-      local base = 5 + (i - 4) * 3
+      local base = 6 + (i - 4) * 4
       listed[#listed + 1] = { group.name, redis.call('HLEN', KEYS[base]), group.lag or -1,
         redis.call('LLEN', KEYS[base + 2]) }
     end
@@ -217,24 +249,34 @@ end
 
 -- Every remaining step names a group.
 local group = ARGV[4]
-local leases_key, ends_key, dead_key = KEYS[5], KEYS[6], KEYS[7]
-local found = false
+local leases_key, ends_key, dead_key, held_key = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local this_group = nil
 for _, listed in ipairs(groups()) do
   if listed.name == group then
-    found = true
+    this_group = listed
   end
 end
-if not found then
+if not this_group then
   return { GROUP_NOT_FOUND }
 end
 GROUP_FIELD = ',"group":' .. quoted(group)
+-- Entries an earlier version delivered are in the group's pending list until it is done.
+local LEGACY_PENDING = this_group.pending > 0
 
--- An entry's fields (id, body, published_at), read in the order publish wrote them.
-local function entry_map(flat)
-  if flat[1] == 'id' and flat[3] == 'body' and flat[5] == 'published_at' and not flat[7] then
-    return { id = flat[2], body = flat[4], published_at = flat[6] }
+-- Write the group's count and oldest held entry to the topic's holds hash, after a step that
+-- changed what it holds.
+local function update_holds()
+  local count = redis.call('HLEN', leases_key)
+  if count == 0 then
+    redis.call('HDEL', holds_key, group)
+    return
   end
-  return as_map(flat)
+  local oldest = redis.call('ZRANGE', held_key, 0, 0, 'WITHSCORES')[2]
+  local record = int(count)
+  if oldest then
+    record = record .. ' ' .. int(tonumber(oldest))
+  end
+  redis.call('HSET', holds_key, group, record)
 end
 
 local function entry_fields(entry_id)
@@ -245,12 +287,15 @@ local function entry_fields(entry_id)
   return entry_map(entry[2])
 end
 
--- The group is done with a message: acknowledged, dead-lettered, or gone from the stream.
+-- The group is done with a message: dead-lettered, or gone from the stream (the step then
+-- updates the holds and trims).
 local function release(id, entry_id)
-  redis.call('XACK', stream_key, group, entry_id)
+  if LEGACY_PENDING then
+    redis.call('XACK', stream_key, group, entry_id)
+  end
   redis.call('HDEL', leases_key, id)
   redis.call('ZREM', ends_key, id)
-  finished(id, entry_id)
+  redis.call('ZREM', held_key, id)
 end
 
 local function dead_letter(id, entry_id, fields, attempts, reason)
@@ -282,11 +327,11 @@ local function lease_of(id)
 end
 
 if op == 'receive' then
-  -- ARGV[5..7]: consumer, how many at most, this call's nonce. KEYS[8]: this call's receive
+  -- ARGV[5..7]: consumer, how many at most, this call's nonce. KEYS[10]: this call's receive
   -- marker (the ids it leased, for a re-send). Answers the deliveries in a row, six values
   -- each: id, body, delivery count, receipt, published at, lease end.
   local consumer, max, nonce = ARGV[5], tonumber(ARGV[6]), ARGV[7]
-  local marker = KEYS[8]
+  local marker = KEYS[10]
   local out = {}
   local previous = redis.call('GET', marker)
   if previous then
@@ -306,13 +351,15 @@ if op == 'receive' then
   local ids = {}
   local released = false
   -- What the deliveries write, written once for all of them at the end.
-  local leases, ends, lines = {}, {}, {}
+  local leases, ends, held, lines = {}, {}, {}, {}
   local function deliver(id, entry_id, fields, count)
     local receipt = nonce .. '.' .. int(#ids + 1)
     leases[#leases + 1] = id
     leases[#leases + 1] = cmsgpack.pack(entry_id, receipt, consumer, count)
     ends[#ends + 1] = lease_text
     ends[#ends + 1] = id
+    held[#held + 1] = entry_score(entry_id)
+    held[#held + 1] = id
     lines[#lines + 1] = lease_line('delivered', consumer, count, nil)
     append(out, id, fields.body, count, receipt, fields.published_at, lease_until)
     ids[#ids + 1] = id
@@ -322,6 +369,7 @@ if op == 'receive' then
     local lease = lease_of(id)
     if not lease then
       redis.call('ZREM', ends_key, id)
+      redis.call('ZREM', held_key, id)
       return
     end
     if not lease.k then
@@ -346,7 +394,7 @@ if op == 'receive' then
   end
   if #ids < max then
     local reply = redis.call('XREADGROUP', 'GROUP', group, LEASE_OWNER, 'COUNT', max - #ids,
-      'STREAMS', stream_key, '>')
+      'NOACK', 'STREAMS', stream_key, '>')
     if reply then
       for _, entry in ipairs(reply[1][2]) do
         local fields = entry_map(entry[2])
@@ -357,8 +405,12 @@ if op == 'receive' then
   if #ids > 0 then
     call_many('HSET', leases_key, leases)
     call_many('ZADD', ends_key, ends)
+    call_many('ZADD', held_key, held)
     trace_many(ids, lines)
     redis.call('SET', marker, table.concat(ids, ' '), 'PX', cfg.visibility)
+  end
+  if #ids > 0 or released then
+    update_holds()
   end
   if released then
     trim()
@@ -424,20 +476,16 @@ if op == 'ack' then
   if acked > 0 then
     trace_many(done, lines)
     -- As release() does, for all of them.
-    for start = 1, #entries, CHUNK do
-      redis.call('XACK', stream_key, group,
-        unpack(entries, start, math.min(start + CHUNK - 1, #entries)))
+    if LEGACY_PENDING then
+      for start = 1, #entries, CHUNK do
+        redis.call('XACK', stream_key, group,
+          unpack(entries, start, math.min(start + CHUNK - 1, #entries)))
+      end
     end
     call_many('HDEL', leases_key, done)
     call_many('ZREM', ends_key, done)
-    local expiring = {}
-    for k, id in ipairs(done) do
-      if not awaited(entries[k], group) then
-        expiring[#expiring + 1] = EXPIRES_TEXT
-        expiring[#expiring + 1] = id
-      end
-    end
-    call_many('ZADD', trace_expiry_key, expiring)
+    call_many('ZREM', held_key, done)
+    update_holds()
     trim()
   end
   sweep(tonumber(ARGV[5]) + acked)

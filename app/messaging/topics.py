@@ -4,15 +4,17 @@ A topic is one stream; each subscriber is a consumer group on it, and within a g
 message is leased to one consumer at a time, under the same rules as a queue: a random receipt
 per delivery, acknowledgement, a visibility timeout after which the message is delivered again,
 ``nack`` with a delay, and a per-group dead-letter list after ``max_deliveries``. The leases are
-kept by the script (a hash and a sorted set per group); the stream's pending list holds each
-entry from its first delivery until the group is done with it, which is what trimming reads.
-Every step is one run of ``topic.lua`` on the topic's slot.
+kept by the script (a hash and sorted sets per group). Groups read the stream with NOACK: the
+stream's pending list would repeat what the leases say, at a cost per message on the primary
+and again on its replica; instead each group keeps a sorted set of the entries it holds, and
+the topic a hash of each group's count and oldest held entry (``keys.topic_holds``), which
+trimming and the metrics read. Every step is one run of ``topic.lua`` on the topic's slot.
 
-Trimming: each acknowledgement trims the stream to the oldest entry that some group still has
-pending or has not yet been delivered, so no entry a group has not acknowledged is dropped. A
-topic with no group keeps its entries (a group created later with ``start="earliest"`` gets
-them); a group that stops consuming holds the stream's memory until it is deleted, which is
-the price of that guarantee.
+Trimming: each acknowledgement trims the stream to the oldest entry that some group still holds
+or has not yet been delivered, so no entry a group has not acknowledged is dropped; the traces
+of the entries it drops expire after the retention. A topic with no group keeps its entries (a
+group created later with ``start="earliest"`` gets them); a group that stops consuming holds
+the stream's memory until it is deleted, which is the price of that guarantee.
 """
 
 from __future__ import annotations
@@ -60,11 +62,15 @@ from app.messaging.schemas import (
     from_ms,
 )
 from app.records.codec import compact_json
+from app.redis import RedisStore
 from app.schemas import trusted
 from app.scripting import LuaScript, Reply, as_int, as_list, as_str, outcome_of, raise_for
+from app.stream_gauges import Held
 
 TOPIC_SCRIPT = LuaScript.load(Path(__file__).with_name("topic.lua"), CHANNEL_LUA)
 GROUP_START = {"earliest": "0", "latest": "$"}
+# topic.lua's held-entry scores: an entry id as milliseconds * SEQUENCES + sequence.
+SEQUENCES = 1024
 
 
 class TopicOutcome(IntEnum):
@@ -304,6 +310,19 @@ class Topic(Channel[TopicOutcome]):
 
     def _count(self, event: TopicEvent, count: int = 1) -> None:
         self.context.counters.topic(self.name, event, count)
+
+
+async def read_holds(store: RedisStore, name: str) -> dict[str, Held]:
+    """Return what each group of the topic ``name`` holds (topic.lua's holds hash: a count,
+    then the oldest held entry's score when it has one)."""
+    key = keys.topic_holds(name)
+    found = await store.call(key, "HGETALL", key, what="metrics: topic holds")
+    holds = {}
+    for group, record in found.items():
+        count, *oldest = as_str(record).split()
+        oldest_ms = int(oldest[0]) // SEQUENCES if oldest else None
+        holds[as_str(group)] = Held(entries=int(count), oldest_ms=oldest_ms)
+    return holds
 
 
 def _group_counts(reply: Reply) -> GroupCounts:

@@ -217,6 +217,8 @@ async def test_trimming_keeps_every_entry_a_group_has_not_acknowledged(
     assert await redis.xlen(STREAM) == 50, "slow has delivered nothing yet"
     slow = await topic.receive("slow", consumer="s", limit=20)
     assert await redis.xlen(STREAM) == 50
+    pending: Any = await redis.xpending(STREAM, "slow")
+    assert pending["pending"] == 0, "the group's own records hold them, not the pending list"
     await topic.ack_many("slow", [(d.id, d.receipt) for d in slow[5:]])
     assert await redis.xlen(STREAM) == 50, "the first five are still pending in slow"
     await topic.ack_many("slow", [(d.id, d.receipt) for d in slow[:5]])
@@ -293,6 +295,38 @@ async def test_leases_stored_as_json_by_an_earlier_version_are_still_served(
         Settlement.DONE,
         Settlement.DONE,
     ]
+    assert await redis.hlen(leases) == 0
+
+
+async def test_entries_an_earlier_version_left_pending_are_kept_until_acknowledged(
+    broker: Broker, redis: RedisCluster
+) -> None:
+    """An upgrade with entries in a group's pending list (delivered before groups read with
+    NOACK): trimming keeps them until the group acknowledges them, which takes them off it."""
+    topic = broker.topic("news")
+    await topic.create(TopicCreate())
+    await topic.create_group("g")
+    published = await topic.publish_many([TopicPublish(body=n) for n in range(3)])
+    # As the earlier version leased: XREADGROUP without NOACK, then a lease record each.
+    (_stream, read), *_ = await redis.xreadgroup("g", "leases", {STREAM: ">"}, count=2)
+    leases, ends = keys.group_keys("news", "g")[:2]
+    for n, (entry, _fields) in enumerate(read, start=1):
+        lease = {"e": entry, "r": f"old.{n}", "c": "old-worker", "n": 1}
+        await redis.hset(leases, published[n - 1].id, json.dumps(lease))
+        await redis.zadd(ends, {published[n - 1].id: time.time() * 1000 + 60_000})
+
+    (third,) = await topic.receive("g", consumer="new-worker", limit=10)
+    assert third.body == 2
+    await topic.ack("g", third.id, third.receipt)
+    assert await redis.xlen(STREAM) == 3, "the first two are still pending"
+    await topic.ack("g", published[0].id, "old.1")
+    assert await redis.xlen(STREAM) == 2
+    pending: Any = await redis.xpending(STREAM, "g")
+    assert pending["pending"] == 1
+    await topic.ack("g", published[1].id, "old.2")
+    assert await redis.xlen(STREAM) == 0
+    pending = await redis.xpending(STREAM, "g")
+    assert pending["pending"] == 0
     assert await redis.hlen(leases) == 0
 
 
