@@ -12,6 +12,7 @@ routes); code inside the service uses it directly::
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -19,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from app.config import MessagingSettings
 from app.messaging import keys
 from app.messaging.channel import ChannelContext
-from app.messaging.exceptions import TraceNotFound
+from app.messaging.exceptions import QueueNotFound, TopicNotFound, TraceNotFound
 from app.messaging.metrics import ChannelCounters
 from app.messaging.queues import Queue
 from app.messaging.schemas import MessageTrace, TraceEvent, check_name, from_ms
@@ -82,9 +83,27 @@ class Broker:
         )
         if raw is None:
             raise TraceNotFound(message_id)
-        return MessageTrace(
-            id=message_id, events=[_event(line) for line in as_str(raw).split("\n")]
-        )
+        lines = as_str(raw).split("\n")
+        lines += await self._in_flight_lines(message_id, lines[0])
+        # Written when they happened, but a delivery's line with the line that ends it.
+        events = sorted((_event(line) for line in lines), key=lambda event: event.at)
+        return MessageTrace(id=message_id, events=events)
+
+    async def _in_flight_lines(self, message_id: str, first_line: str) -> list[str]:
+        """Return the lines the deliveries of a message in flight still owe its trace, from its
+        channel (which the trace's first line names)."""
+        first = json.loads(first_line)
+        channel: Queue | Topic
+        if "queue" in first:
+            channel = self.queue(first["queue"])
+        elif "topic" in first:
+            channel = self.topic(first["topic"])
+        else:
+            return []
+        try:
+            return await channel.in_flight_lines(message_id)
+        except (QueueNotFound, TopicNotFound):  # deleted since: nothing is in flight
+            return []
 
 
 def _event(text: str) -> TraceEvent:

@@ -89,13 +89,21 @@ end
 -- beside a sorted set of when each trace goes (ms). A script names its own with use_traces
 -- before tracing anything: the hash and set keys, and the channel each line names
 -- ('queue' or 'topic', and its name).
-local traces_key, trace_expiry_key, TRACE_HEAD
+--
+-- A delivery's line is written when the delivery ends (acknowledged, nacked, expired, or its
+-- lease extended), in front of the line that ends it, not when it begins: a receive then
+-- writes no trace at all, and the trace is read and written once per delivery rather than
+-- twice. Until then the state record keeps when it was delivered (``owed_delivery``), and
+-- reading a trace adds the deliveries still in flight from those records (the 'owed' step).
+-- A trace's lines are therefore in the order they were written; readers order them by time.
+local traces_key, trace_expiry_key, CHANNEL_FIELD, TRACE_HEAD
 -- A topic's group (',"group":"<name>"'), on the lines of lease steps (lease_line).
 local GROUP_FIELD = ''
 
 local function use_traces(traces, expiry, channel_kind, channel_name)
   traces_key, trace_expiry_key = traces, expiry
-  TRACE_HEAD = '","at":' .. NOW_TEXT .. ',"' .. channel_kind .. '":"' .. channel_name .. '"'
+  CHANNEL_FIELD = ',"' .. channel_kind .. '":"' .. channel_name .. '"'
+  TRACE_HEAD = '","at":' .. NOW_TEXT .. CHANNEL_FIELD
 end
 
 local function json_value(value)
@@ -124,6 +132,17 @@ local function lease_line(event, consumer, attempt, receipt)
     .. ',"attempt":' .. count_text(attempt) .. tail
 end
 
+-- The line of a delivery made at ``at`` (ms), which its trace is owed while it lasts, and a
+-- newline; '' when ``at`` is nil (the line is written already, or by an earlier version at
+-- the delivery itself).
+local function owed_delivery(consumer, attempt, at)
+  if not at then
+    return ''
+  end
+  return '{"event":"delivered","at":' .. int(at) .. CHANNEL_FIELD .. GROUP_FIELD
+    .. ',"consumer":' .. quoted(consumer) .. ',"attempt":' .. count_text(attempt) .. '}\n'
+end
+
 -- One event as its trace line: ``event_line('acked', 'consumer', c, 'attempt', 2)``; a nil
 -- value leaves its field out. Names, the channel's and consumers' names are plain ASCII
 -- (schemas.check_name), so they need no escaping.
@@ -139,11 +158,15 @@ local function event_line(event, ...)
   return table.concat(parts)
 end
 
--- Append one event to the trace of ``id`` (the steps that touch one message).
-local function trace(id, event, ...)
-  local line = event_line(event, ...)
+-- Append ``text`` (lines) to the trace of ``id`` (the steps that touch one message).
+local function append_trace(id, text)
   local old = redis.call('HGET', traces_key, id)
-  redis.call('HSET', traces_key, id, old and (old .. '\n' .. line) or line)
+  redis.call('HSET', traces_key, id, old and (old .. '\n' .. text) or text)
+end
+
+-- Append one event to the trace of ``id``.
+local function trace(id, event, ...)
+  append_trace(id, event_line(event, ...))
 end
 
 -- Append lines[i] to the trace of ids[i], for every i: one HMGET, one HSET.

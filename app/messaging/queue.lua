@@ -30,11 +30,12 @@ end
 -- A message's state (a record of channel.lua), in this order: p priority, o publish order,
 -- a attempts, t published at, d dedupe id, s state (ready, delayed, inflight, dead), r receipt,
 -- c consumer, l lease until, v visible at, why and x (the reason and time it was
--- dead-lettered). The busy steps read and write the values; the others use a table (m.a...).
+-- dead-lettered), w when the current delivery was made, while its trace line is owed
+-- (``owed_delivery``). The busy steps read and write the values; the others use a table.
 local function decode(raw)
   if is_json(raw) then
     local m = cjson.decode(raw)
-    return m.p, m.o, m.a, m.t, m.d, m.s, m.r, m.c, m.l, m.v, m.why, m.x
+    return m.p, m.o, m.a, m.t, m.d, m.s, m.r, m.c, m.l, m.v, m.why, m.x, m.w
   end
   return cmsgpack.unpack(raw)
 end
@@ -45,13 +46,13 @@ local function load(id)
     return nil
   end
   local m = {}
-  m.p, m.o, m.a, m.t, m.d, m.s, m.r, m.c, m.l, m.v, m.why, m.x = decode(raw)
+  m.p, m.o, m.a, m.t, m.d, m.s, m.r, m.c, m.l, m.v, m.why, m.x, m.w = decode(raw)
   return m
 end
 
 local function save(id, m)
   redis.call('HSET', meta_key, id,
-    cmsgpack.pack(m.p, m.o, m.a, m.t, m.d, m.s, m.r, m.c, m.l, m.v, m.why, m.x))
+    cmsgpack.pack(m.p, m.o, m.a, m.t, m.d, m.s, m.r, m.c, m.l, m.v, m.why, m.x, m.w))
 end
 
 local function load_config()
@@ -112,7 +113,7 @@ end
 -- A lease ended without an ack (expired or nacked): deliver again after ``delay`` ms, or
 -- dead-letter the message when it has had all its deliveries.
 local function release(cfg, id, m, delay, why)
-  m.r, m.c, m.l = nil, nil, nil
+  m.r, m.c, m.l, m.w = nil, nil, nil, nil
   if m.a >= cfg.max then
     dead_letter(id, m, why .. ' on delivery ' .. m.a .. ' of ' .. cfg.max)
   elseif delay > 0 then
@@ -138,7 +139,8 @@ local function housekeep(cfg, limit)
     redis.call('ZREM', inflight_key, id)
     local m = load(id)
     if m then
-      trace(id, 'expired', 'consumer', m.c, 'attempt', m.a)
+      append_trace(id, owed_delivery(m.c, m.a, m.w)
+        .. event_line('expired', 'consumer', m.c, 'attempt', m.a))
       expired_count = expired_count + 1
       release(cfg, id, m, 0, 'lease expired')
     end
@@ -296,7 +298,7 @@ if op == 'receive' then
     local metas = call_many('HMGET', meta_key, popped)
     local bodies = call_many('HMGET', bodies_key, popped)
     local lease_text = int(lease_until)
-    local ids, saved, leases, lines = {}, {}, {}, {}
+    local ids, saved, leases = {}, {}, {}
     for i, id in ipairs(popped) do
       if metas[i] then
         local priority, order, attempt, published_at, dedupe = decode(metas[i])
@@ -306,17 +308,15 @@ if op == 'receive' then
         ids[#ids + 1] = id
         saved[#saved + 1] = id
         saved[#saved + 1] = cmsgpack.pack(priority, order, attempt, published_at, dedupe,
-          'inflight', receipt, consumer, lease_until)
+          'inflight', receipt, consumer, lease_until, nil, nil, nil, NOW)
         leases[#leases + 1] = lease_text
         leases[#leases + 1] = id
-        lines[#lines + 1] = lease_line('delivered', consumer, attempt, nil)
         append(out, id, bodies[i], attempt, receipt, priority, published_at, lease_until)
       end
     end
     if #ids > 0 then
       call_many('HSET', meta_key, saved)
       call_many('ZADD', inflight_key, leases)
-      trace_many(ids, lines)
       redis.call('SET', marker, table.concat(ids, ' '), 'PX', cfg.visibility)
     end
   end
@@ -361,15 +361,16 @@ if op == 'ack' then
     if acked[id] then
       status = acked[id] == receipt and 0 or WRONG_RECEIPT
     else
-      local attempt, state, held, consumer
+      local attempt, state, held, consumer, delivered_at
       if metas[k] then
         local _
-        _, _, attempt, _, _, state, held, consumer = decode(metas[k])
+        _, _, attempt, _, _, state, held, consumer, _, _, _, _, delivered_at = decode(metas[k])
       end
       if state == 'inflight' and held == receipt then
         acked[id] = receipt
         done[#done + 1] = id
-        lines[#lines + 1] = lease_line('acked', consumer, attempt, receipt)
+        lines[#lines + 1] = owed_delivery(consumer, attempt, delivered_at)
+          .. lease_line('acked', consumer, attempt, receipt)
         expiries[#expiries + 1] = expires_text
         expiries[#expiries + 1] = id
         status = 1
@@ -404,8 +405,8 @@ if op == 'nack' then
     return { 1, status, swept() }
   end
   redis.call('ZREM', inflight_key, id)
-  trace(id, 'nacked', 'consumer', m.c, 'attempt', m.a, 'r', receipt, 'delay_ms',
-    delay > 0 and delay or nil)
+  append_trace(id, owed_delivery(m.c, m.a, m.w) .. event_line('nacked', 'consumer', m.c,
+    'attempt', m.a, 'r', receipt, 'delay_ms', delay > 0 and delay or nil))
   release(cfg, id, m, delay, 'nacked')
   return { 1, 1, swept() }
 end
@@ -419,10 +420,21 @@ if op == 'extend' then
   end
   local lease_until = NOW + visibility
   redis.call('ZADD', inflight_key, lease_until, id)
-  m.l = lease_until
+  append_trace(id, owed_delivery(m.c, m.a, m.w) .. event_line('extended', 'consumer', m.c,
+    'attempt', m.a, 'lease_until', lease_until))
+  m.l, m.w = lease_until, nil
   save(id, m)
-  trace(id, 'extended', 'consumer', m.c, 'attempt', m.a, 'lease_until', lease_until)
   return { 1, 1, ms(lease_until) }
+end
+
+if op == 'owed' then
+  -- ARGV[4]: a message id. Answers the line its trace is owed for a delivery in flight (nil
+  -- when none): reading a trace adds it.
+  local m = load(ARGV[4])
+  if m and m.s == 'inflight' and m.w then
+    return { 1, owed_delivery(m.c, m.a, m.w) }
+  end
+  return { 1, false }
 end
 
 if op == 'stats' then

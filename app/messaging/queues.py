@@ -302,6 +302,12 @@ class Queue(Channel[QueueOutcome]):
         (lease_until,) = lease
         return from_ms(as_int(lease_until))
 
+    async def in_flight_lines(self, message_id: str) -> list[str]:
+        """Return the trace line a delivery of ``message_id`` in flight still owes (a delivery's
+        line is written when it ends: see channel.lua)."""
+        (line,) = await self.run("owed", message_id, what="read trace")
+        return as_str(line).splitlines() if line else []
+
     async def counts(self) -> QueueCounts:
         """Return how many messages are ready, delayed, in flight and dead-lettered."""
         counts, swept = await self.run("stats", self._housekeeping, what="count messages")

@@ -247,6 +247,34 @@ if op == 'publish' then
   return { 1, out }
 end
 
+-- A lease (a record of channel.lua), in this order: e the entry id, r the receipt ('' once
+-- nacked), c the consumer, n the delivery count, k whether it was nacked, w when it was
+-- delivered, while its trace line is owed (``owed_delivery``).
+local function decode_lease(raw)
+  if is_json(raw) then
+    local lease = cjson.decode(raw)
+    return lease.e, lease.r, lease.c, lease.n, lease.k, lease.w
+  end
+  return cmsgpack.unpack(raw)
+end
+
+if op == 'owed' then
+  -- ARGV[4]: a message id; ARGV[5..]: the groups the caller found, KEYS[6..]: the keys of
+  -- each (keys.group_keys). Answers the lines its trace is owed for deliveries in flight.
+  local lines = {}
+  for i = 5, #ARGV do
+    local raw = redis.call('HGET', KEYS[6 + (i - 5) * 4], ARGV[4])
+    if raw then
+      local _, _, consumer, count, nacked, delivered_at = decode_lease(raw)
+      if not nacked and delivered_at then
+        GROUP_FIELD = ',"group":' .. quoted(ARGV[i])
+        lines[#lines + 1] = owed_delivery(consumer, count, delivered_at)
+      end
+    end
+  end
+  return { 1, table.concat(lines) }
+end
+
 -- Every remaining step names a group.
 local group = ARGV[4]
 local leases_key, ends_key, dead_key, held_key = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
@@ -306,23 +334,13 @@ local function dead_letter(id, entry_id, fields, attempts, reason)
   release(id, entry_id)
 end
 
--- A lease (a record of channel.lua), in this order: e the entry id, r the receipt ('' once
--- nacked), c the consumer, n the delivery count, k whether it was nacked.
-local function decode_lease(raw)
-  if is_json(raw) then
-    local lease = cjson.decode(raw)
-    return lease.e, lease.r, lease.c, lease.n, lease.k
-  end
-  return cmsgpack.unpack(raw)
-end
-
 local function lease_of(id)
   local raw = redis.call('HGET', leases_key, id)
   if not raw then
     return nil
   end
   local lease = {}
-  lease.e, lease.r, lease.c, lease.n, lease.k = decode_lease(raw)
+  lease.e, lease.r, lease.c, lease.n, lease.k, lease.w = decode_lease(raw)
   return lease
 end
 
@@ -351,16 +369,15 @@ if op == 'receive' then
   local ids = {}
   local released = false
   -- What the deliveries write, written once for all of them at the end.
-  local leases, ends, held, lines = {}, {}, {}, {}
+  local leases, ends, held = {}, {}, {}
   local function deliver(id, entry_id, fields, count)
     local receipt = nonce .. '.' .. int(#ids + 1)
     leases[#leases + 1] = id
-    leases[#leases + 1] = cmsgpack.pack(entry_id, receipt, consumer, count)
+    leases[#leases + 1] = cmsgpack.pack(entry_id, receipt, consumer, count, nil, NOW)
     ends[#ends + 1] = lease_text
     ends[#ends + 1] = id
     held[#held + 1] = entry_score(entry_id)
     held[#held + 1] = id
-    lines[#lines + 1] = lease_line('delivered', consumer, count, nil)
     append(out, id, fields.body, count, receipt, fields.published_at, lease_until)
     ids[#ids + 1] = id
   end
@@ -373,7 +390,8 @@ if op == 'receive' then
       return
     end
     if not lease.k then
-      trace(id, 'expired', 'group', group, 'consumer', lease.c, 'attempt', lease.n)
+      append_trace(id, owed_delivery(lease.c, lease.n, lease.w)
+        .. event_line('expired', 'group', group, 'consumer', lease.c, 'attempt', lease.n))
     end
     local fields = entry_fields(lease.e)
     if not fields then
@@ -406,7 +424,6 @@ if op == 'receive' then
     call_many('HSET', leases_key, leases)
     call_many('ZADD', ends_key, ends)
     call_many('ZADD', held_key, held)
-    trace_many(ids, lines)
     redis.call('SET', marker, table.concat(ids, ' '), 'PX', cfg.visibility)
   end
   if #ids > 0 or released then
@@ -452,15 +469,16 @@ if op == 'ack' then
     if took[id] then
       status = took[id] == receipt and 0 or WRONG_RECEIPT
     else
-      local entry_id, held, consumer, count, nacked
+      local entry_id, held, consumer, count, nacked, delivered_at
       if raw_leases[k] then
-        entry_id, held, consumer, count, nacked = decode_lease(raw_leases[k])
+        entry_id, held, consumer, count, nacked, delivered_at = decode_lease(raw_leases[k])
       end
       if held == receipt and not nacked then
         took[id] = receipt
         done[#done + 1] = id
         entries[#entries + 1] = entry_id
-        lines[#lines + 1] = lease_line('acked', consumer, count, receipt)
+        lines[#lines + 1] = owed_delivery(consumer, count, delivered_at)
+          .. lease_line('acked', consumer, count, receipt)
         status = 1
       elseif already(id, 'acked', receipt, group) then
         status = 0
@@ -500,8 +518,9 @@ if op == 'nack' then
   if not lease then
     return { 1, status }
   end
-  trace(id, 'nacked', 'group', group, 'consumer', lease.c, 'attempt', lease.n, 'r', receipt,
-    'delay_ms', delay > 0 and delay or nil)
+  append_trace(id, owed_delivery(lease.c, lease.n, lease.w) .. event_line('nacked', 'group',
+    group, 'consumer', lease.c, 'attempt', lease.n, 'r', receipt, 'delay_ms',
+    delay > 0 and delay or nil))
   redis.call('HSET', leases_key, id, cmsgpack.pack(lease.e, '', lease.c, lease.n, true))
   redis.call('ZADD', ends_key, NOW + delay, id)
   return { 1, 1 }

@@ -164,6 +164,19 @@ class Topic(Channel[TopicOutcome]):
             for group in found
         ]
 
+    async def in_flight_lines(self, message_id: str) -> list[str]:
+        """Return the trace lines the deliveries of ``message_id`` in flight (one per group at
+        most) still owe (a delivery's line is written when it ends: see channel.lua)."""
+        names = await self._group_names()
+        (lines,) = await self.run(
+            "owed",
+            message_id,
+            *names,
+            extra_keys=[key for name in names for key in self._group_keys(name)],
+            what="read trace",
+        )
+        return as_str(lines).splitlines() if lines else []
+
     def _group_keys(self, group: str) -> list[str]:
         return keys.group_keys(self.name, group)
 

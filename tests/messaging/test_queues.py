@@ -637,6 +637,12 @@ async def test_message_states_stored_as_json_by_an_earlier_version_are_still_ser
     await redis.lrem("{queue:jobs}:ready", 0, leased.id)
     await redis.lrem("{queue:jobs}:ready", 0, nacked.id)
     await redis.zadd("{queue:jobs}:inflight", {leased.id: lease_end, nacked.id: lease_end})
+    # That version wrote a delivery's trace line when it was made (this one, when it ends).
+    traces = keys.message_trace_keys(leased.id)[0]
+    for message in (leased, nacked):
+        line = {"event": "delivered", "at": now, "queue": "jobs", "consumer": "old-worker"}
+        published_line: Any = await redis.hget(traces, message.id)
+        await redis.hset(traces, message.id, f"{published_line}\n{json.dumps(line)}")
 
     (delivery,) = await queue.receive(consumer="new-worker", limit=10)
     assert (delivery.id, delivery.body, delivery.attempt) == (ready.id, "ready", 1)
@@ -650,6 +656,53 @@ async def test_message_states_stored_as_json_by_an_earlier_version_are_still_ser
     assert (await queue.counts()).model_dump() == dict.fromkeys(
         ("ready", "delayed", "in_flight", "dead_lettered"), 0
     )
+    seen = {message.id: (await broker.trace(message.id)).events for message in (leased, nacked)}
+    assert [(e.event, e.consumer) for e in seen[leased.id][1:]] == [
+        ("delivered", "old-worker"),
+        ("acked", "old-worker"),
+    ], "the earlier version's delivery line, not written twice"
+    assert [e.event for e in seen[nacked.id]] == [
+        "published",
+        "delivered",
+        "nacked",
+        "delivered",
+        "acked",
+    ]
+
+
+async def test_a_delivery_is_traced_when_it_ends_and_shown_while_in_flight(
+    http: httpx.AsyncClient, redis: RedisCluster
+) -> None:
+    """A receive writes no trace line: the delivery's line is written with the step that ends
+    it (here an extension, then the ack), at the time the delivery was made; a trace read in
+    between shows it from the message's state."""
+    await make_queue(http)
+    message_id = await publish(http, "x")
+    traces = keys.message_trace_keys(message_id)[0]
+
+    async def stored() -> list[str]:
+        raw = await redis.hget(traces, message_id)
+        return [json.loads(line)["event"] for line in str(raw).split("\n")]
+
+    (got,) = await receive(http, consumer="c")
+    assert await stored() == ["published"]
+    in_flight = await events(http, message_id)
+    assert [(e["event"], e.get("consumer"), e.get("attempt")) for e in in_flight] == [
+        ("published", None, None),
+        ("delivered", "c", 1),
+    ]
+    await asyncio.sleep(0.01)
+    extended = await http.post(
+        f"/queues/jobs/messages/{message_id}/extend",
+        json={"receipt": got["receipt"], "visibility_timeout_s": 60},
+    )
+    assert extended.status_code == 200, extended.text
+    assert await stored() == ["published", "delivered", "extended"]
+    assert await ack(http, got) == 204
+    done = await events(http, message_id)
+    assert done[:2] == in_flight, "the line written later is the one shown in flight"
+    assert [e["event"] for e in done] == ["published", "delivered", "extended", "acked"]
+    assert await stored() == ["published", "delivered", "extended", "acked"]
 
 
 async def _script_runs(redis: RedisCluster, key: str) -> int:

@@ -15,7 +15,7 @@ from app.messaging import keys
 from app.messaging.broker import Broker
 from app.messaging.channel import Settlement
 from app.messaging.exceptions import GroupNotFound
-from app.messaging.schemas import TopicCreate, TopicPublish
+from app.messaging.schemas import MessageTrace, TopicCreate, TopicPublish
 from app.messaging.topics import TOPIC_SCRIPT
 from app.scripting import as_list
 from tests.conftest import data_keys
@@ -308,7 +308,8 @@ async def test_entries_an_earlier_version_left_pending_are_kept_until_acknowledg
     await topic.create_group("g")
     published = await topic.publish_many([TopicPublish(body=n) for n in range(3)])
     # As the earlier version leased: XREADGROUP without NOACK, then a lease record each.
-    (_stream, read), *_ = await redis.xreadgroup("g", "leases", {STREAM: ">"}, count=2)
+    reply: Any = await redis.xreadgroup("g", "leases", {STREAM: ">"}, count=2)
+    (_stream, read), *_ = reply
     leases, ends = keys.group_keys("news", "g")[:2]
     for n, (entry, _fields) in enumerate(read, start=1):
         lease = {"e": entry, "r": f"old.{n}", "c": "old-worker", "n": 1}
@@ -328,6 +329,34 @@ async def test_entries_an_earlier_version_left_pending_are_kept_until_acknowledg
     pending = await redis.xpending(STREAM, "g")
     assert pending["pending"] == 0
     assert await redis.hlen(leases) == 0
+
+
+async def test_a_trace_shows_each_groups_delivery_in_flight_in_time_order(
+    broker: Broker, redis: RedisCluster
+) -> None:
+    """A delivery's line is written when it ends; meanwhile reading the trace adds it from the
+    group's lease, and the trace reads in time order whichever group finished first."""
+    topic = broker.topic("news")
+    await topic.create(TopicCreate())
+    for group in ("a", "b"):
+        await topic.create_group(group)
+    published = await topic.publish(TopicPublish(body=1))
+    traces = keys.message_trace_keys(published.id)[0]
+    (in_a,) = await topic.receive("a", consumer="ca")
+    await asyncio.sleep(0.01)
+    (in_b,) = await topic.receive("b", consumer="cb")
+    assert "delivered" not in str(await redis.hget(traces, published.id))
+
+    def shown(trace: MessageTrace) -> list[tuple[str, Any]]:
+        return [(e.event, e.group) for e in trace.events]
+
+    both = [("published", None), ("delivered", "a"), ("delivered", "b")]
+    assert shown(await broker.trace(published.id)) == both
+    await asyncio.sleep(0.01)
+    await topic.ack("b", in_b.id, in_b.receipt)
+    assert shown(await broker.trace(published.id)) == [*both, ("acked", "b")]
+    await topic.nack("a", in_a.id, in_a.receipt)
+    assert shown(await broker.trace(published.id)) == [*both, ("acked", "b"), ("nacked", "a")]
 
 
 async def test_concurrent_receives_and_acks_of_a_group_go_as_one_step_each(
