@@ -62,9 +62,16 @@ def topic_prefix(name: str) -> str:
 
 def topic_keys(name: str) -> list[str]:
     """Return the keys every topic script declares: its config, its stream, the traces of its
-    slot, and its groups' holds (``topic_holds``)."""
+    slot, its groups' holds (``topic_holds``), and the traces that wait for trimming (those of
+    messages a group finished while another may still hold them: see topic.lua)."""
     prefix = topic_prefix(name)
-    return [prefix + "config", prefix + "stream", *trace_keys(key_slot(prefix)), topic_holds(name)]
+    return [
+        prefix + "config",
+        prefix + "stream",
+        *trace_keys(key_slot(prefix)),
+        topic_holds(name),
+        prefix + "waiting-traces",
+    ]
 
 
 def topic_holds(name: str) -> str:

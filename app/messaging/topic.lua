@@ -3,9 +3,10 @@
 --   1 config (hash), 2 stream (entries: id, body, published_at; the consumer groups live
 --   inside it), 3 traces (hash: message id -> its events, one JSON object per line), 4 trace
 --   expiry (sorted set: message id -> when its trace goes, ms), 5 holds (hash: group -> how
---   many messages it holds and its oldest held entry); a step that names a group adds 6 the
---   group's leases, 7 their ends, 8 its dead letters and 9 its held entries; then the step's
---   markers (de-duplication, receive), which the caller names.
+--   many messages it holds and its oldest held entry), 6 waiting traces (sorted set: message
+--   id -> its entry, ``finish``); a step that names a group adds 7 the group's leases, 8 their
+--   ends, 9 its dead letters and 10 its held entries; then the step's markers
+--   (de-duplication, receive), which the caller names.
 -- ARGV[2..3]: the topic's name, the trace retention (s); the step's own arguments follow.
 --
 -- Leases are kept by the scripts, not by the stream's pending list: per group, a hash of the
@@ -21,7 +22,7 @@
 -- A lease's end is fixed when it is granted, so changing the topic's visibility timeout later
 -- does not shorten leases already held, and receipts are random per delivery.
 -- channel.lua comes first (NOW, call_many, state records, traces).
-local config_key, stream_key, holds_key = KEYS[1], KEYS[2], KEYS[5]
+local config_key, stream_key, holds_key, waiting_key = KEYS[1], KEYS[2], KEYS[5], KEYS[6]
 local op, topic, retention = ARGV[1], ARGV[2], tonumber(ARGV[3])
 use_traces(KEYS[3], KEYS[4], 'topic', topic)
 
@@ -32,9 +33,8 @@ local LEASE_OWNER = 'leases'
 -- Messages this call dead-lettered: a receive answers it last, for the metrics.
 local dead_count = 0
 
--- A trace lives until every group is done with its message (``trim`` drops its entry), then
--- ``retention`` seconds more: the trace expiry set says when, and the publish and ack steps
--- sweep the due ones (``sweep``).
+-- A trace lives until every group is done with its message, then ``retention`` seconds more:
+-- the trace expiry set says when, and the publish and ack steps sweep the due ones (``sweep``).
 local EXPIRES_TEXT = int(NOW + retention * 1000)
 
 local function as_map(flat)
@@ -94,14 +94,28 @@ local function groups()
   return groups_cache
 end
 
+local holds_cache = nil
+local function holds()
+  if holds_cache == nil then
+    holds_cache = as_map(redis.call('HGETALL', holds_key))
+  end
+  return holds_cache
+end
+
+-- The score of a group's oldest held entry (its holds record), or nil when it holds none.
+local function oldest_held(group)
+  local record = holds()[group.name]
+  return record and tonumber(string.match(record, ' (%d+)$'))
+end
+
 -- The first entry a group still needs: the oldest it holds (its holds record, or its pending
 -- list for entries delivered by an earlier version), else the one after the last delivered.
-local function first_needed(group, holds)
+local function first_needed(group)
   local last_ms, last_seq = parse_id(group['last-delivered-id'])
   local first = int(last_ms) .. '-' .. int(last_seq + 1)
-  local oldest = holds[group.name] and string.match(holds[group.name], ' (%d+)$')
+  local oldest = oldest_held(group)
   if oldest then
-    local held = score_id(tonumber(oldest))
+    local held = score_id(oldest)
     if id_less(held, first) then
       first = held
     end
@@ -118,35 +132,31 @@ end
 -- Drop the entries every group is done with: those before the first entry that some group
 -- still needs. Never by length or age, so an entry a group has not acknowledged stays; a
 -- topic without groups keeps everything (a group created later from the earliest gets it).
--- The traces of the messages it drops expire after the retention. Runs after a step that
--- released something, and drops at most TRIM_LIMIT entries (the next such step goes on).
+-- The waiting traces of the messages it drops now expire (see finish). Runs after a step that
+-- released something.
 local TRIM_LIMIT = 1000
 
 local function trim()
   if #groups() == 0 then
     return
   end
-  local holds = as_map(redis.call('HGETALL', holds_key))
   local keep = nil
   for _, group in ipairs(groups()) do
-    local first = first_needed(group, holds)
+    local first = first_needed(group)
     if keep == nil or id_less(first, keep) then
       keep = first
     end
   end
-  local done = redis.call('XRANGE', stream_key, '-', '(' .. keep, 'COUNT', TRIM_LIMIT)
-  if #done == 0 then
-    return
-  end
-  local expiring = {}
-  for _, entry in ipairs(done) do
-    expiring[#expiring + 1] = EXPIRES_TEXT
-    expiring[#expiring + 1] = entry_map(entry[2]).id
-  end
-  call_many('ZADD', trace_expiry_key, expiring)
-  if #done == TRIM_LIMIT then
-    local last_ms, last_seq = parse_id(done[#done][1])
-    keep = int(last_ms) .. '-' .. int(last_seq + 1)
+  local due = redis.call('ZRANGEBYSCORE', waiting_key, '-inf', '(' .. entry_score(keep), 'LIMIT',
+    0, TRIM_LIMIT)
+  if #due > 0 then
+    local expiring = {}
+    for _, id in ipairs(due) do
+      expiring[#expiring + 1] = EXPIRES_TEXT
+      expiring[#expiring + 1] = id
+    end
+    call_many('ZADD', trace_expiry_key, expiring)
+    call_many('ZREM', waiting_key, due)
   end
   redis.call('XTRIM', stream_key, 'MINID', keep)
 end
@@ -168,7 +178,7 @@ end
 local cfg = { visibility = tonumber(c[1]), max = tonumber(c[2]) }
 
 if op == 'config' then
-  -- ARGV[4..]: the groups the caller found; KEYS[5..]: each one's leases, lease ends and dead
+  -- ARGV[4..]: the groups the caller found; KEYS[7..]: each one's leases, lease ends and dead
   -- letters, in that order. A group gone since is left out; one created since is not listed.
   local current = {}
   for _, group in ipairs(groups()) do
@@ -178,7 +188,7 @@ if op == 'config' then
   for i = 4, #ARGV do
     local group = current[ARGV[i]]
     if group then
-      local base = 6 + (i - 4) * 4
+      local base = 7 + (i - 4) * 4
       listed[#listed + 1] = { group.name, redis.call('HLEN', KEYS[base]), group.lag or -1,
         redis.call('LLEN', KEYS[base + 2]) }
     end
@@ -259,11 +269,11 @@ local function decode_lease(raw)
 end
 
 if op == 'owed' then
-  -- ARGV[4]: a message id; ARGV[5..]: the groups the caller found, KEYS[6..]: the keys of
+  -- ARGV[4]: a message id; ARGV[5..]: the groups the caller found, KEYS[7..]: the keys of
   -- each (keys.group_keys). Answers the lines its trace is owed for deliveries in flight.
   local lines = {}
   for i = 5, #ARGV do
-    local raw = redis.call('HGET', KEYS[6 + (i - 5) * 4], ARGV[4])
+    local raw = redis.call('HGET', KEYS[7 + (i - 5) * 4], ARGV[4])
     if raw then
       local _, _, consumer, count, nacked, delivered_at = decode_lease(raw)
       if not nacked and delivered_at then
@@ -277,7 +287,7 @@ end
 
 -- Every remaining step names a group.
 local group = ARGV[4]
-local leases_key, ends_key, dead_key, held_key = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local leases_key, ends_key, dead_key, held_key = KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local this_group = nil
 for _, listed in ipairs(groups()) do
   if listed.name == group then
@@ -295,16 +305,20 @@ local LEGACY_PENDING = this_group.pending > 0
 -- changed what it holds.
 local function update_holds()
   local count = redis.call('HLEN', leases_key)
+  local record = nil
   if count == 0 then
     redis.call('HDEL', holds_key, group)
-    return
+  else
+    local oldest = redis.call('ZRANGE', held_key, 0, 0, 'WITHSCORES')[2]
+    record = int(count)
+    if oldest then
+      record = record .. ' ' .. int(tonumber(oldest))
+    end
+    redis.call('HSET', holds_key, group, record)
   end
-  local oldest = redis.call('ZRANGE', held_key, 0, 0, 'WITHSCORES')[2]
-  local record = int(count)
-  if oldest then
-    record = record .. ' ' .. int(tonumber(oldest))
+  if holds_cache then
+    holds_cache[group] = record
   end
-  redis.call('HSET', holds_key, group, record)
 end
 
 local function entry_fields(entry_id)
@@ -313,6 +327,50 @@ local function entry_fields(entry_id)
     return nil
   end
   return entry_map(entry[2])
+end
+
+-- This group is done with the messages ``ids`` (entries ``entries``): their traces expire
+-- after the retention when no other group needs them any more, which the groups' records tell
+-- without naming their keys: another group is done with an entry when it was delivered to it
+-- (not after its last delivered) and it is before the oldest entry that group holds. When
+-- that cannot be told (an entry within another group's holds, or one with entries of an
+-- earlier version pending), the trace waits in the topic's waiting set until trimming drops
+-- its entry, which is when every group is done with it. A topic with one group never waits.
+local function finish(ids, entries)
+  local others = {}
+  for _, listed in ipairs(groups()) do
+    if listed.name ~= group then
+      local last_ms, last_seq = parse_id(listed['last-delivered-id'])
+      others[#others + 1] = { last_ms = last_ms, last_seq = last_seq,
+        oldest = oldest_held(listed), unsure = listed.pending > 0 }
+    end
+  end
+  local expiring, waiting = {}, {}
+  for k, id in ipairs(ids) do
+    local done = true
+    local score = nil
+    if #others > 0 then
+      local entry_ms, entry_seq = parse_id(entries[k])
+      score = entry_score(entries[k])
+      for _, other in ipairs(others) do
+        if other.unsure or entry_ms > other.last_ms
+          or (entry_ms == other.last_ms and entry_seq > other.last_seq)
+          or (other.oldest and tonumber(score) >= other.oldest) then
+          done = false
+          break
+        end
+      end
+    end
+    if done then
+      expiring[#expiring + 1] = EXPIRES_TEXT
+      expiring[#expiring + 1] = id
+    else
+      waiting[#waiting + 1] = score
+      waiting[#waiting + 1] = id
+    end
+  end
+  call_many('ZADD', trace_expiry_key, expiring)
+  call_many('ZADD', waiting_key, waiting)
 end
 
 -- The group is done with a message: dead-lettered, or gone from the stream (the step then
@@ -324,6 +382,7 @@ local function release(id, entry_id)
   redis.call('HDEL', leases_key, id)
   redis.call('ZREM', ends_key, id)
   redis.call('ZREM', held_key, id)
+  finish({ id }, { entry_id })
 end
 
 local function dead_letter(id, entry_id, fields, attempts, reason)
@@ -345,11 +404,11 @@ local function lease_of(id)
 end
 
 if op == 'receive' then
-  -- ARGV[5..7]: consumer, how many at most, this call's nonce. KEYS[10]: this call's receive
+  -- ARGV[5..7]: consumer, how many at most, this call's nonce. KEYS[11]: this call's receive
   -- marker (the ids it leased, for a re-send). Answers the deliveries in a row, six values
   -- each: id, body, delivery count, receipt, published at, lease end.
   local consumer, max, nonce = ARGV[5], tonumber(ARGV[6]), ARGV[7]
-  local marker = KEYS[10]
+  local marker = KEYS[11]
   local out = {}
   local previous = redis.call('GET', marker)
   if previous then
@@ -504,6 +563,7 @@ if op == 'ack' then
     call_many('ZREM', ends_key, done)
     call_many('ZREM', held_key, done)
     update_holds()
+    finish(done, entries)
     trim()
   end
   sweep(tonumber(ARGV[5]) + acked)

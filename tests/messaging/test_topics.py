@@ -271,6 +271,33 @@ async def test_a_trace_is_kept_until_every_group_is_done(
     assert 0 < due_ms / 1000 - time.time() <= 86400
 
 
+async def test_a_trace_another_group_may_still_need_waits_for_trimming(
+    broker: Broker, redis: RedisCluster
+) -> None:
+    """A group that finishes a message within another group's holds cannot tell whether that
+    group still needs it: the trace waits until trimming drops the entry, then expires."""
+    topic = broker.topic("news")
+    await topic.create(TopicCreate())
+    for group in ("a", "b"):
+        await topic.create_group(group)
+    first, second = await topic.publish_many([TopicPublish(body=n) for n in range(2)])
+    expiry = keys.message_trace_keys(first.id)[1]
+    waiting = keys.topic_keys("news")[-1]
+    a1, a2 = await topic.receive("a", consumer="c", limit=2)
+    b1, b2 = await topic.receive("b", consumer="c", limit=2)
+    await topic.ack("a", a2.id, a2.receipt)
+    await topic.ack("b", b2.id, b2.receipt)
+    assert await redis.zscore(expiry, second.id) is None, "a holds an older one: b cannot tell"
+    assert await redis.zscore(waiting, second.id) is not None
+    await topic.ack("a", a1.id, a1.receipt)
+    assert await redis.zscore(expiry, first.id) is None, "b still holds it"
+    await topic.ack("b", b1.id, b1.receipt)
+    for message in (first, second):
+        assert await redis.zscore(expiry, message.id) is not None
+    assert await redis.zcard(waiting) == 0
+    assert await redis.xlen(STREAM) == 0
+
+
 async def test_leases_stored_as_json_by_an_earlier_version_are_still_served(
     broker: Broker, redis: RedisCluster
 ) -> None:
