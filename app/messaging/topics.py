@@ -70,7 +70,7 @@ from app.stream_gauges import Held
 TOPIC_SCRIPT = LuaScript.load(Path(__file__).with_name("topic.lua"), CHANNEL_LUA)
 GROUP_START = {"earliest": "0", "latest": "$"}
 # topic.lua's held-entry scores: an entry id as milliseconds * SEQUENCES + sequence.
-SEQUENCES = 1024
+SEQUENCES = 1000
 
 
 class TopicOutcome(IntEnum):
