@@ -7,6 +7,10 @@ and one process, for each kind of channel:
 
 - publishes for ``--seconds`` through the API in batches (``publish_many``) from ``--tasks``
   concurrent tasks, then drains the backlog with ``receive`` + ``ack_many`` (same batch size);
+  the batched rows of the three channels and the bare stream loop (the ratios' reference) are
+  measured in ``--rounds`` interleaved rounds of ``--seconds / --rounds`` each and reported as
+  the median of each (this machine drifts during a run: interleaving puts them in the same
+  stretch of it);
 - does the same with the bare Redis commands the channel is built on, through the same client,
   with the same batching and concurrency: the ceiling (RPUSH/LPOP for a fifo queue,
   ZADD/ZPOPMIN for a priority queue, XADD pipelined + XREADGROUP/XACK for a topic);
@@ -29,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,6 +57,10 @@ from bench.messaging_http import print_http, run_http  # noqa: E402
 from workers.queue_worker import QueueWorker  # noqa: E402
 
 HOST = "127.0.0.1"
+
+
+# A case measured in rounds: its channel, how, and a run of it for some seconds.
+Case = tuple[str, str, Callable[[float], Awaitable[tuple[float, float]]]]
 
 
 def free_base_port() -> int:
@@ -105,7 +114,7 @@ class Bench:
         self.rows.append((channel, how, published, consumed))
         print(f"  {channel:<9} {how:<34} {published:>10,.0f} {consumed:>10,.0f}", flush=True)
 
-    async def queue(self, kind: str, batch: int, label: str) -> None:
+    async def queue(self, kind: str, batch: int, seconds: float) -> tuple[float, float]:
         name = f"bench-{kind}-{batch}"
         queue = self.broker.queue(name)
         await queue.create(QueueCreate(kind=kind, visibility_timeout_s=300))
@@ -121,10 +130,9 @@ class Bench:
                 await queue.ack_many([(d.id, d.receipt) for d in got])
             return len(got)
 
-        seconds = self.args.seconds if batch > 1 else self.args.seconds / 2
         published = await for_seconds(seconds, self.args.tasks, publish)
         consumed = await until_drained(self.args.tasks, consume)
-        self.record(f"{kind} queue", label, published, consumed)
+        return published, consumed
 
     async def raw_list(self, batch: int) -> None:
         key = "{bench-raw}:list"
@@ -167,7 +175,7 @@ class Bench:
         consumed = await until_drained(self.args.tasks, pop)
         self.record("priority queue", f"ceiling: ZADD/ZPOPMIN x{batch}", published, consumed)
 
-    async def topic(self, batch: int, label: str) -> None:
+    async def topic(self, batch: int, seconds: float) -> tuple[float, float]:
         topic = self.broker.topic(f"bench-topic-{batch}")
         await topic.create(TopicCreate(visibility_timeout_s=300))
         await topic.create_group("g")
@@ -182,15 +190,15 @@ class Bench:
                 await topic.ack_many("g", [(d.id, d.receipt) for d in got])
             return len(got)
 
-        seconds = self.args.seconds if batch > 1 else self.args.seconds / 2
         published = await for_seconds(seconds, self.args.tasks, publish)
         consumed = await until_drained(self.args.tasks, consume)
-        self.record("topic", label, published, consumed)
+        return published, consumed
 
-    async def raw_stream(self, batch: int) -> None:
+    async def raw_stream(self, batch: int, seconds: float) -> tuple[float, float]:
         key = "{bench-raw}:stream"
         client = self.store.client
-        await client.xgroup_create(key, "g", id="0", mkstream=True)
+        if not await client.exists(key):
+            await client.xgroup_create(key, "g", id="0", mkstream=True)
         value = MessagePublish(body=self.body).model_dump_json()
 
         async def push() -> int:
@@ -207,9 +215,24 @@ class Bench:
                 await client.xack(key, "g", *ids)
             return len(ids)
 
-        published = await for_seconds(self.args.seconds, self.args.tasks, push)
+        published = await for_seconds(seconds, self.args.tasks, push)
         consumed = await until_drained(self.args.tasks, pop)
-        self.record("topic", f"ceiling: XADD/XREADGROUP+XACK x{batch}", published, consumed)
+        return published, consumed
+
+    async def interleaved(self, cases: list[Case]) -> None:
+        """Measure ``cases`` in ``--rounds`` rounds, one after the other in each round, and
+        record the median of each: the machine drifts over a run, and interleaving puts the
+        cases that are compared in the same stretch of it."""
+        rounds = self.args.rounds
+        seconds = self.args.seconds / rounds
+        figures: list[list[tuple[float, float]]] = [[] for _ in cases]
+        for _round in range(rounds):
+            for figure, (_channel, _how, case) in zip(figures, cases, strict=True):
+                figure.append(await case(seconds))
+        for figure, (channel, how, _case) in zip(figures, cases, strict=True):
+            published = statistics.median(p for p, _c in figure)
+            consumed = statistics.median(c for _p, c in figure)
+            self.record(channel, how, published, consumed)
 
     async def worker(self, concurrency: int, messages: int) -> None:
         """The queue worker (workers/queue_worker.py) draining a backlog with a no-op handler."""
@@ -292,14 +315,25 @@ async def measure(args: argparse.Namespace, store: RedisStore, cluster: LocalClu
         f"appendfsync {args.appendfsync}"
     )
     print(f"  {'channel':<9} {'how':<34} {'published':>10} {'consumed':>10}")
-    await bench.queue("fifo", batch, f"API, batches of {batch}")
+    batched = f"API, batches of {batch}"
+    # The figures the issue's ratios compare: the median of interleaved rounds.
+    await bench.interleaved(
+        [
+            ("fifo queue", batched, lambda seconds: bench.queue("fifo", batch, seconds)),
+            ("priority queue", batched, lambda seconds: bench.queue("priority", batch, seconds)),
+            ("topic", batched, lambda seconds: bench.topic(batch, seconds)),
+            (
+                "topic",
+                f"ceiling: XADD/XREADGROUP+XACK x{batch}",
+                lambda seconds: bench.raw_stream(batch, seconds),
+            ),
+        ]
+    )
     await bench.raw_list(batch)
-    await bench.queue("fifo", 1, "API, one message per call")
-    await bench.queue("priority", batch, f"API, batches of {batch}")
     await bench.raw_zset(batch)
-    await bench.topic(batch, f"API, batches of {batch}")
-    await bench.raw_stream(batch)
-    await bench.topic(1, "API, one message per call")
+    one = "API, one message per call"
+    bench.record("fifo queue", one, *await bench.queue("fifo", 1, args.seconds / 2))
+    bench.record("topic", one, *await bench.topic(1, args.seconds / 2))
     for concurrency in (1, 16, 100):
         await bench.worker(concurrency, 2_000 if concurrency == 1 else 20_000)
     rows = {(channel, how): (p, c) for channel, how, p, c in bench.rows}
@@ -323,6 +357,12 @@ async def measure(args: argparse.Namespace, store: RedisStore, cluster: LocalClu
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="interleaved rounds of the batched API rows and the bare stream loop (median)",
+    )
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--tasks", type=int, default=8)
     parser.add_argument("--body-bytes", type=int, default=100)
