@@ -8,9 +8,9 @@ and one process, for each kind of channel:
 - publishes for ``--seconds`` through the API in batches (``publish_many``) from ``--tasks``
   concurrent tasks, then drains the backlog with ``receive`` + ``ack_many`` (same batch size);
   the batched rows of the three channels and the bare stream loop (the ratios' reference) are
-  measured in ``--rounds`` interleaved rounds of ``--seconds / --rounds`` each and reported as
-  the median of each (this machine drifts during a run: interleaving puts them in the same
-  stretch of it);
+  measured in ``--rounds`` interleaved rounds (each publishing for ``--seconds``, so the backlogs
+  are as large as in one round) and reported as the median of each (this machine drifts
+  during a run: interleaving puts them in the same stretch of it);
 - does the same with the bare Redis commands the channel is built on, through the same client,
   with the same batching and concurrency: the ceiling (RPUSH/LPOP for a fifo queue,
   ZADD/ZPOPMIN for a priority queue, XADD pipelined + XREADGROUP/XACK for a topic);
@@ -223,12 +223,10 @@ class Bench:
         """Measure ``cases`` in ``--rounds`` rounds, one after the other in each round, and
         record the median of each: the machine drifts over a run, and interleaving puts the
         cases that are compared in the same stretch of it."""
-        rounds = self.args.rounds
-        seconds = self.args.seconds / rounds
         figures: list[list[tuple[float, float]]] = [[] for _ in cases]
-        for _round in range(rounds):
+        for _round in range(self.args.rounds):
             for figure, (_channel, _how, case) in zip(figures, cases, strict=True):
-                figure.append(await case(seconds))
+                figure.append(await case(self.args.seconds))
         for figure, (channel, how, _case) in zip(figures, cases, strict=True):
             published = statistics.median(p for p, _c in figure)
             consumed = statistics.median(c for _p, c in figure)
