@@ -27,7 +27,6 @@ by its receipt in the trace; ``dedupe_id`` makes a producer's own retry publish 
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,7 +67,7 @@ from app.messaging.schemas import (
     SettleEntry,
     from_ms,
 )
-from app.records.codec import compact_json
+from app.records.codec import compact_json, parse_json
 from app.records.ids import parse_ulid
 from app.schemas import trusted
 from app.scripting import (
@@ -393,7 +392,7 @@ def _deliveries(reply: Reply) -> list[Delivery]:
         # Built without validation: every field is read in its type from the script's answer.
         fields = {
             "id": as_str(message_id),
-            "body": json.loads(as_str(body)),
+            "body": parse_json(as_str(body)),
             "attempt": as_int(attempt),
             "receipt": as_str(receipt),
             "priority": as_int(priority),
@@ -408,7 +407,7 @@ def _dead_letter(reply: Reply) -> DeadLetter:
     message_id, body, priority, published_at, attempts, reason, dead_at = as_list(reply)
     return DeadLetter(
         id=as_str(message_id),
-        body=json.loads(as_str(body)),
+        body=parse_json(as_str(body)),
         priority=as_int(priority),
         attempts=as_int(attempts),
         reason=as_str(reason),

@@ -19,7 +19,6 @@ the stream's memory until it is deleted, which is the price of that guarantee.
 
 from __future__ import annotations
 
-import json
 import secrets
 from collections.abc import Sequence
 from enum import IntEnum
@@ -61,7 +60,7 @@ from app.messaging.schemas import (
     check_name,
     from_ms,
 )
-from app.records.codec import compact_json
+from app.records.codec import compact_json, parse_json
 from app.redis import RedisStore
 from app.schemas import trusted
 from app.scripting import LuaScript, Reply, as_int, as_list, as_str, outcome_of, raise_for
@@ -357,7 +356,7 @@ def _deliveries(reply: Reply) -> list[TopicDelivery]:
         # Built without validation: every field is read in its type from the script's answer.
         fields = {
             "id": as_str(message_id),
-            "body": json.loads(as_str(body)),
+            "body": parse_json(as_str(body)),
             "attempt": as_int(attempt),
             "receipt": as_str(receipt),
             "published_at": timestamp(published_at),
@@ -371,7 +370,7 @@ def _dead_letter(reply: Reply) -> TopicDeadLetter:
     stored = StoredDeadLetter.model_validate_json(as_str(reply))
     return TopicDeadLetter(
         id=stored.id,
-        body=json.loads(stored.body),
+        body=parse_json(stored.body),
         attempts=stored.attempts,
         reason=stored.reason,
         published_at=from_ms(stored.published_at),

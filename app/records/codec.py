@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 from pydantic.config import JsonDict, JsonValue
+from pydantic_core import from_json
 
 Scalar = str | int | float | bool | None
 # Any JSON value, as ``json.loads`` returns it, where its shape is the client's (the members a
@@ -78,6 +79,18 @@ def nesting_depth(value: object) -> int:
 def compact_json(value: object) -> str:
     """Return ``value`` (already checked, as by ``dump_json``) as the compact JSON text stored."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def parse_json(text: str) -> Any:
+    """Return the value of JSON text this service stored (a message body, as ``compact_json``
+    wrote it), as ``json.loads`` reads it: with pydantic-core's parser (a seventh of the cost,
+    and a receive reads one per message; integers of any size and floats read the same), or
+    ``json.loads`` for what it refuses (a lone surrogate, which publishing does not store: as an
+    escape it is a ValueError, as a character a TypeError, the text not being UTF-8)."""
+    try:
+        return from_json(text, cache_strings="keys")
+    except (ValueError, TypeError):
+        return json.loads(text)
 
 
 def dump_json(value: object) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from app.records import codec
@@ -91,3 +93,22 @@ def test_a_record_stays_within_its_bounds() -> None:
         codec.check_fields({"n" * (codec.MAX_FIELD_NAME_LENGTH + 1): 1}, kind="record")
     with pytest.raises(ValueError, match="longer than"):
         codec.check_fields({"a": "x" * (codec.MAX_VALUE_LENGTH + 1)}, kind="record")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"payload": "x" * 100, "n": [1, 2.5, 1e-300, 1.7976931348623157e308, None, True]},
+        2**70,
+        [2**63 - 1, -(2**64), 12345678901234567890123],
+        "naïve ✓ \U0001f680",
+        [[[[{"deep": []}]]]],
+        -0.0,
+        "\ud800",  # a lone surrogate: the fallback reads it
+    ],
+)
+def test_parse_json_reads_back_what_compact_json_wrote_as_json_loads_does(value: object) -> None:
+    text = codec.compact_json(value)
+    parsed = codec.parse_json(text)
+    assert parsed == json.loads(text) == value
+    assert repr(parsed) == repr(value), "the same types, signs and order"
