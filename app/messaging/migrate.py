@@ -1,11 +1,18 @@
 """The messaging layout: from the first one (a hash per queue message, a list per trace) to the
-current one (every key a script touches declared: see keys.py), and the check that refuses to
-serve data of the first one.
+current one, and the check that refuses to serve data of an earlier one.
+
+Layouts (``messaging:layout``): none, the first; ``2``, every key a script touches declared
+(see keys.py); ``3``, topic groups read with NOACK and hold their entries by their own records
+(topic.lua). This version reads data of layout 2 as it is, but a process of that version must
+not run beside it: its trimming reads only the stream's pending list, so it would drop entries
+that a group of this version holds (and it cannot read the MessagePack state records). So a
+database of layout 2 is refused too, until the operator has stopped the older processes and
+run the migration, which then moves nothing and only marks the layout.
 
 ``python -m app messaging migrate`` moves every old message hash and trace list into its queue's
-or slot's hashes, each in one atomic step, and then records the layout (``messaging:layout``).
-Run it with every process of the older version stopped (an older process would go on writing
-the old layout); it is safe to run again, or after an interruption.
+or slot's hashes, each in one atomic step, and then records the layout. Run it with every
+process of the older version stopped (an older process would go on writing the old layout);
+it is safe to run again, or after an interruption.
 """
 
 from __future__ import annotations
@@ -25,16 +32,16 @@ logger = logging.getLogger(__name__)
 
 MIGRATE = LuaScript.load(Path(__file__).with_name("migrate.lua"))
 
-# What the data in Redis is laid out as; absent before the current layout.
+# What the data in Redis is laid out as; absent in the first layout.
 LAYOUT_KEY = "messaging:layout"
-LAYOUT = "2"
+LAYOUT = "3"
 
 OLD_MESSAGE = re.compile(r"^\{queue:(?P<queue>[^{}]+)\}:msg:(?P<id>.+)$")
 OLD_TRACE = re.compile(r"^(?P<tag>\{[^{}]*\}):trace:(?P<id>.+)$")
 
 
 class OldLayout(StartupRefused):
-    """The messaging data was written by a version with the first layout: migrate it first."""
+    """The messaging data was written by a version with an earlier layout: migrate it first."""
 
     def __init__(self) -> None:
         super().__init__(
@@ -52,14 +59,17 @@ class Migrated:
 
 
 async def check_layout(store: RedisStore) -> None:
-    """Refuse to serve messaging data of the first layout (raise OldLayout).
+    """Refuse to serve messaging data of an earlier layout (raise OldLayout).
 
     A database with no queue or topic registered is new: it is marked as the current layout.
-    One with channels and no mark was written by an older version.
+    One with channels and no mark was written by the first version; one marked with an earlier
+    layout, by a version that may still be running.
     """
     layout = await store.call(LAYOUT_KEY, "GET", LAYOUT_KEY, what="messaging layout")
     if layout == LAYOUT:
         return
+    if layout is not None:
+        raise OldLayout
     channels = 0
     for registry in (keys.QUEUE_REGISTRY, keys.TOPIC_REGISTRY):
         channels += as_int(await store.call(registry, "ZCARD", registry, what="messaging layout"))

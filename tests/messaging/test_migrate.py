@@ -18,6 +18,7 @@ from app.config import RedisSettings, Settings
 from app.local_cluster import LocalCluster
 from app.messaging import keys, migrate_layout
 from app.messaging.migrate import LAYOUT, LAYOUT_KEY, OldLayout
+from app.messaging.schemas import MessagePublish, QueueCreate
 from app.records.ids import new_ulid
 from app.redis import open_store
 from app.slots import slot_tag
@@ -100,6 +101,29 @@ async def test_the_first_layout_is_refused_then_migrated_with_nothing_lost(
     assert due_ms is not None
     assert 3000 < due_ms / 1000 - time.time() <= 3600, "the old trace keeps its time to live"
     assert await redis.hexists(traces, dead)
+
+
+async def test_a_database_of_layout_2_is_refused_until_marked_by_the_migration(
+    cluster: LocalCluster, settings: Settings, redis: RedisCluster
+) -> None:
+    """Layout 2's data is read as it is, but a process of that version must be stopped first
+    (its trimming reads only the pending list): the migration is the operator's mark of that."""
+    quiet = with_workers(settings, enabled=False)
+    async with running_app(quiet) as (_http, state):
+        queue = state["broker"].queue(QUEUE)
+        await queue.create(QueueCreate())
+        published = await queue.publish(MessagePublish(body={"n": 1}))
+    await redis.set(LAYOUT_KEY, "2")
+    with pytest.raises(OldLayout, match=r"stop every process of that version"):
+        async with running_app(quiet):
+            pass
+    async with open_store(RedisSettings(), cluster.url) as store:
+        moved = await migrate_layout(store)
+    assert (moved.messages, moved.traces) == (0, 0)
+    assert await redis.get(LAYOUT_KEY) == LAYOUT == "3"
+    async with running_app(quiet) as (_http, state):
+        (delivery,) = await state["broker"].queue(QUEUE).receive(consumer="c")
+        assert (delivery.id, delivery.body) == (published.id, {"n": 1})
 
 
 async def test_a_new_database_is_marked_with_the_current_layout(
