@@ -108,6 +108,7 @@ async def detected_as_cluster(url: str) -> bool:
         await client.aclose()
 
 
+@pytest.mark.default_engine_only
 async def test_plain_redis_is_detected_and_works(standalone_redis: Standalone) -> None:
     assert await detected_as_cluster(standalone_redis.url) is False
     await profile_round_trip(standalone_redis.url)
@@ -188,6 +189,7 @@ def tls_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
         yield local
 
 
+@pytest.mark.default_engine_only
 @pytest.mark.slow
 async def test_tls_cluster_with_rediss_url(tls_cluster: LocalCluster) -> None:
     assert tls_cluster.url.startswith("rediss://")
@@ -206,6 +208,7 @@ async def test_tls_cluster_with_rediss_url(tls_cluster: LocalCluster) -> None:
             await store.run(lambda client: client.flushall(), what="test")
 
 
+@pytest.mark.default_engine_only
 async def test_tls_with_an_untrusted_ca_is_refused(tls_cluster: LocalCluster) -> None:
     with pytest.raises(rexc.ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
         await asyncio.wait_for(connect_client(RedisSettings(), tls_cluster.url), 5)
@@ -381,6 +384,7 @@ async def test_single_key_call_follows_moved_from_a_stale_slot_table(
         assert mended.name == right.name
 
 
+@pytest.mark.default_engine_only
 async def test_redis_down_is_503_with_retry_after_and_not_ready(
     standalone_redis: Standalone,
 ) -> None:

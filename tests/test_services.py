@@ -187,6 +187,7 @@ def second_cluster(tmp_path: Path) -> Iterator[LocalCluster]:
         yield local
 
 
+@pytest.mark.default_engine_only
 @pytest.mark.slow
 async def test_a_database_per_service_in_one_process(
     cluster: LocalCluster, second_cluster: LocalCluster, redis: RedisCluster

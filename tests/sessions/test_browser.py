@@ -7,6 +7,7 @@ import pytest
 from tests.browser import open_page
 
 
+@pytest.mark.default_engine_only
 @pytest.mark.slow
 async def test_the_session_form_in_a_real_browser(served: str) -> None:
     async with open_page() as page:
