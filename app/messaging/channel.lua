@@ -65,16 +65,21 @@ local function append(list, a, b, c, d, e, f, g)
     a, b, c, d, e, f, g
 end
 
+-- The words of a text separated by spaces (ids: a ULID has none).
+local function words(text)
+  local list = {}
+  for word in string.gmatch(text, '%S+') do
+    list[#list + 1] = word
+  end
+  return list
+end
+
 -- A receive's marker: the ids it leased, separated by spaces (a JSON list before).
 local function marked_ids(raw)
   if string.byte(raw, 1) == 91 then
     return cjson.decode(raw)
   end
-  local ids = {}
-  for id in string.gmatch(raw, '%S+') do
-    ids[#ids + 1] = id
-  end
-  return ids
+  return words(raw)
 end
 
 -- A message's state record (a queue's message, a topic group's lease) is its fields as
@@ -204,12 +209,33 @@ local function already(id, event, receipt, group)
   return false
 end
 
--- Remove up to ``limit`` traces whose time is up.
+-- The traces of messages finished together expire together: the expiry set has one member per
+-- batch of up to EXPIRY_BATCH of them, their ids separated by spaces (a member per message
+-- would cost a ZADD and a ZREM each). Members an earlier version wrote name one id each.
+local EXPIRY_BATCH = 100
+
+-- The traces of ``ids`` go at ``at`` (ms, as text).
+local function expire_traces(ids, at)
+  for start = 1, #ids, EXPIRY_BATCH do
+    redis.call('ZADD', trace_expiry_key, at,
+      table.concat(ids, ' ', start, math.min(start + EXPIRY_BATCH - 1, #ids)))
+  end
+end
+
+-- Remove the traces whose time is up, batch by batch, until at least ``limit`` of them (at
+-- most a batch more) or none is left.
 local function sweep(limit)
   local due = redis.call('ZRANGEBYSCORE', trace_expiry_key, '-inf', NOW, 'LIMIT', 0, limit)
-  if #due > 0 then
-    redis.call('HDEL', traces_key, unpack(due))
-    redis.call('ZREM', trace_expiry_key, unpack(due))
+  local swept, removed = {}, 0
+  for _, member in ipairs(due) do
+    if removed >= limit then
+      break
+    end
+    local ids = words(member)
+    call_many('HDEL', traces_key, ids)
+    removed = removed + #ids
+    swept[#swept + 1] = member
   end
+  call_many('ZREM', trace_expiry_key, swept)
 end
 

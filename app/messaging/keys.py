@@ -18,8 +18,9 @@ and holds, de-duplication and receive markers and the per-group lease hashes, le
 held-entry sets and dead-letter lists carry ``{topic:<name>}``, for the same reason.
 
 Traces: a message's trace is a field of the hash ``<slot tag>:traces`` (its events, one JSON
-object per line), and ``<slot tag>:trace-expiry`` says when each finished trace goes (swept by
-the steps that finish traces; a hash field has no expiry of its own before Redis 7.4). A
+object per line), and ``<slot tag>:trace-expiry`` says when finished traces go, one member per
+batch of traces finished together (their ids separated by spaces; swept by the steps that
+finish traces; a hash field has no expiry of its own before Redis 7.4). A
 message's id is a ULID that carries the slot of its queue or topic (``app.records.ids``), and
 ``slot_tag`` names a tag in that slot, so the scripts append to the trace in the same step as
 the change it records, and ``GET /messages/{id}/trace`` finds the trace from the id alone.

@@ -354,8 +354,7 @@ if op == 'ack' then
   -- The messages this call acknowledged, by id: the receipt it took (a pair repeated in the
   -- call answers as a repeated ack).
   local acked = {}
-  local done, lines, expiries = {}, {}, {}
-  local expires_text = int(NOW + retention * 1000)
+  local done, lines = {}, {}
   for k, id in ipairs(ids) do
     local receipt, status = receipts[k], nil
     if acked[id] then
@@ -371,8 +370,6 @@ if op == 'ack' then
         done[#done + 1] = id
         lines[#lines + 1] = owed_delivery(consumer, attempt, delivered_at)
           .. lease_line('acked', consumer, attempt, receipt)
-        expiries[#expiries + 1] = expires_text
-        expiries[#expiries + 1] = id
         status = 1
       elseif already(id, 'acked', receipt, nil) then
         status = 0
@@ -390,7 +387,7 @@ if op == 'ack' then
     call_many('HDEL', meta_key, done)
     call_many('HDEL', bodies_key, done)
     trace_many(done, lines)
-    call_many('ZADD', trace_expiry_key, expiries)
+    expire_traces(done, int(NOW + retention * 1000))
   end
   -- At least as many as this call finished, so the sweeping keeps up with the acks.
   sweep(tonumber(ARGV[4]) + finished)

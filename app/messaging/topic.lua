@@ -156,12 +156,7 @@ local function trim()
   local due = redis.call('ZRANGEBYSCORE', waiting_key, '-inf', '(' .. entry_score(keep), 'LIMIT',
     0, TRIM_LIMIT)
   if #due > 0 then
-    local expiring = {}
-    for _, id in ipairs(due) do
-      expiring[#expiring + 1] = EXPIRES_TEXT
-      expiring[#expiring + 1] = id
-    end
-    call_many('ZADD', trace_expiry_key, expiring)
+    expire_traces(due, EXPIRES_TEXT)
     call_many('ZREM', waiting_key, due)
   end
   redis.call('XTRIM', stream_key, 'MINID', keep)
@@ -251,14 +246,13 @@ if op == 'publish' then
       if no_group then
         -- No group to wait for: the entry stays (a group created later from the earliest
         -- gets it), but the trace ages out.
-        expiring[#expiring + 1] = EXPIRES_TEXT
         expiring[#expiring + 1] = id
       end
       out[#out + 1] = { id, 1 }
     end
   end
   call_many('HSET', traces_key, traces)
-  call_many('ZADD', trace_expiry_key, expiring)
+  expire_traces(expiring, EXPIRES_TEXT)
   sweep(tonumber(ARGV[5]))
   return { 1, out }
 end
@@ -368,14 +362,13 @@ local function finish(ids, entries)
       end
     end
     if done then
-      expiring[#expiring + 1] = EXPIRES_TEXT
       expiring[#expiring + 1] = id
     else
       waiting[#waiting + 1] = score
       waiting[#waiting + 1] = id
     end
   end
-  call_many('ZADD', trace_expiry_key, expiring)
+  expire_traces(expiring, EXPIRES_TEXT)
   call_many('ZADD', waiting_key, waiting)
 end
 

@@ -15,11 +15,17 @@ from redis.asyncio.cluster import RedisCluster
 from app.config import Settings
 from app.messaging import keys
 from app.messaging.broker import Broker
-from app.messaging.exceptions import PriorityOnFifoQueue, QueueNotFound, WrongReceipt
+from app.messaging.exceptions import (
+    PriorityOnFifoQueue,
+    QueueNotFound,
+    TraceNotFound,
+    WrongReceipt,
+)
 from app.messaging.queues import QUEUE_SCRIPT, Queue
 from app.messaging.schemas import MessagePublish, Published, QueueCreate
 from app.scripting import as_list
 from tests.conftest import data_keys, eventually, running_app, shard_of
+from tests.messaging import trace_due_ms, trace_expiry
 
 FAST: dict[str, Any] = {"visibility_timeout_s": 0.5, "max_deliveries": 3}
 
@@ -489,11 +495,11 @@ async def test_trace_outlives_the_message_for_its_retention(
     await make_queue(http)
     message_id = await publish(http, 1)
     (got,) = await receive(http)
-    traces, expiry = keys.message_trace_keys(message_id)
-    assert await redis.zscore(expiry, message_id) is None, "kept while the message lives"
+    traces = keys.message_trace_keys(message_id)[0]
+    assert await trace_due_ms(redis, message_id) is None, "kept while the message lives"
     await ack(http, got)
     assert await redis.hexists(traces, message_id)
-    due_ms = await redis.zscore(expiry, message_id)
+    due_ms = await trace_due_ms(redis, message_id)
     assert due_ms is not None
     assert 0 < due_ms / 1000 - time.time() <= 86400
 
@@ -507,14 +513,46 @@ async def test_a_trace_past_its_retention_is_gone_and_swept(
     await ack(http, got)
     assert (await http.get(f"/messages/{message_id}/trace")).status_code == 200
     traces, expiry = keys.message_trace_keys(message_id)
+    found = await trace_expiry(redis, message_id)
+    assert found is not None
     # As if its retention had passed: a read no longer finds it, before any sweep.
-    await redis.zadd(expiry, {message_id: (time.time() - 1) * 1000})
+    await redis.zadd(expiry, {found[0]: (time.time() - 1) * 1000})
     answer = await http.get(f"/messages/{message_id}/trace")
     assert answer.status_code == 404
     assert await redis.hexists(traces, message_id), "not swept yet"
     await publish(http, 2)
     assert not await redis.hexists(traces, message_id), "the next publish swept it"
-    assert await redis.zscore(expiry, message_id) is None
+    assert await trace_expiry(redis, message_id) is None
+
+
+async def test_traces_acknowledged_together_expire_and_are_swept_together(
+    broker: Broker, redis: RedisCluster
+) -> None:
+    """The traces of one ack call go as one batch of the expiry set: past its time, a read
+    finds none of them, and the next step that sweeps removes them all."""
+    queue = broker.queue("jobs")
+    await queue.create(QueueCreate())
+    kept = (await queue.publish(MessagePublish(body="kept"))).id
+    (delivery,) = await queue.receive(consumer="c")
+    await queue.ack(delivery.id, delivery.receipt)
+    await queue.publish_many([MessagePublish(body=n) for n in range(3)])
+    got = await queue.receive(consumer="c", limit=3)
+    await queue.ack_many([(d.id, d.receipt) for d in got])
+    ids = [d.id for d in got]
+    found = await trace_expiry(redis, ids[1])
+    assert found is not None
+    assert found[0].split(" ") == ids, "one member for the three"
+    traces, expiry = keys.message_trace_keys(kept)
+    await redis.zadd(expiry, {found[0]: (time.time() - 1) * 1000})
+    for message_id in ids:
+        with pytest.raises(TraceNotFound):
+            await broker.trace(message_id)
+    assert (await broker.trace(kept)).id == kept, "another batch, not due"
+    assert await redis.hexists(traces, ids[2]), "not swept yet"
+    await queue.publish(MessagePublish(body="sweeps"))
+    assert await redis.hmget(traces, ids) == [None, None, None]
+    assert await trace_expiry(redis, ids[0]) is None
+    assert await redis.hexists(traces, kept)
 
 
 async def test_counts_show_expired_leases_as_ready(http: httpx.AsyncClient) -> None:
