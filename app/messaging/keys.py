@@ -15,7 +15,8 @@ spread over the shards.
 
 Topics: the stream, its consumer groups (which live inside the stream key), the topic's config
 and holds, de-duplication and receive markers and the per-group lease hashes, lease-end sets,
-held-entry sets and dead-letter lists carry ``{topic:<name>}``, for the same reason.
+held-entry sets, receive-call hashes and dead-letter lists carry ``{topic:<name>}``, for the
+same reason.
 
 Traces: a message's trace is a field of the hash ``<slot tag>:traces`` (its events, one JSON
 object per line), and ``<slot tag>:trace-expiry`` says when finished traces go, one member per
@@ -83,13 +84,14 @@ def topic_holds(name: str) -> str:
 
 def group_keys(topic: str, group: str) -> list[str]:
     """Return the keys of a topic's consumer group: its leases, their ends, its dead letters,
-    the entries it holds."""
+    the entries it holds, its receive calls (topic.lua, ``leave_call``)."""
     prefix = topic_prefix(topic)
     return [
         prefix + "leases:" + group,
         prefix + "lease-ends:" + group,
         prefix + "dead:" + group,
         prefix + "held:" + group,
+        prefix + "calls:" + group,
     ]
 
 

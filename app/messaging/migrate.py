@@ -3,11 +3,14 @@ current one, and the check that refuses to serve data of an earlier one.
 
 Layouts (``messaging:layout``): none, the first; ``2``, every key a script touches declared
 (see keys.py); ``3``, topic groups read with NOACK and hold their entries by their own records
-(topic.lua). This version reads data of layout 2 as it is, but a process of that version must
-not run beside it: its trimming reads only the stream's pending list, so it would drop entries
-that a group of this version holds (and it cannot read the MessagePack state records). So a
-database of layout 2 is refused too, until the operator has stopped the older processes and
-run the migration, which then moves nothing and only marks the layout.
+(topic.lua); ``4``, a topic receive call's deliveries leased and held together (one member of
+the lease-ends and held sets per call, the group's calls hash: topic.lua, ``leave_call``).
+This version reads data of layouts 2 and 3 as it is, but a process of those versions must not
+run beside it: a layout-2 process's trimming reads only the stream's pending list, so it would
+drop entries that a group of this version holds, and a layout-3 process takes a call's member
+of the lease-ends set for a message id and drops it, so those leases would never end. So a
+database of layout 2 or 3 is refused too, until the operator has stopped the older processes
+and run the migration, which then moves nothing and only marks the layout.
 
 ``python -m app messaging migrate`` moves every old message hash and trace list into its queue's
 or slot's hashes, each in one atomic step, and then records the layout. Run it with every
@@ -34,7 +37,7 @@ MIGRATE = LuaScript.load(Path(__file__).with_name("migrate.lua"))
 
 # What the data in Redis is laid out as; absent in the first layout.
 LAYOUT_KEY = "messaging:layout"
-LAYOUT = "3"
+LAYOUT = "4"
 
 OLD_MESSAGE = re.compile(r"^\{queue:(?P<queue>[^{}]+)\}:msg:(?P<id>.+)$")
 OLD_TRACE = re.compile(r"^(?P<tag>\{[^{}]*\}):trace:(?P<id>.+)$")

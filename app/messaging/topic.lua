@@ -5,15 +5,17 @@
 --   expiry (sorted set: message id -> when its trace goes, ms), 5 holds (hash: group -> how
 --   many messages it holds and its oldest held entry), 6 waiting traces (sorted set: message
 --   id -> its entry, ``finish``); a step that names a group adds 7 the group's leases, 8 their
---   ends, 9 its dead letters and 10 its held entries; then the step's markers
---   (de-duplication, receive), which the caller names.
+--   ends, 9 its dead letters, 10 its held entries and 11 its receive calls; then the step's
+--   markers (de-duplication, receive), which the caller names.
 -- ARGV[2..3]: the topic's name, the trace retention (s); the step's own arguments follow.
 --
 -- Leases are kept by the scripts, not by the stream's pending list: per group, a hash of the
 -- messages it has leased (message id -> entry id, receipt, consumer, delivery count, nacked), a
--- sorted set of when each lease ends, and a sorted set of the entries it holds (message id ->
--- its entry id as a number, ``entry_score``), from the first delivery until the group
--- acknowledges or dead-letters the message. Groups read with XREADGROUP ... NOACK: the stream's
+-- sorted set of when the leases end, and a sorted set of the entries it holds (as numbers,
+-- ``entry_score``), from the first delivery until the group acknowledges or dead-letters the
+-- message. A receive call's deliveries are leased and held together (see ``leave_call``): the
+-- two sets get one member for the call, not one per message; a message nacked, or leased by an
+-- earlier version, has members of its own. Groups read with XREADGROUP ... NOACK: the stream's
 -- own pending list (one entry per delivery, replicated as one XCLAIM per message) would only
 -- repeat those records. The topic's holds hash keeps each group's count and oldest held entry,
 -- so trimming and the metrics read every group's without naming its keys. Entries delivered
@@ -27,6 +29,8 @@ local op, topic, retention = ARGV[1], ARGV[2], tonumber(ARGV[3])
 use_traces(KEYS[3], KEYS[4], 'topic', topic)
 
 local NOT_FOUND, WRONG_RECEIPT, GROUP_NOT_FOUND = -1, -2, -5
+-- Keys per group (keys.group_keys), after the topic's six.
+local GROUP_KEYS = 5
 -- XREADGROUP names a consumer; the group's leases say which consumer holds what.
 local LEASE_OWNER = 'leases'
 
@@ -189,7 +193,7 @@ if op == 'config' then
   for i = 4, #ARGV do
     local group = current[ARGV[i]]
     if group then
-      local base = 7 + (i - 4) * 4
+      local base = 7 + (i - 4) * GROUP_KEYS
       listed[#listed + 1] = { group.name, redis.call('HLEN', KEYS[base]), group.lag or -1,
         redis.call('LLEN', KEYS[base + 2]) }
     end
@@ -273,7 +277,7 @@ if op == 'owed' then
   -- each (keys.group_keys). Answers the lines its trace is owed for deliveries in flight.
   local lines = {}
   for i = 5, #ARGV do
-    local raw = redis.call('HGET', KEYS[7 + (i - 5) * 4], ARGV[4])
+    local raw = redis.call('HGET', KEYS[7 + (i - 5) * GROUP_KEYS], ARGV[4])
     if raw then
       local _, _, consumer, count, nacked, delivered_at = decode_lease(raw)
       if not nacked and delivered_at then
@@ -287,7 +291,8 @@ end
 
 -- Every remaining step names a group.
 local group = ARGV[4]
-local leases_key, ends_key, dead_key, held_key = KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local leases_key, ends_key, dead_key, held_key, calls_key = KEYS[7], KEYS[8], KEYS[9],
+  KEYS[10], KEYS[11]
 local this_group = nil
 for _, listed in ipairs(groups()) do
   if listed.name == group then
@@ -392,6 +397,42 @@ local function dead_letter(id, entry_id, fields, attempts, reason)
   release(id, entry_id)
 end
 
+-- A receive call's deliveries are leased and held together: the lease ends set and the held
+-- set each have one member for the call ('@' and its nonce; the end of its leases, the oldest
+-- entry it delivered), and the group's calls hash keeps the call's message ids (field: the
+-- nonce) and how many of them it still holds (the nonce and ':count'). A message leaves its
+-- call when it is acknowledged, nacked (it then gets members of its own), dead-lettered or
+-- delivered again; the call's members go with its last message. A receive takes apart the
+-- calls whose leases ended (``reclaim_call``). A lease whose call has no record (one of an
+-- earlier version, or whose call was taken apart while it stayed leased) has members of its
+-- own, as every lease had before.
+local CALL = '@'
+
+-- The nonce of the call that granted ``receipt`` ('<nonce>.<n>'; a nonce has no dot).
+local function nonce_of(receipt)
+  local dot = find(receipt, '.', 1, true)
+  return dot and sub(receipt, 1, dot - 1)
+end
+
+-- ``n`` messages of the call ``nonce`` left it; its members go with the last one. Answers
+-- false when the call has no record: those messages have members of their own.
+local function leave_call(nonce, n)
+  local count_field = nonce .. ':count'
+  local left = redis.call('HGET', calls_key, count_field)
+  if not left then
+    return false
+  end
+  left = tonumber(left) - n
+  if left > 0 then
+    redis.call('HSET', calls_key, count_field, left)
+  else
+    redis.call('HDEL', calls_key, nonce, count_field)
+    redis.call('ZREM', ends_key, CALL .. nonce)
+    redis.call('ZREM', held_key, CALL .. nonce)
+  end
+  return true
+end
+
 local function lease_of(id)
   local raw = redis.call('HGET', leases_key, id)
   if not raw then
@@ -403,11 +444,11 @@ local function lease_of(id)
 end
 
 if op == 'receive' then
-  -- ARGV[5..7]: consumer, how many at most, this call's nonce. KEYS[11]: this call's receive
+  -- ARGV[5..7]: consumer, how many at most, this call's nonce. KEYS[12]: this call's receive
   -- marker (the ids it leased, for a re-send). Answers the deliveries in a row, six values
   -- each: id, body, delivery count, receipt, published at, lease end.
   local consumer, max, nonce = ARGV[5], tonumber(ARGV[6]), ARGV[7]
-  local marker = KEYS[11]
+  local marker = KEYS[12]
   local out = {}
   local previous = redis.call('GET', marker)
   if previous then
@@ -416,8 +457,9 @@ if op == 'receive' then
       local lease = lease_of(id)
       if lease and string.sub(lease.r, 1, #nonce + 1) == nonce .. '.' then
         local fields = entry_fields(lease.e)
-        append(out, id, fields.body, lease.n, lease.r, fields.published_at,
-          tonumber(redis.call('ZSCORE', ends_key, id)))
+        local ends = redis.call('ZSCORE', ends_key, CALL .. nonce)
+          or redis.call('ZSCORE', ends_key, id)
+        append(out, id, fields.body, lease.n, lease.r, fields.published_at, tonumber(ends))
       end
     end
     return { 1, out, dead_count }
@@ -426,27 +468,19 @@ if op == 'receive' then
   local lease_text = int(lease_until)
   local ids = {}
   local released = false
-  -- What the deliveries write, written once for all of them at the end.
-  local leases, ends, held = {}, {}, {}
+  -- What the deliveries write, written once for all of them at the end; the oldest entry
+  -- this call delivers again (the new ones come after it).
+  local leases = {}
+  local oldest_again = nil
   local function deliver(id, entry_id, body, published_at, count)
     local receipt = nonce .. '.' .. count_text(#ids + 1)
     leases[#leases + 1] = id
     leases[#leases + 1] = cmsgpack.pack(entry_id, receipt, consumer, count, nil, NOW)
-    ends[#ends + 1] = lease_text
-    ends[#ends + 1] = id
-    held[#held + 1] = entry_score(entry_id)
-    held[#held + 1] = id
     append(out, id, body, count, receipt, published_at, lease_until)
     ids[#ids + 1] = id
   end
   -- A lease that ended: deliver the message again, or dead-letter it after its last delivery.
-  local function reclaim(id)
-    local lease = lease_of(id)
-    if not lease then
-      redis.call('ZREM', ends_key, id)
-      redis.call('ZREM', held_key, id)
-      return
-    end
+  local function reclaim_lease(id, lease)
     if not lease.k then
       append_trace(id, owed_delivery(lease.c, lease.n, lease.w)
         .. event_line('expired', 'group', group, 'consumer', lease.c, 'attempt', lease.n))
@@ -462,18 +496,66 @@ if op == 'receive' then
         why .. ' on delivery ' .. lease.n .. ' of ' .. cfg.max)
       released = true
     else
+      if oldest_again == nil or id_less(lease.e, oldest_again) then
+        oldest_again = lease.e
+      end
       deliver(id, lease.e, fields.body, fields.published_at, lease.n + 1)
     end
   end
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', ends_key, '-inf', NOW, 'LIMIT', 0, max)) do
-    reclaim(id)
+  -- A lease of its own that ended (a nacked message's, or an earlier version's).
+  local function reclaim(id)
+    local lease = lease_of(id)
+    redis.call('ZREM', ends_key, id)
+    redis.call('ZREM', held_key, id)
+    if lease then
+      reclaim_lease(id, lease)
+    end
   end
+  -- A call whose leases ended: what it still leases is delivered again, as far as this receive
+  -- has room; the rest get members of their own, for a later receive.
+  local function reclaim_call(call_nonce)
+    local member = CALL .. call_nonce
+    local listed = redis.call('HGET', calls_key, call_nonce)
+    local ends_at = redis.call('ZSCORE', ends_key, member)
+    redis.call('HDEL', calls_key, call_nonce, call_nonce .. ':count')
+    redis.call('ZREM', ends_key, member)
+    redis.call('ZREM', held_key, member)
+    if not listed then
+      return
+    end
+    local prefix = call_nonce .. '.'
+    for _, id in ipairs(words(listed)) do
+      local lease = lease_of(id)
+      if lease and not lease.k and sub(lease.r, 1, #prefix) == prefix then
+        if #ids < max then
+          reclaim_lease(id, lease)
+        else
+          redis.call('ZADD', ends_key, ends_at, id)
+          redis.call('ZADD', held_key, entry_score(lease.e), id)
+        end
+      end
+    end
+  end
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', ends_key, '-inf', NOW, 'LIMIT', 0, max)) do
+    if #ids >= max then
+      break
+    end
+    if string.byte(member, 1) == 64 then -- '@': a call
+      reclaim_call(sub(member, 2))
+    else
+      reclaim(member)
+    end
+  end
+  local oldest = oldest_again
   if #ids < max then
     local reply = redis.call('XREADGROUP', 'GROUP', group, LEASE_OWNER, 'COUNT', max - #ids,
       'NOACK', 'STREAMS', stream_key, '>')
     if reply then
       for _, entry in ipairs(reply[1][2]) do
         local flat = entry[2]
+        if oldest == nil then
+          oldest = entry[1]
+        end
         if flat[1] == 'id' and flat[3] == 'body' and flat[5] == 'published_at' and not flat[7] then
           -- As publish wrote them (entry_map, without a table per entry).
           deliver(flat[2], entry[1], flat[4], flat[6], 1)
@@ -485,10 +567,12 @@ if op == 'receive' then
     end
   end
   if #ids > 0 then
+    local listed = table.concat(ids, ' ')
     call_many('HSET', leases_key, leases)
-    call_many('ZADD', ends_key, ends)
-    call_many('ZADD', held_key, held)
-    redis.call('SET', marker, table.concat(ids, ' '), 'PX', cfg.visibility)
+    redis.call('HSET', calls_key, nonce, listed, nonce .. ':count', #ids)
+    redis.call('ZADD', ends_key, lease_text, CALL .. nonce)
+    redis.call('ZADD', held_key, entry_score(oldest), CALL .. nonce)
+    redis.call('SET', marker, listed, 'PX', cfg.visibility)
   end
   if #ids > 0 or released then
     update_holds()
@@ -528,6 +612,8 @@ if op == 'ack' then
   -- call answers as a repeated ack).
   local took = {}
   local done, entries, lines = {}, {}, {}
+  -- The calls these messages leave: their nonces, and each one's acknowledged messages.
+  local nonces, left = {}, {}
   for k, id in ipairs(ids) do
     local receipt, status = receipts[k], nil
     if took[id] then
@@ -541,6 +627,14 @@ if op == 'ack' then
         took[id] = receipt
         done[#done + 1] = id
         entries[#entries + 1] = entry_id
+        local nonce = nonce_of(receipt) or ''
+        local of_call = left[nonce]
+        if not of_call then
+          of_call = {}
+          left[nonce] = of_call
+          nonces[#nonces + 1] = nonce
+        end
+        of_call[#of_call + 1] = id
         lines[#lines + 1] = owed_delivery(consumer, count, delivered_at)
           .. lease_line('acked', consumer, count, receipt)
         status = 1
@@ -565,8 +659,12 @@ if op == 'ack' then
       end
     end
     call_many('HDEL', leases_key, done)
-    call_many('ZREM', ends_key, done)
-    call_many('ZREM', held_key, done)
+    for _, nonce in ipairs(nonces) do
+      if not leave_call(nonce, #left[nonce]) then
+        call_many('ZREM', ends_key, left[nonce])
+        call_many('ZREM', held_key, left[nonce])
+      end
+    end
     update_holds()
     finish(done, entries)
     trim()
@@ -588,6 +686,12 @@ if op == 'nack' then
     delay > 0 and delay or nil))
   redis.call('HSET', leases_key, id, cmsgpack.pack(lease.e, '', lease.c, lease.n, true))
   redis.call('ZADD', ends_key, NOW + delay, id)
+  local nonce = nonce_of(receipt)
+  if nonce and leave_call(nonce, 1) then
+    -- Out of its call, the message holds its entry with a member of its own.
+    redis.call('ZADD', held_key, entry_score(lease.e), id)
+    update_holds()
+  end
   return { 1, 1 }
 end
 

@@ -103,24 +103,26 @@ async def test_the_first_layout_is_refused_then_migrated_with_nothing_lost(
     assert await redis.hexists(traces, dead)
 
 
-async def test_a_database_of_layout_2_is_refused_until_marked_by_the_migration(
-    cluster: LocalCluster, settings: Settings, redis: RedisCluster
+@pytest.mark.parametrize("older", ["2", "3"])
+async def test_a_database_of_an_older_layout_is_refused_until_marked_by_the_migration(
+    cluster: LocalCluster, settings: Settings, redis: RedisCluster, older: str
 ) -> None:
-    """Layout 2's data is read as it is, but a process of that version must be stopped first
-    (its trimming reads only the pending list): the migration is the operator's mark of that."""
+    """Layouts 2 and 3 are read as they are, but a process of those versions must be stopped
+    first (layout 2's trimming reads only the pending list, layout 3 drops a receive call's
+    lease-end member): the migration is the operator's mark of that."""
     quiet = with_workers(settings, enabled=False)
     async with running_app(quiet) as (_http, state):
         queue = state["broker"].queue(QUEUE)
         await queue.create(QueueCreate())
         published = await queue.publish(MessagePublish(body={"n": 1}))
-    await redis.set(LAYOUT_KEY, "2")
+    await redis.set(LAYOUT_KEY, older)
     with pytest.raises(OldLayout, match=r"stop every process of that version"):
         async with running_app(quiet):
             pass
     async with open_store(RedisSettings(), cluster.url) as store:
         moved = await migrate_layout(store)
     assert (moved.messages, moved.traces) == (0, 0)
-    assert await redis.get(LAYOUT_KEY) == LAYOUT == "3"
+    assert await redis.get(LAYOUT_KEY) == LAYOUT == "4"
     async with running_app(quiet) as (_http, state):
         (delivery,) = await state["broker"].queue(QUEUE).receive(consumer="c")
         assert (delivery.id, delivery.body) == (published.id, {"n": 1})

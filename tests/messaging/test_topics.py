@@ -272,6 +272,77 @@ async def test_a_trace_is_kept_until_every_group_is_done(
     assert 0 < due_ms / 1000 - time.time() <= 86400
 
 
+async def test_a_receive_calls_deliveries_are_leased_and_held_together(
+    broker: Broker, redis: RedisCluster
+) -> None:
+    """One member of the lease-ends and held sets per receive call, whatever its size; the
+    group holds the call's entries until its last message is done, then trims them all."""
+    topic = broker.topic("news")
+    await topic.create(TopicCreate())
+    await topic.create_group("g")
+    await topic.publish_many([TopicPublish(body=n) for n in range(3)])
+    leases, ends, _dead, held, calls = keys.group_keys("news", "g")
+    got = await topic.receive("g", consumer="c", limit=3)
+    (end_member,) = await redis.zrange(ends, 0, -1)
+    assert str(end_member).startswith("@")
+    assert await redis.zrange(held, 0, -1) == [end_member]
+    assert await redis.hlen(leases) == 3
+    await topic.ack_many("g", [(d.id, d.receipt) for d in got[:2]])
+    assert await redis.xlen(STREAM) == 3, "held by the call until its last message is done"
+    await topic.ack("g", got[2].id, got[2].receipt)
+    assert await redis.xlen(STREAM) == 0
+    for key in (leases, ends, held, calls):
+        assert not await redis.exists(key), key
+
+
+async def test_a_nacked_message_leaves_its_call_and_holds_its_entry_alone(
+    broker: Broker, redis: RedisCluster
+) -> None:
+    topic = broker.topic("news")
+    await topic.create(TopicCreate())
+    await topic.create_group("g")
+    await topic.publish_many([TopicPublish(body=n) for n in range(2)])
+    _leases, ends, _dead, held, calls = keys.group_keys("news", "g")
+    first, second = await topic.receive("g", consumer="c", limit=2)
+    await topic.nack("g", first.id, first.receipt, delay_s=0)
+    await topic.ack("g", second.id, second.receipt)
+    assert await redis.zrange(ends, 0, -1) == [first.id], "the call went with its last message"
+    assert await redis.zrange(held, 0, -1) == [first.id]
+    assert not await redis.exists(calls)
+    assert await redis.xlen(STREAM) == 2, "the nacked message holds the first entry"
+    (again,) = await topic.receive("g", consumer="c")
+    assert (again.id, again.attempt) == (first.id, 2)
+    await topic.ack("g", again.id, again.receipt)
+    assert await redis.xlen(STREAM) == 0
+    assert not await redis.exists(ends, held, calls)
+
+
+async def test_an_ended_call_is_delivered_again_as_far_as_a_receive_has_room(
+    broker: Broker, redis: RedisCluster
+) -> None:
+    """A receive smaller than an ended call takes what it can; the rest of the call's leases
+    get members of their own and go to the next receives, none lost or given twice."""
+    topic = broker.topic("news")
+    await topic.create(TopicCreate(visibility_timeout_s=0.2))
+    await topic.create_group("g")
+    await topic.publish_many([TopicPublish(body=n) for n in range(3)])
+    _leases, ends, _dead, held, _calls = keys.group_keys("news", "g")
+    first = await topic.receive("g", consumer="c", limit=3)
+    await asyncio.sleep(0.3)
+    (one,) = await topic.receive("g", consumer="c", limit=1)
+    assert one.attempt == 2
+    rest = {d.id for d in first} - {one.id}
+    members = set(await redis.zrange(ends, 0, -1))
+    assert rest <= members, "the two the receive had no room for have members of their own"
+    assert set(await redis.zrange(held, 0, -1)) == members
+    others = await topic.receive("g", consumer="c", limit=10)
+    assert {d.id for d in others} == rest
+    assert all(d.attempt == 2 for d in others)
+    await topic.ack_many("g", [(d.id, d.receipt) for d in [one, *others]])
+    assert await redis.xlen(STREAM) == 0
+    assert not await redis.exists(ends, held)
+
+
 async def test_a_trace_another_group_may_still_need_waits_for_trimming(
     broker: Broker, redis: RedisCluster
 ) -> None:
