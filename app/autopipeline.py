@@ -182,6 +182,12 @@ def pack_command(command: tuple[EncodableT, ...]) -> bytes:
     several arguments, bytearray and memoryview arguments are sent as bytes, and an argument
     hiredis cannot encode (bool, None...) is a DataError, so it fails only its own command.
     """
+    name = command[0]
+    if isinstance(name, str) and " " not in name:
+        # As it is, when every argument is one hiredis takes (the usual case: a converted copy
+        # costs a Python step per argument, and a settling step has hundreds).
+        with contextlib.suppress(TypeError):
+            return _hiredis_pack(command)
     words = command_name(command).split()
     args = (bytes(arg) if isinstance(arg, bytearray | memoryview) else arg for arg in command[1:])
     try:
