@@ -186,8 +186,8 @@ def pack_command(command: tuple[EncodableT, ...]) -> bytes:
     if isinstance(name, str) and " " not in name:
         # As it is, when every argument is one hiredis takes (the usual case: a converted copy
         # costs a Python step per argument, and a settling step has hundreds).
-        with contextlib.suppress(TypeError):
-            return _hiredis_pack(command)
+        with contextlib.suppress(TypeError):  # a bytearray, or what hiredis refuses
+            return _hiredis_pack(cast(tuple[str | int | float | bytes | memoryview, ...], command))
     words = command_name(command).split()
     args = (bytes(arg) if isinstance(arg, bytearray | memoryview) else arg for arg in command[1:])
     try:

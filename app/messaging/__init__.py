@@ -67,6 +67,7 @@ QUEUE_COMMANDS = (
     "+hset",
     "+hdel",
     "+hexists",
+    "+hincrby",
     "+lpush",
     "+rpush",
     "+lpop",

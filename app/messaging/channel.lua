@@ -239,3 +239,62 @@ local function sweep(limit)
   call_many('ZREM', trace_expiry_key, swept)
 end
 
+
+-- A receive call's leases are kept together: one member of the channel's lease-end sets for the
+-- call ('@' and its nonce), and a calls hash with the call's message ids (field: the nonce) and
+-- how many of them it still leases (the nonce and ':count'), not a member per message. Each
+-- script says which keys those are with use_calls, and what a member's score is; a message that
+-- leaves its call early enough to need one gets a member of its own (see queue.lua, topic.lua).
+local CALL = '@'
+local calls_key, call_sets
+
+local function use_calls(calls, sets)
+  calls_key, call_sets = calls, sets
+end
+
+-- The nonce of the call that granted ``receipt`` ('<nonce>.<n>'; a nonce has no dot).
+local function nonce_of(receipt)
+  local dot = string.find(receipt, '.', 1, true)
+  return dot and string.sub(receipt, 1, dot - 1)
+end
+
+-- Record the call ``nonce`` leasing ``ids`` (the text of them, separated by spaces, which the
+-- receive marker keeps too), with its member of each set at ``scores`` (in use_calls' order).
+local function open_call(nonce, ids, listed, scores)
+  redis.call('HSET', calls_key, nonce, listed, nonce .. ':count', #ids)
+  for i, key in ipairs(call_sets) do
+    redis.call('ZADD', key, scores[i], CALL .. nonce)
+  end
+end
+
+-- Take the call ``nonce`` apart (its leases ended): remove its record and members; answer the
+-- ids it leased and the score of its member in the first set (when its leases ended).
+local function take_call(nonce)
+  local listed = redis.call('HGET', calls_key, nonce)
+  local ended_at = redis.call('ZSCORE', call_sets[1], CALL .. nonce)
+  redis.call('HDEL', calls_key, nonce, nonce .. ':count')
+  for _, key in ipairs(call_sets) do
+    redis.call('ZREM', key, CALL .. nonce)
+  end
+  return listed and words(listed) or {}, ended_at
+end
+
+-- ``n`` messages of the call ``nonce`` left it; its members go with the last one. Answers
+-- false when the call has no record (taken apart already, or a lease of an earlier layout).
+local function leave_call(nonce, n)
+  local count_field = nonce .. ':count'
+  local left = redis.call('HGET', calls_key, count_field)
+  if not left then
+    return false
+  end
+  left = tonumber(left) - n
+  if left > 0 then
+    redis.call('HSET', calls_key, count_field, left)
+  else
+    redis.call('HDEL', calls_key, nonce, count_field)
+    for _, key in ipairs(call_sets) do
+      redis.call('ZREM', key, CALL .. nonce)
+    end
+  end
+  return true
+end

@@ -51,10 +51,11 @@ def queue_prefix(name: str) -> str:
 
 def queue_keys(name: str) -> list[str]:
     """Return the keys every queue script declares: config, ready, delayed, in flight, dead,
-    message bodies, message states, and the traces of the queue's slot."""
+    message bodies, message states, the traces of the queue's slot, and its receive calls
+    (queue.lua, ``leave_call``)."""
     prefix = queue_prefix(name)
     parts = ("config", "ready", "delayed", "inflight", "dead", "bodies", "meta")
-    return [prefix + part for part in parts] + trace_keys(key_slot(prefix))
+    return [prefix + part for part in parts] + trace_keys(key_slot(prefix)) + [prefix + "calls"]
 
 
 def topic_prefix(name: str) -> str:

@@ -3,14 +3,15 @@ current one, and the check that refuses to serve data of an earlier one.
 
 Layouts (``messaging:layout``): none, the first; ``2``, every key a script touches declared
 (see keys.py); ``3``, topic groups read with NOACK and hold their entries by their own records
-(topic.lua); ``4``, a topic receive call's deliveries leased and held together (one member of
-the lease-ends and held sets per call, the group's calls hash: topic.lua, ``leave_call``).
+(topic.lua); ``4``, a receive call's leases kept together (one member of a queue's in-flight
+set or a topic group's lease-ends and held sets per call, with a calls hash: queue.lua and
+topic.lua, ``leave_call``; a queue's in-flight count in its config hash).
 This version reads data of layouts 2 and 3 as it is, but a process of those versions must not
 run beside it: a layout-2 process's trimming reads only the stream's pending list, so it would
 drop entries that a group of this version holds, and a layout-3 process takes a call's member
-of the lease-ends set for a message id and drops it, so those leases would never end. So a
-database of layout 2 or 3 is refused too, until the operator has stopped the older processes
-and run the migration, which then moves nothing and only marks the layout.
+of the in-flight or lease-ends set for a message id and drops it, so those leases would never
+end. So a database of layout 2 or 3 is refused too, until the operator has stopped the older
+processes and run the migration, which then moves nothing and only marks the layout.
 
 ``python -m app messaging migrate`` moves every old message hash and trace list into its queue's
 or slot's hashes, each in one atomic step, and then records the layout. Run it with every

@@ -4,8 +4,9 @@
 --   visible-at ms), 4 inflight (sorted set: lease-until ms), 5 dead (list of ids),
 --   6 bodies (hash: message id -> body), 7 meta (hash: message id -> the message's state as
 --   JSON), 8 traces (hash: message id -> its events, one JSON object per line), 9 trace
---   expiry (sorted set: message id -> when its trace goes, ms), then the step's markers
---   (de-duplication, receive, redrive), which the caller names.
+--   expiry (sorted set: batches of message ids -> when their traces go, ms), 10 receive calls
+--   (hash: see leave_call), then the step's markers (de-duplication, receive, redrive), which
+--   the caller names.
 -- ARGV[2..3]: the queue's name, the trace retention (s); the step's own arguments follow.
 -- channel.lua comes first (NOW, call_many, state records, traces).
 local config_key, ready_key, delayed_key, inflight_key, dead_key, bodies_key, meta_key =
@@ -31,13 +32,20 @@ end
 -- a attempts, t published at, d dedupe id, s state (ready, delayed, inflight, dead), r receipt,
 -- c consumer, l lease until, v visible at, why and x (the reason and time it was
 -- dead-lettered), w when the current delivery was made, while its trace line is owed
--- (``owed_delivery``). The busy steps read and write the values; the others use a table.
+-- (``owed_delivery``), g whether its lease is one of its receive call's (``leave_call``). The
+-- busy steps read and write the values; the others use a table.
 local function decode(raw)
   if is_json(raw) then
     local m = cjson.decode(raw)
-    return m.p, m.o, m.a, m.t, m.d, m.s, m.r, m.c, m.l, m.v, m.why, m.x, m.w
+    return m.p, m.o, m.a, m.t, m.d, m.s, m.r, m.c, m.l, m.v, m.why, m.x, m.w, m.g
   end
   return cmsgpack.unpack(raw)
+end
+
+local function as_state(raw)
+  local m = {}
+  m.p, m.o, m.a, m.t, m.d, m.s, m.r, m.c, m.l, m.v, m.why, m.x, m.w, m.g = decode(raw)
+  return m
 end
 
 local function load(id)
@@ -45,22 +53,49 @@ local function load(id)
   if not raw then
     return nil
   end
-  local m = {}
-  m.p, m.o, m.a, m.t, m.d, m.s, m.r, m.c, m.l, m.v, m.why, m.x, m.w = decode(raw)
-  return m
+  return as_state(raw)
 end
 
 local function save(id, m)
   redis.call('HSET', meta_key, id,
-    cmsgpack.pack(m.p, m.o, m.a, m.t, m.d, m.s, m.r, m.c, m.l, m.v, m.why, m.x, m.w))
+    cmsgpack.pack(m.p, m.o, m.a, m.t, m.d, m.s, m.r, m.c, m.l, m.v, m.why, m.x, m.w, m.g))
 end
 
+-- How many messages are in flight is a count in the config hash: the in-flight set has a
+-- member per receive call, not per message. A queue of an earlier layout has no count yet,
+-- and a member per leased message: the count starts from it.
 local function load_config()
-  local c = redis.call('HMGET', config_key, 'kind', 'visibility_timeout_ms', 'max_deliveries')
+  local c = redis.call('HMGET', config_key, 'kind', 'visibility_timeout_ms', 'max_deliveries',
+    'in_flight')
   if not c[1] then
     return nil
   end
+  if not c[4] then
+    redis.call('HSET', config_key, 'in_flight', redis.call('ZCARD', inflight_key))
+  end
   return { kind = c[1], visibility = tonumber(c[2]), max = tonumber(c[3]) }
+end
+
+local function count_in_flight(change)
+  if change ~= 0 then
+    redis.call('HINCRBY', config_key, 'in_flight', change)
+  end
+end
+
+-- A receive call's leases are kept together (channel.lua, ``leave_call``): the in-flight set
+-- has one member for the call (when its leases end). A message leaves its call when it is
+-- acknowledged, nacked or its lease extended (it then has a member of its own, as every lease
+-- of an earlier layout has). The housekeeping takes apart a call whose leases ended.
+use_calls(KEYS[10], { inflight_key })
+
+-- The lease of message ``id`` (state ``m``) ends: it leaves its call, or loses its own member.
+local function end_lease(id, m)
+  if m.g then
+    leave_call(nonce_of(m.r), 1)
+  else
+    redis.call('ZREM', inflight_key, id)
+  end
+  m.g = nil
 end
 
 -- Put a message in line. A redelivery goes to the head of a fifo queue (it was first in line
@@ -113,7 +148,8 @@ end
 -- A lease ended without an ack (expired or nacked): deliver again after ``delay`` ms, or
 -- dead-letter the message when it has had all its deliveries.
 local function release(cfg, id, m, delay, why)
-  m.r, m.c, m.l, m.w = nil, nil, nil, nil
+  m.r, m.c, m.l, m.w, m.g = nil, nil, nil, nil, nil
+  count_in_flight(-1)
   if m.a >= cfg.max then
     dead_letter(id, m, why .. ' on delivery ' .. m.a .. ' of ' .. cfg.max)
   elseif delay > 0 then
@@ -135,14 +171,40 @@ local function housekeep(cfg, limit)
       make_ready(cfg, id, m, false)
     end
   end
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', inflight_key, '-inf', NOW, 'LIMIT', 0, limit)) do
-    redis.call('ZREM', inflight_key, id)
-    local m = load(id)
-    if m then
-      append_trace(id, owed_delivery(m.c, m.a, m.w)
-        .. event_line('expired', 'consumer', m.c, 'attempt', m.a))
-      expired_count = expired_count + 1
-      release(cfg, id, m, 0, 'lease expired')
+  local function expire(id, m)
+    append_trace(id, owed_delivery(m.c, m.a, m.w)
+      .. event_line('expired', 'consumer', m.c, 'attempt', m.a))
+    expired_count = expired_count + 1
+    release(cfg, id, m, 0, 'lease expired')
+  end
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', inflight_key, '-inf', NOW, 'LIMIT', 0,
+      limit)) do
+    if string.byte(member, 1) == 64 then
+      -- A call ('@'): its leases that are still its own end, up to the limit; the others get a
+      -- member of their own, for a later call.
+      local nonce = string.sub(member, 2)
+      local ids, ends_at = take_call(nonce)
+      local prefix = nonce .. '.'
+      for i, raw in ipairs(call_many('HMGET', meta_key, ids)) do
+        if raw then
+          local m = as_state(raw)
+          if m.s == 'inflight' and m.g and string.sub(m.r, 1, #prefix) == prefix then
+            m.g = nil
+            if expired_count < limit then
+              expire(ids[i], m)
+            else
+              save(ids[i], m)
+              redis.call('ZADD', inflight_key, ends_at, ids[i])
+            end
+          end
+        end
+      end
+    else
+      redis.call('ZREM', inflight_key, member)
+      local m = load(member)
+      if m then
+        expire(member, m)
+      end
     end
   end
 end
@@ -154,8 +216,8 @@ local function counts(cfg)
   else
     ready = redis.call('ZCARD', ready_key)
   end
-  return { ready, redis.call('ZCARD', delayed_key), redis.call('ZCARD', inflight_key),
-    redis.call('LLEN', dead_key) }
+  return { ready, redis.call('ZCARD', delayed_key),
+    tonumber(redis.call('HGET', config_key, 'in_flight')), redis.call('LLEN', dead_key) }
 end
 
 if op == 'create' then
@@ -169,7 +231,7 @@ if op == 'create' then
   if existing then
     return { 0, kind }
   end
-  redis.call('HSET', config_key, 'created_at', ms(NOW), 'seq', 0)
+  redis.call('HSET', config_key, 'created_at', ms(NOW), 'seq', 0, 'in_flight', 0)
   return { 1, kind }
 end
 
@@ -274,11 +336,11 @@ end
 
 
 if op == 'receive' then
-  -- ARGV[4..7]: consumer, how many at most, this call's nonce, housekeeping limit. KEYS[10]:
+  -- ARGV[4..7]: consumer, how many at most, this call's nonce, housekeeping limit. KEYS[11]:
   -- this call's receive marker (the ids it leased, for a re-send). Answers the deliveries in a
   -- row, seven values each: id, body, attempt, receipt, priority, published at, lease end.
   local consumer, max, nonce, limit = ARGV[4], tonumber(ARGV[5]), ARGV[6], tonumber(ARGV[7])
-  local marker = KEYS[10]
+  local marker = KEYS[11]
   local out = {}
   local previous = redis.call('GET', marker)
   if previous then
@@ -297,8 +359,7 @@ if op == 'receive' then
   if #popped > 0 then
     local metas = call_many('HMGET', meta_key, popped)
     local bodies = call_many('HMGET', bodies_key, popped)
-    local lease_text = int(lease_until)
-    local ids, saved, leases = {}, {}, {}
+    local ids, saved = {}, {}
     for i, id in ipairs(popped) do
       if metas[i] then
         local priority, order, attempt, published_at, dedupe = decode(metas[i])
@@ -308,16 +369,16 @@ if op == 'receive' then
         ids[#ids + 1] = id
         saved[#saved + 1] = id
         saved[#saved + 1] = cmsgpack.pack(priority, order, attempt, published_at, dedupe,
-          'inflight', receipt, consumer, lease_until, nil, nil, nil, NOW)
-        leases[#leases + 1] = lease_text
-        leases[#leases + 1] = id
+          'inflight', receipt, consumer, lease_until, nil, nil, nil, NOW, true)
         append(out, id, bodies[i], attempt, receipt, priority, published_at, lease_until)
       end
     end
     if #ids > 0 then
+      local listed = table.concat(ids, ' ')
       call_many('HSET', meta_key, saved)
-      call_many('ZADD', inflight_key, leases)
-      redis.call('SET', marker, table.concat(ids, ' '), 'PX', cfg.visibility)
+      open_call(nonce, ids, listed, { int(lease_until) })
+      count_in_flight(#ids)
+      redis.call('SET', marker, listed, 'PX', cfg.visibility)
     end
   end
   return { 1, out, swept() }
@@ -355,19 +416,33 @@ if op == 'ack' then
   -- call answers as a repeated ack).
   local acked = {}
   local done, lines = {}, {}
+  -- The calls these messages leave (their nonces, and how many of each), and the messages
+  -- with an in-flight member of their own.
+  local nonces, left, own = {}, {}, {}
   for k, id in ipairs(ids) do
     local receipt, status = receipts[k], nil
     if acked[id] then
       status = acked[id] == receipt and 0 or WRONG_RECEIPT
     else
-      local attempt, state, held, consumer, delivered_at
+      local attempt, state, held, consumer, delivered_at, in_call
       if metas[k] then
         local _
-        _, _, attempt, _, _, state, held, consumer, _, _, _, _, delivered_at = decode(metas[k])
+        _, _, attempt, _, _, state, held, consumer, _, _, _, _, delivered_at, in_call =
+          decode(metas[k])
       end
       if state == 'inflight' and held == receipt then
         acked[id] = receipt
         done[#done + 1] = id
+        if in_call then
+          local nonce = nonce_of(receipt)
+          if not left[nonce] then
+            left[nonce] = 0
+            nonces[#nonces + 1] = nonce
+          end
+          left[nonce] = left[nonce] + 1
+        else
+          own[#own + 1] = id
+        end
         lines[#lines + 1] = owed_delivery(consumer, attempt, delivered_at)
           .. lease_line('acked', consumer, attempt, receipt)
         status = 1
@@ -383,7 +458,11 @@ if op == 'ack' then
   end
   local finished = #done
   if finished > 0 then
-    call_many('ZREM', inflight_key, done)
+    for _, nonce in ipairs(nonces) do
+      leave_call(nonce, left[nonce])
+    end
+    call_many('ZREM', inflight_key, own)
+    count_in_flight(-finished)
     call_many('HDEL', meta_key, done)
     call_many('HDEL', bodies_key, done)
     trace_many(done, lines)
@@ -401,7 +480,7 @@ if op == 'nack' then
   if not m then
     return { 1, status, swept() }
   end
-  redis.call('ZREM', inflight_key, id)
+  end_lease(id, m)
   append_trace(id, owed_delivery(m.c, m.a, m.w) .. event_line('nacked', 'consumer', m.c,
     'attempt', m.a, 'r', receipt, 'delay_ms', delay > 0 and delay or nil))
   release(cfg, id, m, delay, 'nacked')
@@ -416,6 +495,7 @@ if op == 'extend' then
     return { 1, status }
   end
   local lease_until = NOW + visibility
+  end_lease(id, m)
   redis.call('ZADD', inflight_key, lease_until, id)
   append_trace(id, owed_delivery(m.c, m.a, m.w) .. event_line('extended', 'consumer', m.c,
     'attempt', m.a, 'lease_until', lease_until))
@@ -489,10 +569,10 @@ if op == 'dead_letters' then
 end
 
 if op == 'redrive' then
-  -- ARGV[4]: how many at most. KEYS[10]: this call's redrive marker. Redriven messages start
+  -- ARGV[4]: how many at most. KEYS[11]: this call's redrive marker. Redriven messages start
   -- over with a full set of deliveries. A re-sent call answers the first one's count and
   -- moves nothing more.
-  local marker = KEYS[10]
+  local marker = KEYS[11]
   local previous = redis.call('GET', marker)
   if previous then
     return { 1, tonumber(previous) }

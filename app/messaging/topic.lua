@@ -291,8 +291,7 @@ end
 
 -- Every remaining step names a group.
 local group = ARGV[4]
-local leases_key, ends_key, dead_key, held_key, calls_key = KEYS[7], KEYS[8], KEYS[9],
-  KEYS[10], KEYS[11]
+local leases_key, ends_key, dead_key, held_key = KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local this_group = nil
 for _, listed in ipairs(groups()) do
   if listed.name == group then
@@ -397,41 +396,14 @@ local function dead_letter(id, entry_id, fields, attempts, reason)
   release(id, entry_id)
 end
 
--- A receive call's deliveries are leased and held together: the lease ends set and the held
--- set each have one member for the call ('@' and its nonce; the end of its leases, the oldest
--- entry it delivered), and the group's calls hash keeps the call's message ids (field: the
--- nonce) and how many of them it still holds (the nonce and ':count'). A message leaves its
--- call when it is acknowledged, nacked (it then gets members of its own), dead-lettered or
--- delivered again; the call's members go with its last message. A receive takes apart the
--- calls whose leases ended (``reclaim_call``). A lease whose call has no record (one of an
--- earlier version, or whose call was taken apart while it stayed leased) has members of its
--- own, as every lease had before.
-local CALL = '@'
-
--- The nonce of the call that granted ``receipt`` ('<nonce>.<n>'; a nonce has no dot).
-local function nonce_of(receipt)
-  local dot = find(receipt, '.', 1, true)
-  return dot and sub(receipt, 1, dot - 1)
-end
-
--- ``n`` messages of the call ``nonce`` left it; its members go with the last one. Answers
--- false when the call has no record: those messages have members of their own.
-local function leave_call(nonce, n)
-  local count_field = nonce .. ':count'
-  local left = redis.call('HGET', calls_key, count_field)
-  if not left then
-    return false
-  end
-  left = tonumber(left) - n
-  if left > 0 then
-    redis.call('HSET', calls_key, count_field, left)
-  else
-    redis.call('HDEL', calls_key, nonce, count_field)
-    redis.call('ZREM', ends_key, CALL .. nonce)
-    redis.call('ZREM', held_key, CALL .. nonce)
-  end
-  return true
-end
+-- A receive call's deliveries are leased and held together (channel.lua, ``leave_call``): the
+-- lease ends set and the held set each have one member for the call (the end of its leases,
+-- the oldest entry it delivered). A message leaves its call when it is acknowledged, nacked (it
+-- then gets members of its own), dead-lettered or delivered again; the call's members go with
+-- its last message. A receive takes apart the calls whose leases ended (``reclaim_call``). A
+-- lease whose call has no record (one of an earlier layout, or whose call was taken apart
+-- while it stayed leased) has members of its own, as every lease had before.
+use_calls(KEYS[11], { ends_key, held_key })
 
 local function lease_of(id)
   local raw = redis.call('HGET', leases_key, id)
@@ -514,17 +486,9 @@ if op == 'receive' then
   -- A call whose leases ended: what it still leases is delivered again, as far as this receive
   -- has room; the rest get members of their own, for a later receive.
   local function reclaim_call(call_nonce)
-    local member = CALL .. call_nonce
-    local listed = redis.call('HGET', calls_key, call_nonce)
-    local ends_at = redis.call('ZSCORE', ends_key, member)
-    redis.call('HDEL', calls_key, call_nonce, call_nonce .. ':count')
-    redis.call('ZREM', ends_key, member)
-    redis.call('ZREM', held_key, member)
-    if not listed then
-      return
-    end
+    local listed, ends_at = take_call(call_nonce)
     local prefix = call_nonce .. '.'
-    for _, id in ipairs(words(listed)) do
+    for _, id in ipairs(listed) do
       local lease = lease_of(id)
       if lease and not lease.k and sub(lease.r, 1, #prefix) == prefix then
         if #ids < max then
@@ -569,9 +533,7 @@ if op == 'receive' then
   if #ids > 0 then
     local listed = table.concat(ids, ' ')
     call_many('HSET', leases_key, leases)
-    redis.call('HSET', calls_key, nonce, listed, nonce .. ':count', #ids)
-    redis.call('ZADD', ends_key, lease_text, CALL .. nonce)
-    redis.call('ZADD', held_key, entry_score(oldest), CALL .. nonce)
+    open_call(nonce, ids, listed, { lease_text, entry_score(oldest) })
     redis.call('SET', marker, listed, 'PX', cfg.visibility)
   end
   if #ids > 0 or released then

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
-from app.config import Settings
+from app.config import MessagingSettings, Settings
 from app.messaging import keys
 from app.messaging.broker import Broker
 from app.messaging.exceptions import (
@@ -555,6 +555,67 @@ async def test_traces_acknowledged_together_expire_and_are_swept_together(
     assert await redis.hexists(traces, kept)
 
 
+async def test_a_receive_calls_leases_are_kept_together_and_counted(
+    broker: Broker, redis: RedisCluster
+) -> None:
+    """One in-flight member per receive call, gone with its last message; the in-flight count
+    follows every message, and an extended lease leaves its call for a member of its own."""
+    queue = broker.queue("jobs")
+    await queue.create(QueueCreate())
+    await queue.publish_many([MessagePublish(body=n) for n in range(4)])
+    inflight, calls = "{queue:jobs}:inflight", "{queue:jobs}:calls"
+    got = await queue.receive(consumer="c", limit=4)
+    (member,) = await redis.zrange(inflight, 0, -1)
+    assert str(member).startswith("@")
+    assert (await queue.counts()).in_flight == 4
+    await queue.ack_many([(d.id, d.receipt) for d in got[:2]])
+    assert await redis.zrange(inflight, 0, -1) == [member]
+    await queue.extend(got[2].id, got[2].receipt, visibility_timeout_s=60)
+    assert set(await redis.zrange(inflight, 0, -1)) == {member, got[2].id}
+    assert (await queue.counts()).in_flight == 2
+    await queue.nack(got[3].id, got[3].receipt)
+    assert await redis.zrange(inflight, 0, -1) == [got[2].id], "the call went with its last"
+    assert not await redis.exists(calls)
+    assert (await queue.counts()).model_dump() == {
+        "ready": 1,
+        "delayed": 0,
+        "in_flight": 1,
+        "dead_lettered": 0,
+    }
+    await queue.ack(got[2].id, got[2].receipt)
+    (again,) = await queue.receive(consumer="c")
+    await queue.ack(again.id, again.receipt)
+    assert (await queue.counts()).in_flight == 0
+    assert not await redis.exists(inflight, calls)
+
+
+async def test_a_call_whose_leases_ended_expires_as_far_as_the_housekeeping_limit_goes(
+    broker: Broker, redis: RedisCluster
+) -> None:
+    """Past the housekeeping limit, the rest of an ended call's leases get members of their
+    own and end at the next steps: each message is delivered again once, none lost."""
+    small = Broker(store=broker.store, settings=MessagingSettings(housekeeping_batch=1))
+    queue = small.queue("jobs")
+    await queue.create(QueueCreate(visibility_timeout_s=0.2))
+    await queue.publish_many([MessagePublish(body=n) for n in range(3)])
+    first = await queue.receive(consumer="c", limit=3)
+    await asyncio.sleep(0.3)
+    counts = await queue.counts()  # the housekeeping ends one lease, the rest wait
+    assert (counts.ready, counts.in_flight) == (1, 2)
+    members = set(await redis.zrange("{queue:jobs}:inflight", 0, -1))
+    assert len(members) == 2
+    assert members < {d.id for d in first}, "members of their own"
+    again = await queue.receive(consumer="c", limit=10)
+    again += await queue.receive(consumer="c", limit=10)
+    again += await queue.receive(consumer="c", limit=10)
+    assert sorted(d.body for d in again) == [0, 1, 2]
+    assert all(d.attempt == 2 for d in again)
+    await queue.ack_many([(d.id, d.receipt) for d in again])
+    assert (await queue.counts()).model_dump() == dict.fromkeys(
+        ("ready", "delayed", "in_flight", "dead_lettered"), 0
+    )
+
+
 async def test_counts_show_expired_leases_as_ready(http: httpx.AsyncClient) -> None:
     await make_queue(http, **FAST)
     await publish(http, 1)
@@ -675,6 +736,8 @@ async def test_message_states_stored_as_json_by_an_earlier_version_are_still_ser
     await redis.lrem("{queue:jobs}:ready", 0, leased.id)
     await redis.lrem("{queue:jobs}:ready", 0, nacked.id)
     await redis.zadd("{queue:jobs}:inflight", {leased.id: lease_end, nacked.id: lease_end})
+    # That version kept a member per leased message, and no count of them.
+    await redis.hdel("{queue:jobs}:config", "in_flight")
     # That version wrote a delivery's trace line when it was made (this one, when it ends).
     traces = keys.message_trace_keys(leased.id)[0]
     for message in (leased, nacked):
