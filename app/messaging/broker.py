@@ -44,6 +44,9 @@ class StoredEvent(BaseModel):
     lease_until: int | None = None
     # The receipt an ack or nack carried, to recognise a re-sent one: not shown.
     r: str | None = None
+    # On an acknowledgement's line, when the delivery it ends was made, if that delivery has no
+    # line of its own (channel.lua, ``acked_line``): shown as that delivery's event.
+    delivered_at: int | None = None
 
 
 class Broker:
@@ -86,7 +89,9 @@ class Broker:
         lines = as_str(raw).split("\n")
         lines += await self._in_flight_lines(message_id, lines[0])
         # Written when they happened, but a delivery's line with the line that ends it.
-        events = sorted((_event(line) for line in lines), key=lambda event: event.at)
+        events = sorted(
+            (event for line in lines for event in _events(line)), key=lambda event: event.at
+        )
         return MessageTrace(id=message_id, events=events)
 
     async def _in_flight_lines(self, message_id: str, first_line: str) -> list[str]:
@@ -106,11 +111,19 @@ class Broker:
             return []
 
 
-def _event(text: str) -> TraceEvent:
+def _events(text: str) -> list[TraceEvent]:
+    """Return the events of one stored line: its own, after the delivery it carries (if any)."""
     stored = StoredEvent.model_validate_json(text)
-    shown: dict[str, object] = {**(stored.model_extra or {}), "at": from_ms(stored.at)}
+    extra = stored.model_extra or {}
+    events = []
+    if stored.delivered_at is not None:
+        # The delivery an acknowledgement ends: its channel, group, consumer and attempt.
+        delivered = {**extra, "event": "delivered", "at": from_ms(stored.delivered_at)}
+        events.append(TraceEvent.model_validate(delivered))
+    shown: dict[str, object] = {**extra, "at": from_ms(stored.at)}
     if stored.delay_ms is not None:
         shown["delay_s"] = stored.delay_ms / 1000
     if stored.lease_until is not None:
         shown["lease_expires_at"] = from_ms(stored.lease_until)
-    return TraceEvent.model_validate(shown)
+    events.append(TraceEvent.model_validate(shown))
+    return events

@@ -98,11 +98,12 @@ end
 -- A delivery's line is written when the delivery ends (acknowledged, nacked, expired, or its
 -- lease extended), in front of the line that ends it, not when it begins: a receive then
 -- writes no trace at all, and the trace is read and written once per delivery rather than
--- twice. Until then the state record keeps when it was delivered (``owed_delivery``), and
--- reading a trace adds the deliveries still in flight from those records (the 'owed' step).
+-- twice (an acknowledgement's line carries it: ``acked_line``). Until then the state record
+-- keeps when it was delivered (``owed_delivery``), and reading a trace adds the deliveries
+-- still in flight from those records (the 'owed' step).
 -- A trace's lines are therefore in the order they were written; readers order them by time.
 local traces_key, trace_expiry_key, CHANNEL_FIELD, TRACE_HEAD
--- A topic's group (',"group":"<name>"'), on the lines of lease steps (lease_line).
+-- A topic's group (',"group":"<name>"'), on the lines of lease steps (acked_line).
 local GROUP_FIELD = ''
 
 local function use_traces(traces, expiry, channel_kind, channel_name)
@@ -128,13 +129,15 @@ end
 -- A text as a JSON string, once per call for each (names: consumers, groups).
 local quoted = remembered(json_value)
 
--- The line of a delivery or a settle (``delivered``, ``acked``): the busy steps' lines, put
--- together directly (a generic ``event_line`` costs several times more per message). A
--- receipt is the script's own (a nonce and a number: no escaping).
-local function lease_line(event, consumer, attempt, receipt)
-  local tail = receipt and (',"r":"' .. receipt .. '"}') or '}'
-  return '{"event":"' .. event .. TRACE_HEAD .. GROUP_FIELD .. ',"consumer":' .. quoted(consumer)
-    .. ',"attempt":' .. count_text(attempt) .. tail
+-- The line of an acknowledgement, put together directly (a generic ``event_line`` costs several
+-- times more per message). A receipt is the script's own (a nonce and a number: no escaping).
+-- It carries the time of the delivery it ends while that delivery's line is owed
+-- (``delivered_at``, nil once written): a reader makes that delivery's event from it, with the
+-- same consumer and attempt, so the busiest step writes one line per message, not two.
+local function acked_line(consumer, attempt, receipt, delivered_at)
+  local tail = delivered_at and (',"delivered_at":' .. int(delivered_at) .. '}') or '}'
+  return '{"event":"acked' .. TRACE_HEAD .. GROUP_FIELD .. ',"consumer":' .. quoted(consumer)
+    .. ',"attempt":' .. count_text(attempt) .. ',"r":"' .. receipt .. '"' .. tail
 end
 
 -- The line of a delivery made at ``at`` (ms), which its trace is owed while it lasts, and a

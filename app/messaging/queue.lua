@@ -443,8 +443,7 @@ if op == 'ack' then
         else
           own[#own + 1] = id
         end
-        lines[#lines + 1] = owed_delivery(consumer, attempt, delivered_at)
-          .. lease_line('acked', consumer, attempt, receipt)
+        lines[#lines + 1] = acked_line(consumer, attempt, receipt, delivered_at)
         status = 1
       elseif already(id, 'acked', receipt, nil) then
         status = 0

@@ -597,8 +597,7 @@ if op == 'ack' then
           nonces[#nonces + 1] = nonce
         end
         of_call[#of_call + 1] = id
-        lines[#lines + 1] = owed_delivery(consumer, count, delivered_at)
-          .. lease_line('acked', consumer, count, receipt)
+        lines[#lines + 1] = acked_line(consumer, count, receipt, delivered_at)
         status = 1
       elseif already(id, 'acked', receipt, group) then
         status = 0

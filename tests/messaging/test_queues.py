@@ -616,6 +616,28 @@ async def test_a_call_whose_leases_ended_expires_as_far_as_the_housekeeping_limi
     )
 
 
+async def test_an_acknowledgement_writes_one_line_that_also_shows_its_delivery(
+    broker: Broker, redis: RedisCluster
+) -> None:
+    """The busiest step writes one line per message: the ack's line carries when the delivery
+    was made, and the trace shows that delivery as its own event."""
+    queue = broker.queue("jobs")
+    await queue.create(QueueCreate())
+    published = await queue.publish(MessagePublish(body=1))
+    (delivery,) = await queue.receive(consumer="worker-1")
+    await queue.ack(delivery.id, delivery.receipt)
+    raw = await redis.hget(keys.message_trace_keys(published.id)[0], published.id)
+    assert len(str(raw).split("\n")) == 2, "published, then acked"
+    events = (await broker.trace(published.id)).events
+    assert [(e.event, e.consumer, e.attempt) for e in events] == [
+        ("published", None, None),
+        ("delivered", "worker-1", 1),
+        ("acked", "worker-1", 1),
+    ]
+    assert events[0].at <= events[1].at <= events[2].at
+    assert {e.queue for e in events} == {"jobs"}
+
+
 async def test_counts_show_expired_leases_as_ready(http: httpx.AsyncClient) -> None:
     await make_queue(http, **FAST)
     await publish(http, 1)
