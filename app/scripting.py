@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar, cast
 
 from redis.exceptions import NoScriptError
 from redis.typing import EncodableT
@@ -140,12 +140,18 @@ def as_fixed(reply: Reply, length: int) -> list[Reply]:
 
 def as_str_list(reply: Reply) -> list[str]:
     """Return a reply that must be a list of text."""
-    return [as_str(item) for item in as_list(reply)]
+    items = as_list(reply)
+    if set(map(type, items)) <= {str}:  # the usual answer, checked in one pass
+        return cast(list[str], items)
+    return [as_str(item) for item in items]
 
 
 def as_int_list(reply: Reply) -> list[int]:
     """Return a reply that must be a list of integers."""
-    return [as_int(item) for item in as_list(reply)]
+    items = as_list(reply)
+    if set(map(type, items)) <= {int}:  # (a bool's type is bool, not int)
+        return cast(list[int], items)
+    return [as_int(item) for item in items]
 
 
 def outcome_of(kind: type[E], reply: Reply) -> E:

@@ -126,12 +126,13 @@ def settlements(reply: Reply) -> list[Settlement]:
         return [outcome_of(Settlement, status) for status in statuses]
 
 
-def rows(reply: Reply, width: int) -> list[list[Reply]]:
-    """Return a list answered as rows of ``width`` values in a row (a receive's deliveries)."""
+def columns(reply: Reply, width: int) -> list[list[Reply]]:
+    """Return a list answered as rows of ``width`` values in a row (a receive's deliveries) as
+    its ``width`` columns: each read in one pass (``as_str_list``...), not value by value."""
     values = as_list(reply)
     if len(values) % width:
         raise ScriptContractError(f"expected rows of {width} values, got {len(values)} values")
-    return [values[start : start + width] for start in range(0, len(values), width)]
+    return [values[start::width] for start in range(width)]
 
 
 def timestamps() -> Callable[[Reply], datetime]:

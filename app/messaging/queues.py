@@ -42,10 +42,10 @@ from app.messaging.channel import (
     ChannelContext,
     ChannelErrors,
     Settlement,
+    columns,
     failed,
     milliseconds,
     published_result,
-    rows,
     settle_each,
     settle_results,
     settlements,
@@ -386,21 +386,33 @@ def _counts(reply: Reply) -> QueueCounts:
 
 
 def _deliveries(reply: Reply) -> list[Delivery]:
+    ids, bodies, attempts, receipts, priorities, published, leases = columns(reply, 7)
     timestamp = timestamps()
-    deliveries = []
-    for message_id, body, attempt, receipt, priority, published_at, lease_until in rows(reply, 7):
-        # Built without validation: every field is read in its type from the script's answer.
-        fields = {
-            "id": as_str(message_id),
-            "body": parse_json(as_str(body)),
-            "attempt": as_int(attempt),
-            "receipt": as_str(receipt),
-            "priority": as_int(priority),
-            "published_at": timestamp(published_at),
-            "lease_expires_at": timestamp(lease_until),
-        }
-        deliveries.append(trusted(Delivery, fields))
-    return deliveries
+    # Built without validation: every field is read in its type from the script's answer.
+    return [
+        trusted(
+            Delivery,
+            {
+                "id": message_id,
+                "body": parse_json(body),
+                "attempt": attempt,
+                "receipt": receipt,
+                "priority": priority,
+                "published_at": timestamp(published_at),
+                "lease_expires_at": timestamp(lease_until),
+            },
+        )
+        for message_id, body, attempt, receipt, priority, published_at, lease_until in zip(
+            as_str_list(ids),
+            as_str_list(bodies),
+            as_int_list(attempts),
+            as_str_list(receipts),
+            as_int_list(priorities),
+            published,
+            leases,
+            strict=True,
+        )
+    ]
 
 
 def _dead_letter(reply: Reply) -> DeadLetter:

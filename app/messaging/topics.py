@@ -36,9 +36,9 @@ from app.messaging.channel import (
     ChannelContext,
     ChannelErrors,
     Settlement,
+    columns,
     milliseconds,
     published_result,
-    rows,
     settle_each,
     settle_results,
     settlements,
@@ -63,7 +63,17 @@ from app.messaging.schemas import (
 from app.records.codec import compact_json, parse_json
 from app.redis import RedisStore
 from app.schemas import trusted
-from app.scripting import LuaScript, Reply, as_int, as_list, as_str, outcome_of, raise_for
+from app.scripting import (
+    LuaScript,
+    Reply,
+    as_int,
+    as_int_list,
+    as_list,
+    as_str,
+    as_str_list,
+    outcome_of,
+    raise_for,
+)
 from app.stream_gauges import Held
 
 TOPIC_SCRIPT = LuaScript.load(Path(__file__).with_name("topic.lua"), CHANNEL_LUA)
@@ -350,20 +360,31 @@ def _group_counts(reply: Reply) -> GroupCounts:
 
 
 def _deliveries(reply: Reply) -> list[TopicDelivery]:
+    ids, bodies, attempts, receipts, published, leases = columns(reply, 6)
     timestamp = timestamps()
-    deliveries = []
-    for message_id, body, attempt, receipt, published_at, lease_until in rows(reply, 6):
-        # Built without validation: every field is read in its type from the script's answer.
-        fields = {
-            "id": as_str(message_id),
-            "body": parse_json(as_str(body)),
-            "attempt": as_int(attempt),
-            "receipt": as_str(receipt),
-            "published_at": timestamp(published_at),
-            "lease_expires_at": timestamp(lease_until),
-        }
-        deliveries.append(trusted(TopicDelivery, fields))
-    return deliveries
+    # Built without validation: every field is read in its type from the script's answer.
+    return [
+        trusted(
+            TopicDelivery,
+            {
+                "id": message_id,
+                "body": parse_json(body),
+                "attempt": attempt,
+                "receipt": receipt,
+                "published_at": timestamp(published_at),
+                "lease_expires_at": timestamp(lease_until),
+            },
+        )
+        for message_id, body, attempt, receipt, published_at, lease_until in zip(
+            as_str_list(ids),
+            as_str_list(bodies),
+            as_int_list(attempts),
+            as_str_list(receipts),
+            published,
+            leases,
+            strict=True,
+        )
+    ]
 
 
 def _dead_letter(reply: Reply) -> TopicDeadLetter:

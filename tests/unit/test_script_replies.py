@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from app.messaging.channel import Settlement, rows, settlements, timestamps
+from app.messaging.channel import Settlement, columns, settlements, timestamps
 from app.messaging.schemas import Delivery, TopicDelivery
 from app.schemas import trusted
-from app.scripting import ScriptContractError
+from app.scripting import ScriptContractError, as_int_list, as_str_list
 
 WHEN = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
 
@@ -40,11 +40,20 @@ def test_a_trusted_instance_is_what_model_construct_makes(
     assert model.model_validate(built.model_dump()) == built
 
 
-def test_rows_split_a_reply_and_refuse_a_partial_one() -> None:
-    assert rows(["a", 1, "b", 2], 2) == [["a", 1], ["b", 2]]
-    assert rows([], 7) == []
+def test_columns_split_a_reply_and_refuse_a_partial_one() -> None:
+    assert columns(["a", 1, "b", 2], 2) == [["a", "b"], [1, 2]]
+    assert columns([], 7) == [[]] * 7
     with pytest.raises(ScriptContractError, match="rows of 7 values"):
-        rows(["a"] * 8, 7)
+        columns(["a"] * 8, 7)
+
+
+def test_lists_are_read_in_one_pass_and_refused_with_the_value_that_is_wrong() -> None:
+    assert as_str_list(["a", "b"]) == ["a", "b"]
+    assert as_int_list([1, "2"]) == [1, 2], "a numeric string, as Lua may send"
+    with pytest.raises(ScriptContractError, match="got 3"):
+        as_str_list(["a", 3])
+    with pytest.raises(ScriptContractError, match="got True"):
+        as_int_list([1, True])
 
 
 def test_settlements_read_every_outcome_and_refuse_an_unknown_one() -> None:
