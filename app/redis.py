@@ -63,7 +63,14 @@ TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
 REDIRECTIONS: tuple[type[Exception], ...] = (rexc.MovedError, rexc.AskError)
 
 # What the policy looks at; _transient() decides which of these to retry.
-RETRY_CANDIDATES: tuple[type[Exception], ...] = (*TRANSIENT_ERRORS, AttributeError, TypeError)
+RETRY_CANDIDATES: tuple[type[Exception], ...] = (
+    *TRANSIENT_ERRORS,
+    AttributeError,
+    TypeError,
+    RuntimeError,
+)
+# This package: an error raised in its own code is never redis-py's connection failing.
+APP_DIR = str(Path(__file__).resolve().parent)
 
 # How long a read waits for a replica before it asks the primary instead: a fraction of the
 # request's retry deadline (redis.retry_deadline_s), so a replica that hangs slows the reads
@@ -193,14 +200,22 @@ def _transient(exc: BaseException) -> bool:
     """Return whether ``exc`` is a transient failure.
 
     redis-py up to 8.1.0 can raise AttributeError or TypeError from a connection that the
-    server closed under it (redis-py #4287, seen here during a primary's failover); the pool
-    reconnects on the next use, so these are transient when raised inside redis-py's connection
-    code, and programming errors anywhere else.
+    server closed under it (redis-py #4287, seen here during a primary's failover), and under
+    uvloop a write to such a connection raises RuntimeError ("the handler is closed") from
+    the transport redis-py writes to (seen here in a failover test). The pool reconnects on the
+    next use, so these are transient when raised inside redis-py's connection code or below it
+    (the event loop's transport), and programming errors anywhere else: any frame of this
+    package under redis-py's makes it ours.
     """
     if isinstance(exc, TRANSIENT_ERRORS):
         return True
     frames = traceback.extract_tb(exc.__traceback__)
-    return bool(frames) and frames[-1].filename.endswith(REDIS_CONNECTION_MODULE)
+    inside = [
+        i for i, frame in enumerate(frames) if frame.filename.endswith(REDIS_CONNECTION_MODULE)
+    ]
+    if not inside:
+        return False
+    return not any(frame.filename.startswith(APP_DIR) for frame in frames[inside[-1] + 1 :])
 
 
 def _replica_failure(exc: BaseException) -> bool:
