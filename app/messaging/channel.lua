@@ -270,15 +270,20 @@ local function open_call(nonce, ids, listed, scores)
   end
 end
 
--- Take the call ``nonce`` apart (its leases ended): remove its record and members; answer the
--- ids it leased and the score of its member in the first set (when its leases ended).
-local function take_call(nonce)
-  local listed = redis.call('HGET', calls_key, nonce)
-  local ended_at = redis.call('ZSCORE', call_sets[1], CALL .. nonce)
+-- Remove the call ``nonce``: its record and its members.
+local function drop_call(nonce)
   redis.call('HDEL', calls_key, nonce, nonce .. ':count')
   for _, key in ipairs(call_sets) do
     redis.call('ZREM', key, CALL .. nonce)
   end
+end
+
+-- Take the call ``nonce`` apart (its leases ended): remove it; answer the ids it leased and the
+-- score of its member in the first set (when its leases ended).
+local function take_call(nonce)
+  local listed = redis.call('HGET', calls_key, nonce)
+  local ended_at = redis.call('ZSCORE', call_sets[1], CALL .. nonce)
+  drop_call(nonce)
   return listed and words(listed) or {}, ended_at
 end
 
@@ -294,10 +299,33 @@ local function leave_call(nonce, n)
   if left > 0 then
     redis.call('HSET', calls_key, count_field, left)
   else
-    redis.call('HDEL', calls_key, nonce, count_field)
-    for _, key in ipairs(call_sets) do
-      redis.call('ZREM', key, CALL .. nonce)
-    end
+    drop_call(nonce)
   end
   return true
+end
+
+-- The messages one step takes out of their calls, grouped by the call their receipts name:
+-- ``add(receipt, id)`` each, then ``leave(own)``: each call loses its messages (one update per
+-- call), and ``own(ids)``, if given, gets those of a call without a record.
+local function leaving_calls()
+  local nonces, ids_of = {}, {}
+  local step = {}
+  function step.add(receipt, id)
+    local nonce = nonce_of(receipt) or ''
+    local ids = ids_of[nonce]
+    if not ids then
+      ids = {}
+      ids_of[nonce] = ids
+      nonces[#nonces + 1] = nonce
+    end
+    ids[#ids + 1] = id
+  end
+  function step.leave(own)
+    for _, nonce in ipairs(nonces) do
+      if not leave_call(nonce, #ids_of[nonce]) and own then
+        own(ids_of[nonce])
+      end
+    end
+  end
+  return step
 end

@@ -416,9 +416,8 @@ if op == 'ack' then
   -- call answers as a repeated ack).
   local acked = {}
   local done, lines = {}, {}
-  -- The calls these messages leave (their nonces, and how many of each), and the messages
-  -- with an in-flight member of their own.
-  local nonces, left, own = {}, {}, {}
+  -- The calls these messages leave, and the messages with an in-flight member of their own.
+  local calls, own = leaving_calls(), {}
   for k, id in ipairs(ids) do
     local receipt, status = receipts[k], nil
     if acked[id] then
@@ -434,12 +433,7 @@ if op == 'ack' then
         acked[id] = receipt
         done[#done + 1] = id
         if in_call then
-          local nonce = nonce_of(receipt)
-          if not left[nonce] then
-            left[nonce] = 0
-            nonces[#nonces + 1] = nonce
-          end
-          left[nonce] = left[nonce] + 1
+          calls.add(receipt, id)
         else
           own[#own + 1] = id
         end
@@ -457,9 +451,7 @@ if op == 'ack' then
   end
   local finished = #done
   if finished > 0 then
-    for _, nonce in ipairs(nonces) do
-      leave_call(nonce, left[nonce])
-    end
+    calls.leave()
     call_many('ZREM', inflight_key, own)
     count_in_flight(-finished)
     call_many('HDEL', meta_key, done)

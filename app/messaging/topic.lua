@@ -574,8 +574,8 @@ if op == 'ack' then
   -- call answers as a repeated ack).
   local took = {}
   local done, entries, lines = {}, {}, {}
-  -- The calls these messages leave: their nonces, and each one's acknowledged messages.
-  local nonces, left = {}, {}
+  -- The calls these messages leave.
+  local calls = leaving_calls()
   for k, id in ipairs(ids) do
     local receipt, status = receipts[k], nil
     if took[id] then
@@ -589,14 +589,7 @@ if op == 'ack' then
         took[id] = receipt
         done[#done + 1] = id
         entries[#entries + 1] = entry_id
-        local nonce = nonce_of(receipt) or ''
-        local of_call = left[nonce]
-        if not of_call then
-          of_call = {}
-          left[nonce] = of_call
-          nonces[#nonces + 1] = nonce
-        end
-        of_call[#of_call + 1] = id
+        calls.add(receipt, id)
         lines[#lines + 1] = acked_line(consumer, count, receipt, delivered_at)
         status = 1
       elseif already(id, 'acked', receipt, group) then
@@ -620,12 +613,11 @@ if op == 'ack' then
       end
     end
     call_many('HDEL', leases_key, done)
-    for _, nonce in ipairs(nonces) do
-      if not leave_call(nonce, #left[nonce]) then
-        call_many('ZREM', ends_key, left[nonce])
-        call_many('ZREM', held_key, left[nonce])
-      end
-    end
+    -- Leases of a call without a record have members of their own.
+    calls.leave(function(own)
+      call_many('ZREM', ends_key, own)
+      call_many('ZREM', held_key, own)
+    end)
     update_holds()
     finish(done, entries)
     trim()
