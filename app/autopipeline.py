@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -72,30 +73,34 @@ class AutoPipeline:
         reply: asyncio.Future[Any] = loop.create_future()
         queued = self._queued.get(node)
         if queued is None:
-            self._queued[node] = [(command, reply)]
-            loop.call_soon(self._dispatch, node)
-        else:
-            queued.append((command, reply))
-            if len(queued) >= self.max_batch:
-                self._dispatch(node)
+            queued = self._queued[node] = []
+            # Its first step runs after the callbacks ready now: their commands join it.
+            task = loop.create_task(self._send(node, queued))
+            self._in_flight.add(task)
+            task.add_done_callback(functools.partial(self._finished, node, queued))
+        queued.append((command, reply))
+        if len(queued) >= self.max_batch:
+            self._close(node, queued)  # full: the next command starts another batch
         return reply
 
     async def aclose(self) -> None:
-        """Send what is queued, then wait until every batch has its replies (or failed)."""
-        for node in list(self._queued):
-            self._dispatch(node)
+        """Wait until every batch, the queued ones too, has its replies (or failed)."""
         while self._in_flight:
             await asyncio.gather(*self._in_flight, return_exceptions=True)
 
-    def _dispatch(self, node: ClusterNode) -> None:
-        batch = self._queued.pop(node, None)
-        if not batch:  # already sent, by a full batch
-            return
-        task = asyncio.get_running_loop().create_task(self._send(node, batch))
-        self._in_flight.add(task)
-        task.add_done_callback(self._in_flight.discard)
+    def _close(self, node: ClusterNode, batch: list[Queued]) -> None:
+        if self._queued.get(node) is batch:
+            del self._queued[node]
+
+    def _finished(self, node: ClusterNode, batch: list[Queued], task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        # Cancelled before its first step (the loop closing): nobody will answer its callers.
+        self._close(node, batch)
+        for _command, reply in batch:
+            reply.cancel()
 
     async def _send(self, node: ClusterNode, batch: list[Queued]) -> None:
+        self._close(node, batch)  # later commands make the next batch
         self.batches += 1
         self.commands += len(batch)
         # Encoded one by one, so that a bad argument fails only its own caller; a command

@@ -9,6 +9,7 @@ channel imports the broker.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -228,28 +229,23 @@ class Coalescer:
         batch = self._waiting.get(key)
         if batch is None:
             batch = self._waiting[key] = []
-            # After the callbacks ready now: the other callers of this turn join the batch.
-            loop.call_soon(self._start, key)
+            # Its first step runs after the callbacks ready now: the other callers of this
+            # turn join the batch before it is sent.
+            task = loop.create_task(self._send(key, batch))
+            _background.add(task)
+            task.add_done_callback(functools.partial(self._finished, key, batch))
         batch.append(waiting)
-        # A caller that gives up (cancelled) leaves the step to finish for the others.
-        return await asyncio.shield(waiting.answer)
+        # A caller that gives up (cancelled) cancels only its own answer: the step goes on
+        # for the others (``_settle`` passes over an answer that is done).
+        return await waiting.answer
 
-    def _start(self, key: Hashable) -> None:
-        batch = self._waiting.pop(key)
-        task = asyncio.create_task(self._send(batch))
-        _background.add(task)
-
-        def done(task: asyncio.Task[None]) -> None:
-            _background.discard(task)
-            # Cancelled (the loop closing) before it answered: no caller waits forever.
-            for waiting in batch:
-                _settle(waiting.answer, exception=asyncio.CancelledError())
-
-        task.add_done_callback(done)
-
-    async def _send(self, batch: list[_Waiting[Any, Any]]) -> None:
+    async def _send(self, key: Hashable, batch: list[_Waiting[Any, Any]]) -> None:
+        self._close(key, batch)  # later callers make the next batch
+        if len(batch) == 1:
+            await _alone(batch[0])
+            return
         items = [item for waiting in batch for item in waiting.items]
-        if len(batch) == 1 or len(items) > MERGED_ITEMS:
+        if len(items) > MERGED_ITEMS:
             await asyncio.gather(*(_alone(waiting) for waiting in batch))
             return
         try:
@@ -267,6 +263,20 @@ class Coalescer:
         for waiting in batch:
             _settle(waiting.answer, result=answers[start : start + len(waiting.items)])
             start += len(waiting.items)
+
+    def _close(self, key: Hashable, batch: list[_Waiting[Any, Any]]) -> None:
+        if self._waiting.get(key) is batch:
+            del self._waiting[key]
+
+    def _finished(
+        self, key: Hashable, batch: list[_Waiting[Any, Any]], task: asyncio.Task[None]
+    ) -> None:
+        _background.discard(task)
+        # Cancelled (the loop closing) before it answered, or even started: no caller waits
+        # forever, nor joins a batch nobody sends.
+        self._close(key, batch)
+        for waiting in batch:
+            _settle(waiting.answer, exception=asyncio.CancelledError())
 
 
 async def _alone(waiting: _Waiting[Any, Any]) -> None:

@@ -892,3 +892,26 @@ async def test_concurrent_receives_and_acks_go_as_one_step_each(
     assert isinstance(outcomes[0], WrongReceipt), "only the wrong receipt fails"
     assert outcomes[1:] == [None] * 10
     assert (await queue.counts()).in_flight == 0
+
+
+async def test_a_caller_that_gives_up_leaves_the_others_of_its_step_their_answers(
+    broker: Broker,
+) -> None:
+    """A publisher cancelled while its turn's step is on its way gets CancelledError; the others
+    of that step get their answers, and the next steps are sent as before (nothing waits on a
+    step nobody sends)."""
+    queue = broker.queue("jobs")
+    await queue.create(QueueCreate())
+    for cancel_after in (0, 1, 3):  # before the step starts, and while it is on its way
+        calls = [asyncio.create_task(queue.publish(MessagePublish(body=n))) for n in range(3)]
+        for _ in range(cancel_after + 1):
+            await asyncio.sleep(0)
+        calls[1].cancel()
+        first, second, third = await asyncio.gather(*calls, return_exceptions=True)
+        assert isinstance(second, asyncio.CancelledError), second
+        assert isinstance(first, Published), first
+        assert isinstance(third, Published), third
+    alone = await asyncio.wait_for(queue.publish(MessagePublish(body="next")), 5)
+    got = await queue.receive(consumer="c", limit=20)
+    assert {first.id, third.id, alone.id} <= {d.id for d in got}
+    assert len(got) == 9 + 1, "a step goes on for the others: the given-up publish too"
