@@ -6,6 +6,8 @@ and on the Redis nodes, where the sockets take much of the CPU; docs/benchmarks.
 figures). ``AutoPipeline`` collects the single-slot commands issued during one turn of the loop
 per node and sends them at the start of the next turn, as one write on one connection, reading
 the replies in order. The redis-py internals it needs for that are in ``app.redis_internals``.
+A command that gathers its turn's callers already (a queue's or a topic's coalesced step) is
+sent at once from its caller's task (``send_now``), with a batch queued for its node if any.
 
 What each caller sees does not change:
 - it gets its own reply, or its own error (a WRONGTYPE, NOSCRIPT or MOVED reply for one
@@ -82,6 +84,20 @@ class AutoPipeline:
         if len(queued) >= self.max_batch:
             self._close(node, queued)  # full: the next command starts another batch
         return reply
+
+    async def send_now(self, node: ClusterNode, command: tuple[EncodableT, ...]) -> Any:
+        """Send ``command`` to ``node`` at once, from this task, and return its reply; with
+        the batch queued for ``node`` if there is one.
+
+        For a command that already carries the callers of its turn (a coalesced step of a
+        queue or a topic): waiting a turn for others, in a task of its own, would cost two
+        turns of the event loop and find none.
+        """
+        if node in self._queued:
+            return await self.send(node, command)
+        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        await self._send(node, [(command, reply)])
+        return reply.result()
 
     async def aclose(self) -> None:
         """Wait until every batch, the queued ones too, has its replies (or failed)."""

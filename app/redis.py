@@ -284,6 +284,7 @@ class RedisStore:
         what: str,
         probe: bool = False,
         replica: bool = False,
+        now: bool = False,
     ) -> Any:
         """Run one command that touches only ``key``'s slot, under the retry policy.
 
@@ -303,6 +304,9 @@ class RedisStore:
         replicas, to one of the replicas of the key's shard, in turn; it may miss the latest
         writes. A shard without a healthy replica, or a replica that fails the read, leaves it
         to the primary, in this same call. Without replica reads, ``replica`` changes nothing.
+
+        A command sent ``now`` carries the callers of its turn already (a coalesced step): it
+        does not wait for the turn's other commands (``AutoPipeline.send_now``).
         """
         client = self.client
         name = command_name(command)
@@ -328,7 +332,10 @@ class RedisStore:
             try:
                 node = client.get_node_from_key(key)
                 if node is not None:
-                    reply = await self.pipeline.send(node, command)
+                    if now:
+                        reply = await self.pipeline.send_now(node, command)
+                    else:
+                        reply = await self.pipeline.send(node, command)
                     _observe(name, time.perf_counter() - started)
                     return reply
             except REDIRECTIONS as exc:

@@ -200,6 +200,7 @@ class LuaScript:
         args: list[str],
         what: str,
         replica: bool = False,
+        now: bool = False,
     ) -> Reply:
         """Run the script under the store's retry policy, on the slot of its keys.
 
@@ -207,7 +208,8 @@ class LuaScript:
         shard when the store reads from replicas (its answer may miss the latest writes). A
         server that lost the script (restart, failover to a replica), or a replica that never
         had it, gets it again. Raise WritingScriptOnReplica for ``replica`` with a script that
-        is not read-only.
+        is not read-only. A run sent ``now`` does not wait for the turn's other commands
+        (``RedisStore.call``).
         """
         if replica and not self.read_only:
             raise WritingScriptOnReplica(
@@ -216,12 +218,12 @@ class LuaScript:
         name = "EVALSHA_RO" if self.read_only else "EVALSHA"
         command: tuple[EncodableT, ...] = (name, self.sha, len(keys), *keys, *args)
         try:
-            reply: Reply = await store.call(keys[0], *command, what=what, replica=replica)
+            reply: Reply = await store.call(keys[0], *command, what=what, replica=replica, now=now)
         except NoScriptError:
             # Loaded on every primary of a cluster, and on every replica of the shard for a
             # replica read (Redis 7 does not replicate SCRIPT LOAD), so the retry finds it.
             await store.load_script(
                 self.source, key=keys[0], what=f"load script for {what}", replica=replica
             )
-            reply = await store.call(keys[0], *command, what=what, replica=replica)
+            reply = await store.call(keys[0], *command, what=what, replica=replica, now=now)
         return reply

@@ -195,3 +195,27 @@ async def test_closing_sends_what_is_queued_and_waits_for_the_replies(
 
     assert pending.done()
     assert await pending == [True] * 5
+
+
+async def test_a_command_sent_now_leaves_in_its_callers_turn_or_with_the_queued_batch(
+    store: RedisStore,
+) -> None:
+    """``now`` (a coalesced step): written in the caller's own turn instead of the next one,
+    in the batch already queued for its node if there is one; its reply or error is its own."""
+    node = cluster_client(store).get_node_from_key("{now}:k")
+    assert node is not None
+    await store.call("{now}:k", "SET", "{now}:k", "v", what="test")
+    for now, sent_in_the_callers_turn in ((False, 0), (True, 1)):
+        batches = store.pipeline.batches
+        call = asyncio.ensure_future(store.call("{now}:k", "GET", "{now}:k", what="t", now=now))
+        await asyncio.sleep(0)  # the call's first step has run
+        assert store.pipeline.batches == batches + sent_in_the_callers_turn
+        assert await call == "v"
+
+    batches = store.pipeline.batches
+    queued = store.pipeline.send(node, ("GET", "{now}:k"))
+    joined = await store.call("{now}:k", "STRLEN", "{now}:k", what="t", now=True)
+    assert (joined, await queued) == (1, "v")
+    assert store.pipeline.batches == batches + 1, "one batch for both"
+    with pytest.raises(rexc.ResponseError, match="WRONGTYPE"):
+        await store.call("{now}:k", "LPOP", "{now}:k", what="t", now=True)

@@ -353,6 +353,8 @@ class Channel(Generic[E]):
                 keys=[*self._keys, *extra_keys],
                 args=[step, *self._head, *args],
                 what=what,
+                # A step carries its turn's callers already (the coalescer's): sent at once.
+                now=True,
             )
         )
         if not reply:
