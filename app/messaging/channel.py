@@ -9,9 +9,11 @@ channel imports the broker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import IntEnum
@@ -242,14 +244,17 @@ class Coalescer:
     async def _send(self, key: Hashable, batch: list[_Waiting[Any, Any]]) -> None:
         self._close(key, batch)  # later callers make the next batch
         if len(batch) == 1:
-            await _alone(batch[0])
+            with _at_once():
+                await _alone(batch[0])
             return
         items = [item for waiting in batch for item in waiting.items]
         if len(items) > MERGED_ITEMS:
+            # Each its own step, the steps in one write (the automatic pipeline's batch).
             await asyncio.gather(*(_alone(waiting) for waiting in batch))
             return
         try:
-            answers = await batch[0].send(items)
+            with _at_once():
+                answers = await batch[0].send(items)
         except AppError:
             await asyncio.gather(*(_alone(waiting) for waiting in batch))
             return
@@ -277,6 +282,22 @@ class Coalescer:
         self._close(key, batch)
         for waiting in batch:
             _settle(waiting.answer, exception=asyncio.CancelledError())
+
+
+# Whether the step being sent carries its turn's callers: then it is written at once, from its
+# task, instead of waiting a turn in the automatic pipeline for others (``Channel.answer``).
+# Set in the coalescer's task only; the steps it sends each alone, in tasks of their own, leave
+# together in one write of the pipeline.
+_STEP_AT_ONCE: ContextVar[bool] = ContextVar("step_at_once", default=False)
+
+
+@contextlib.contextmanager
+def _at_once() -> Iterator[None]:
+    token = _STEP_AT_ONCE.set(True)
+    try:
+        yield
+    finally:
+        _STEP_AT_ONCE.reset(token)
 
 
 async def _alone(waiting: _Waiting[Any, Any]) -> None:
@@ -353,8 +374,7 @@ class Channel(Generic[E]):
                 keys=[*self._keys, *extra_keys],
                 args=[step, *self._head, *args],
                 what=what,
-                # A step carries its turn's callers already (the coalescer's): sent at once.
-                now=True,
+                now=_STEP_AT_ONCE.get(),
             )
         )
         if not reply:

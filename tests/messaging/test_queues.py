@@ -12,7 +12,8 @@ import httpx
 import pytest
 from redis.asyncio.cluster import RedisCluster
 
-from app.config import MessagingSettings, Settings
+from app.config import MessagingSettings, RedisSettings, Settings
+from app.local_cluster import LocalCluster
 from app.messaging import keys
 from app.messaging.broker import Broker
 from app.messaging.exceptions import (
@@ -23,6 +24,7 @@ from app.messaging.exceptions import (
 )
 from app.messaging.queues import QUEUE_SCRIPT, Queue
 from app.messaging.schemas import MessagePublish, Published, QueueCreate
+from app.redis import open_store
 from app.scripting import as_list
 from tests.conftest import data_keys, eventually, running_app, shard_of
 from tests.messaging import trace_due_ms, trace_expiry
@@ -892,6 +894,29 @@ async def test_concurrent_receives_and_acks_go_as_one_step_each(
     assert isinstance(outcomes[0], WrongReceipt), "only the wrong receipt fails"
     assert outcomes[1:] == [None] * 10
     assert (await queue.counts()).in_flight == 0
+
+
+async def test_a_turns_big_steps_go_each_alone_and_together_in_one_write(
+    broker: Broker, cluster: LocalCluster
+) -> None:
+    """Concurrent steps too big to merge are sent each alone, in one write of the automatic
+    pipeline (so the server runs them back to back); a merged step is written at once."""
+    async with open_store(RedisSettings(), cluster.url) as store:  # no other process's commands
+        queue = Broker(store=store, settings=MessagingSettings()).queue("jobs")
+        await queue.create(QueueCreate())
+        batches = store.pipeline.batches
+        big = [MessagePublish(body=n) for n in range(60)]
+        published = await asyncio.gather(*(queue.publish_many(big) for _ in range(3)))
+        assert [len(part) for part in published] == [60, 60, 60]
+        assert store.pipeline.batches == batches + 1, "three steps, one write"
+
+        batches = store.pipeline.batches
+        small = asyncio.gather(*(queue.publish(MessagePublish(body=n)) for n in range(3)))
+        await asyncio.sleep(0)  # the callers have joined their turn's step
+        await asyncio.sleep(0)  # the step has run: written in its own turn, not the next one
+        assert store.pipeline.batches == batches + 1
+        assert len(await small) == 3
+    assert (await broker.queue("jobs").counts()).ready == 183
 
 
 async def test_a_caller_that_gives_up_leaves_the_others_of_its_step_their_answers(
