@@ -68,6 +68,10 @@ class AutoPipeline:
         self.commands = 0
         self._queued: dict[ClusterNode, list[Queued]] = {}
         self._in_flight: set[asyncio.Task[None]] = set()
+        # Commands sent at once (``send_now``): done when they have their replies (or failed);
+        # and the nodes one went to in this turn of the loop.
+        self._sent_now: set[asyncio.Future[None]] = set()
+        self._now_this_turn: set[ClusterNode] = set()
 
     def send(self, node: ClusterNode, command: tuple[EncodableT, ...]) -> asyncio.Future[Any]:
         """Queue ``command`` for ``node``; the returned future gets its reply or error."""
@@ -75,34 +79,47 @@ class AutoPipeline:
         reply: asyncio.Future[Any] = loop.create_future()
         queued = self._queued.get(node)
         if queued is None:
-            queued = self._queued[node] = []
+            queued = self._queued[node] = [(command, reply)]
             # Its first step runs after the callbacks ready now: their commands join it.
             task = loop.create_task(self._send(node, queued))
             self._in_flight.add(task)
             task.add_done_callback(functools.partial(self._finished, node, queued))
-        queued.append((command, reply))
+        else:
+            queued.append((command, reply))
         if len(queued) >= self.max_batch:
             self._close(node, queued)  # full: the next command starts another batch
         return reply
 
     async def send_now(self, node: ClusterNode, command: tuple[EncodableT, ...]) -> Any:
-        """Send ``command`` to ``node`` at once, from this task, and return its reply; with
-        the batch queued for ``node`` if there is one.
+        """Send ``command`` to ``node`` at once, from this task, and return its reply.
 
         For a command that already carries the callers of its turn (a coalesced step of a
         queue or a topic): waiting a turn for others, in a task of its own, would cost two
-        turns of the event loop and find none.
+        turns of the event loop and find none. Only the first such command to a node in a turn
+        goes at once; the others of the turn (other channels' steps), and one that finds a
+        batch queued for its node, go with the batch as ``send`` sends them: one write for
+        the turn's commands to a node, as before. A caller cancelled while it reads its reply
+        drops the connection (redis-py does), so this is for tasks that are seldom cancelled.
         """
-        if node in self._queued:
+        loop = asyncio.get_running_loop()
+        if node in self._queued or node in self._now_this_turn:
             return await self.send(node, command)
-        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        await self._send(node, [(command, reply)])
+        self._now_this_turn.add(node)
+        loop.call_soon(self._now_this_turn.discard, node)
+        reply: asyncio.Future[Any] = loop.create_future()
+        finished: asyncio.Future[None] = loop.create_future()
+        self._sent_now.add(finished)
+        try:
+            await self._send(node, [(command, reply)])
+        finally:
+            self._sent_now.discard(finished)
+            finished.set_result(None)
         return reply.result()
 
     async def aclose(self) -> None:
-        """Wait until every batch, the queued ones too, has its replies (or failed)."""
-        while self._in_flight:
-            await asyncio.gather(*self._in_flight, return_exceptions=True)
+        """Wait until every command, the queued ones too, has its reply (or failed)."""
+        while self._in_flight or self._sent_now:
+            await asyncio.gather(*self._in_flight, *self._sent_now, return_exceptions=True)
 
     def _close(self, node: ClusterNode, batch: list[Queued]) -> None:
         if self._queued.get(node) is batch:
@@ -110,15 +127,20 @@ class AutoPipeline:
 
     def _finished(self, node: ClusterNode, batch: list[Queued], task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
-        # Cancelled before its first step (the loop closing): nobody will answer its callers.
+        # Cancelled before its first step (the loop closing), or failed outside the batch's
+        # own error handling: no caller waits forever.
         self._close(node, batch)
+        error = None if task.cancelled() else task.exception()
         for _command, reply in batch:
-            reply.cancel()
+            if reply.done():
+                continue
+            if error is None:
+                reply.cancel()
+            else:
+                reply.set_exception(error)
 
     async def _send(self, node: ClusterNode, batch: list[Queued]) -> None:
         self._close(node, batch)  # later commands make the next batch
-        self.batches += 1
-        self.commands += len(batch)
         # Encoded one by one, so that a bad argument fails only its own caller; a command
         # whose caller already gave up is not sent at all.
         pieces: list[bytes] = []
@@ -134,6 +156,8 @@ class AutoPipeline:
             sent.append((command, reply))
         if not sent:
             return
+        self.batches += 1
+        self.commands += len(sent)
         _BATCH_SIZES.observe(len(sent))
         connection = None
         answered = 0

@@ -219,3 +219,30 @@ async def test_a_command_sent_now_leaves_in_its_callers_turn_or_with_the_queued_
     assert store.pipeline.batches == batches + 1, "one batch for both"
     with pytest.raises(rexc.ResponseError, match="WRONGTYPE"):
         await store.call("{now}:k", "LPOP", "{now}:k", what="t", now=True)
+
+
+async def test_commands_sent_now_in_one_turn_to_one_node_take_two_writes(
+    store: RedisStore,
+) -> None:
+    """Steps of several channels on one node in one turn: the first goes at once, the others
+    together in the turn's batch (not a write and a connection each)."""
+    keys = [f"{{turn}}:{i}" for i in range(5)]
+    batches = store.pipeline.batches
+    replies = await asyncio.gather(
+        *(store.call(k, "SET", k, "v", what="t", now=True) for k in keys)
+    )
+    assert replies == [True] * 5
+    assert store.pipeline.batches == batches + 2
+
+
+async def test_closing_waits_for_a_command_sent_now(store: RedisStore) -> None:
+    await store.call("{slow}:k", "SET", "{slow}:k", "v", what="test")
+    slow = asyncio.ensure_future(
+        store.call("{slow}:k", "EVAL", BUSY_SCRIPT, 1, "{slow}:k", 300, what="test", now=True)
+    )
+    await asyncio.sleep(0.05)  # written, its reply not read yet
+
+    await store.pipeline.aclose()
+
+    assert slow.done()
+    assert await slow == "done"

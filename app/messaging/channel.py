@@ -230,19 +230,24 @@ class Coalescer:
         waiting: _Waiting[T, R] = _Waiting(items=items, send=send, answer=loop.create_future())
         batch = self._waiting.get(key)
         if batch is None:
-            batch = self._waiting[key] = []
+            batch = self._waiting[key] = [waiting]
             # Its first step runs after the callbacks ready now: the other callers of this
             # turn join the batch before it is sent.
             task = loop.create_task(self._send(key, batch))
             _background.add(task)
             task.add_done_callback(functools.partial(self._finished, key, batch))
-        batch.append(waiting)
-        # A caller that gives up (cancelled) cancels only its own answer: the step goes on
-        # for the others (``_settle`` passes over an answer that is done).
+        else:
+            batch.append(waiting)
+        # A caller that gives up (cancelled) cancels only its own answer: before its step is
+        # sent it is left out of it; after, the step goes on for the others (``_settle``
+        # passes over an answer that is done).
         return await waiting.answer
 
-    async def _send(self, key: Hashable, batch: list[_Waiting[Any, Any]]) -> None:
-        self._close(key, batch)  # later callers make the next batch
+    async def _send(self, key: Hashable, given: list[_Waiting[Any, Any]]) -> None:
+        self._close(key, given)  # later callers make the next batch
+        batch = [waiting for waiting in given if not waiting.answer.done()]
+        if not batch:
+            return
         if len(batch) == 1:
             with _at_once():
                 await _alone(batch[0])
@@ -277,17 +282,20 @@ class Coalescer:
         self, key: Hashable, batch: list[_Waiting[Any, Any]], task: asyncio.Task[None]
     ) -> None:
         _background.discard(task)
-        # Cancelled (the loop closing) before it answered, or even started: no caller waits
-        # forever, nor joins a batch nobody sends.
+        # Cancelled (the loop closing) before it answered, or even started, or failed outside
+        # the step's own error handling: no caller waits forever, nor joins a batch nobody
+        # sends.
         self._close(key, batch)
+        error = None if task.cancelled() else task.exception()
         for waiting in batch:
-            _settle(waiting.answer, exception=asyncio.CancelledError())
+            _settle(waiting.answer, exception=error or asyncio.CancelledError())
 
 
 # Whether the step being sent carries its turn's callers: then it is written at once, from its
 # task, instead of waiting a turn in the automatic pipeline for others (``Channel.answer``).
 # Set in the coalescer's task only; the steps it sends each alone, in tasks of their own, leave
-# together in one write of the pipeline.
+# together in one write of the pipeline. (Tasks that redis-py starts during a step inherit it;
+# only ``Channel.answer`` reads it.)
 _STEP_AT_ONCE: ContextVar[bool] = ContextVar("step_at_once", default=False)
 
 
