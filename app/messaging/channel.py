@@ -249,8 +249,10 @@ class Coalescer:
         if not batch:
             return
         if len(batch) == 1:
-            with _at_once():
-                await _alone(batch[0])
+            # Alone in its turn: through the automatic pipeline, with the turn's other steps
+            # to its node (another consumer's ack, another channel's receive), which the
+            # server then runs in one round and one fsync.
+            await _alone(batch[0])
             return
         items = [item for waiting in batch for item in waiting.items]
         if len(items) > MERGED_ITEMS:
@@ -291,7 +293,7 @@ class Coalescer:
             _settle(waiting.answer, exception=error or asyncio.CancelledError())
 
 
-# Whether the step being sent carries its turn's callers: then it is written at once, from its
+# Whether the step being sent merges callers of its turn: then it is written at once, from its
 # task, instead of waiting a turn in the automatic pipeline for others (``Channel.answer``).
 # Set in the coalescer's task only; the steps it sends each alone, in tasks of their own, leave
 # together in one write of the pipeline. (Tasks that redis-py starts during a step inherit it;
