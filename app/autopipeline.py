@@ -6,8 +6,9 @@ and on the Redis nodes, where the sockets take much of the CPU; docs/benchmarks.
 figures). ``AutoPipeline`` collects the single-slot commands issued during one turn of the loop
 per node and sends them at the start of the next turn, as one write on one connection, reading
 the replies in order. The redis-py internals it needs for that are in ``app.redis_internals``.
-A command that gathers its turn's callers already (a queue's or a topic's coalesced step) is
-sent at once from its caller's task (``send_now``), with a batch queued for its node if any.
+A command that merges callers of its turn already (a queue's or a topic's coalesced step) is
+sent at once from its caller's task (``send_now``): the first such to a node in a turn, the
+others with the turn's batch.
 
 What each caller sees does not change:
 - it gets its own reply, or its own error (a WRONGTYPE, NOSCRIPT or MOVED reply for one
