@@ -18,6 +18,12 @@ and one process, for each kind of channel:
 - drains a fifo queue's backlog with the queue worker (``workers/queue_worker.py``) and a no-op
   handler, at concurrency 1, 16 and 100 (its "published" column is 0: it only consumes).
 
+The Python-API rows run as the service's processes do: on uvloop (uvicorn's loop, and
+``python -m workers``'s, ``app/runtime.py``) with the garbage collector tuned once the client
+is open (``app.lifespan``). ``--as-library`` runs them as a program that imports the package
+does by default: asyncio's own loop, Python's collector settings (how this bench ran before
+issue 19's seventh step).
+
 ``--appendfsync everysec`` measures the same with the AOF flushed once a second (MemoryDB's
 durability comes from its transaction log, not from local fsyncs).
 
@@ -47,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 
 from redis.asyncio.cluster import RedisCluster  # noqa: E402
 
+from app import runtime  # noqa: E402
 from app.config import MessagingSettings, RedisSettings  # noqa: E402
 from app.local_cluster import ClusterSpec, LocalCluster, port_free  # noqa: E402
 from app.messaging import Broker  # noqa: E402
@@ -292,6 +299,10 @@ async def run(args: argparse.Namespace, cluster: LocalCluster) -> None:
         # Marks the messaging layout as the service does when it starts on an empty database
         # (the HTTP rows start the service on this cluster afterwards).
         await check_layout(store)
+        if not args.as_library:
+            runtime.tune_garbage_collector()
+        collector = "default" if args.as_library else "tuned"
+        print(f"event loop: {runtime.loop_name()}, garbage collector {collector}")
         await measure(args, store, cluster)
 
 
@@ -366,6 +377,11 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=8)
     parser.add_argument("--body-bytes", type=int, default=100)
     parser.add_argument("--appendfsync", choices=["always", "everysec"], default="always")
+    parser.add_argument(
+        "--as-library",
+        action="store_true",
+        help="run the Python-API rows on asyncio's loop with Python's collector settings",
+    )
     parser.add_argument("--no-http", action="store_true", help="skip the HTTP rows")
     parser.add_argument("--http-only", action="store_true", help="only the HTTP rows")
     args = parser.parse_args()
@@ -374,7 +390,7 @@ def main() -> None:
         cluster.start()
         try:
             if not args.http_only:
-                asyncio.run(run(args, cluster))
+                (asyncio.run if args.as_library else runtime.run)(run(args, cluster))
             if not args.no_http:
                 rows = run_http(
                     cluster.url,

@@ -184,6 +184,7 @@ def test_the_standalone_workers_log_json_lines_with_their_fields(
     lines = parse(log.read_text())
     [starting] = [line for line in lines if line["message"].startswith("starting workers")]
     assert starting["logger"] == "workers"
+    assert starting["message"].endswith(" loop=uvloop")  # the API processes' loop (uvicorn's)
     [consumer] = [line for line in lines if line["message"].startswith("consumer starting")]
     assert (consumer["stream"], consumer["group"]) == ("profile:events", "profile-aggregator")
     assert consumer["consumer"].endswith("-aggregator-0")

@@ -18,6 +18,7 @@ import sys
 
 from prometheus_client import start_http_server
 
+from app import runtime
 from app.config import ConfigError, Settings, load_settings
 from app.errors import StartupRefused
 from app.lifespan import open_context
@@ -37,8 +38,9 @@ async def run(settings: Settings) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     logger.info(
-        "starting workers: services=%s",
+        "starting workers: services=%s loop=%s",
         ",".join(domain.name for domain in domains if not domain.always),
+        runtime.loop_name(),
     )
     if not any(domain.consumers or domain.queue_workers for domain in domains):
         logger.warning("the services chosen run no workers: nothing to do")
@@ -49,6 +51,7 @@ async def run(settings: Settings) -> None:
             if domain.setup is not None:
                 await domain.setup(context.of(domain.name))
         async with WorkerPool(context=context, domains=domains):
+            runtime.tune_garbage_collector()  # as the API processes do once started (app.lifespan)
             await stop.wait()
             logger.info("stopping workers")
 
@@ -70,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.metrics_port is not None:
             start_http_server(args.metrics_port, settings.server.host, scrape_registry())
             logger.info("metrics on http://%s:%d/metrics", settings.server.host, args.metrics_port)
-        asyncio.run(run(settings))
+        runtime.run(run(settings))
     except (ConfigError, StartupRefused) as exc:
         # The offending value is quoted, and a REDIS_URL may hold a password.
         print(redact(str(exc)), file=sys.stderr)
