@@ -28,6 +28,7 @@ from app.messaging.metrics import ChannelCounters
 from app.messaging.schemas import EntryResult, Published, from_ms
 from app.records.ids import new_ulid
 from app.redis import RedisStore
+from app.schemas import trusted
 from app.scripting import (
     LuaScript,
     OutcomeErrors,
@@ -469,4 +470,4 @@ class Channel(Generic[E]):
 def _published(reply: Reply) -> Published:
     # The message's id (the first message's for a duplicate) and whether this call stored it.
     message_id, stored = as_fixed(reply, 2)
-    return Published(id=as_str(message_id), duplicate=not as_int(stored))
+    return trusted(Published, {"id": as_str(message_id), "duplicate": not as_int(stored)})

@@ -49,6 +49,12 @@ class ChannelCounters:
 
     queues: ChannelLabels = field(default_factory=_labels)
     topics: ChannelLabels = field(default_factory=_labels)
+    # Each series' child, by its label values: ``Counter.labels`` takes a lock and checks its
+    # arguments on every call, and the busy steps count once per call (at most ``cap`` + 1
+    # values per kind, so bounded).
+    _children: dict[tuple[Counter, str, str], Counter] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     @classmethod
     def capped(cls, series: int) -> ChannelCounters:
@@ -58,9 +64,16 @@ class ChannelCounters:
     def queue(self, name: str, event: QueueEvent, count: int = 1) -> None:
         """Count ``count`` messages of the queue ``name`` that went through ``event``."""
         if count > 0:
-            QUEUE_EVENTS.labels(self.queues(name), event).inc(count)
+            self._child(QUEUE_EVENTS, self.queues(name), event).inc(count)
 
     def topic(self, name: str, event: TopicEvent, count: int = 1) -> None:
         """Count ``count`` messages of the topic ``name`` that went through ``event``."""
         if count > 0:
-            TOPIC_EVENTS.labels(self.topics(name), event).inc(count)
+            self._child(TOPIC_EVENTS, self.topics(name), event).inc(count)
+
+    def _child(self, counter: Counter, label: str, event: str) -> Counter:
+        key = (counter, label, event)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = counter.labels(label, event)
+        return child

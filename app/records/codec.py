@@ -76,9 +76,16 @@ def nesting_depth(value: object) -> int:
     return depth
 
 
+# The encoders ``json.dumps(value, ensure_ascii=False, separators=(",", ":"))`` uses (refusing
+# NaN and infinities or not), made once: ``dumps`` with arguments builds one per call, and a
+# publish encodes a body per message.
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_FINITE = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+
+
 def compact_json(value: object) -> str:
     """Return ``value`` (already checked, as by ``dump_json``) as the compact JSON text stored."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return _COMPACT.encode(value)
 
 
 def parse_json(text: str) -> Any:
@@ -104,7 +111,7 @@ def dump_json(value: object) -> str:
     if nesting_depth(value) > MAX_JSON_DEPTH:
         raise ValueError(f"values nest at most {MAX_JSON_DEPTH} arrays or objects deep")
     try:
-        encoded = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+        encoded = _FINITE.encode(value)
     except ValueError:
         raise ValueError("numbers must be finite (no NaN or Infinity)") from None
     return check_text(encoded)
