@@ -22,7 +22,9 @@ The Python-API rows run as the service's processes do: on uvloop (uvicorn's loop
 ``python -m workers``'s, ``app/runtime.py``) with the garbage collector tuned once the client
 is open (``app.lifespan``). ``--as-library`` runs them as a program that imports the package
 does by default: asyncio's own loop, Python's collector settings (how this bench ran before
-issue 19's seventh step).
+issue 19's seventh step). The HTTP rows' load generator runs in this process afterwards, on
+asyncio's loop, with the collector as the Python-API rows left it (default with
+``--http-only``); it loads the service and the bare app alike, so their ratios hold either way.
 
 ``--appendfsync everysec`` measures the same with the AOF flushed once a second (MemoryDB's
 durability comes from its transaction log, not from local fsyncs).

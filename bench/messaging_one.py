@@ -6,17 +6,18 @@ another checkout of the project (``git worktree add /tmp/issue19base 58964f7``: 
 (``appendfsync always``, on free loopback ports), that runs the one-message-per-call rows of
 its checkout's own ``bench/messaging.py`` (8 tasks publish one message per call for half of
 ``--seconds``, then receive one and acknowledge it per call until the backlog is drained), for
-a fifo queue and a topic. The runs alternate, baseline first, and the medians of each side
-are compared: this machine's speed drifts by a fifth or more between runs, and only turns
-taken in the same stretch of it say anything. This checkout's runs go as the service's
-processes do (uvloop, the collector tuned: ``app/runtime.py``), unless ``--as-library``;
-the baseline's as its own bench ran them. Only ever targets 127.0.0.1.
+a fifo queue and a topic. The runs alternate (which side goes first alternates too), and the
+medians of each side are compared: this machine's speed drifts by a fifth or more between
+runs, and only turns taken in the same stretch of it say anything. This checkout's runs go as
+the service's processes do (uvloop, the collector tuned: ``app/runtime.py``), unless
+``--as-library``; the baseline's as its own bench ran them. Only ever targets 127.0.0.1.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import inspect
 import json
 import os
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,8 +43,12 @@ def child(args: argparse.Namespace) -> None:
     from app.redis import open_store
     from bench.messaging import Bench, free_base_port
 
-    if not Path(app.__file__).resolve().is_relative_to(args.root.resolve()):
-        raise SystemExit(f"imported {app.__file__}, not the checkout at {args.root}")
+    for module in (app, sys.modules["bench.messaging"]):
+        if not Path(str(module.__file__)).resolve().is_relative_to(args.root.resolve()):
+            raise SystemExit(f"imported {module.__file__}, not the checkout at {args.root}")
+    runtime: ModuleType | None = None
+    if args.service_runtime:  # (app.runtime is this checkout's: the baseline may lack it)
+        runtime = importlib.import_module("app.runtime")
     bench_args = argparse.Namespace(
         seconds=args.seconds,
         rounds=1,
@@ -52,7 +58,7 @@ def child(args: argparse.Namespace) -> None:
         appendfsync="always",
     )
 
-    async def rows() -> list[float]:
+    async def rows() -> dict[str, Any]:
         async with open_store(RedisSettings(max_connections=64), cluster.url) as store:
             try:  # the layout mark the service writes at start (a checkout may not have it)
                 from app.messaging.migrate import check_layout
@@ -60,9 +66,7 @@ def child(args: argparse.Namespace) -> None:
                 pass
             else:
                 await check_layout(store)
-            if args.service_runtime:
-                from app import runtime
-
+            if runtime is not None:
                 runtime.tune_garbage_collector()
             bench: Any = Bench(store, bench_args)  # this checkout's, or the baseline's
             figures: list[float] = []
@@ -73,24 +77,21 @@ def child(args: argparse.Namespace) -> None:
                 case = bench.queue("fifo", 1, last) if kind == "fifo" else bench.topic(1, last)
                 result = await case
                 figures += bench.rows[-1][2:] if records else result
-            return figures
+            loop = type(asyncio.get_running_loop()).__module__.split(".")[0]
+            return {"figures": figures, "loop": loop}
 
     with tempfile.TemporaryDirectory(prefix="bench-one-") as data_dir:
         cluster = LocalCluster(ClusterSpec(data_dir=Path(data_dir), base_port=free_base_port()))
         cluster.start()
         try:
-            if args.service_runtime:
-                from app import runtime
-
-                figures = runtime.run(rows())
-            else:
-                figures = asyncio.run(rows())
+            answer = (asyncio.run if runtime is None else runtime.run)(rows())
         finally:
             cluster.stop()
-    print(json.dumps(figures))
+    print(json.dumps(answer))
 
 
-def run_side(root: Path, seconds: float, *, service_runtime: bool) -> list[float]:
+def run_side(root: Path, seconds: float, *, service_runtime: bool) -> dict[str, Any]:
+    """Run one side's rows in a process of its own; answer its figures and its event loop."""
     command = [
         sys.executable, str(Path(__file__).resolve()), "--child", "--root", str(root),
         "--seconds", str(seconds),
@@ -107,8 +108,8 @@ def run_side(root: Path, seconds: float, *, service_runtime: bool) -> list[float
     )
     if result.returncode != 0:
         raise SystemExit(f"the run of {root} failed:\n{result.stdout}\n{result.stderr}")
-    figures: list[float] = json.loads(result.stdout.strip().splitlines()[-1])
-    return figures
+    answer: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return answer
 
 
 def main() -> None:
@@ -132,15 +133,21 @@ def main() -> None:
         parser.error("--baseline DIR is required")
     sides = {"baseline": (args.baseline.resolve(), False), "this": (ROOT, not args.as_library)}
     figures: dict[str, list[list[float]]] = {name: [] for name in sides}
-    runtime = "asyncio, default collector" if args.as_library else "uvloop, collector tuned"
+    loop = "uvloop" if importlib.util.find_spec("uvloop") and not args.as_library else "asyncio"
+    runtime = f"{loop}, collector {'default' if args.as_library else 'tuned'}"
     print(
         f"messages/s, one per call, 8 tasks, bodies of 100 bytes, appendfsync always; "
         f"baseline {args.baseline}, this checkout ({runtime}); {args.pairs} alternating pairs"
     )
     print(f"  {'pair':<5} {'side':<9}" + "".join(f"{column:>17}" for column in COLUMNS))
     for pair in range(args.pairs):
-        for name, (root, service_runtime) in sides.items():
-            row = run_side(root, args.seconds, service_runtime=service_runtime)
+        # Which side goes first alternates, so that neither always runs on a warmer machine.
+        for name in ("baseline", "this") if pair % 2 == 0 else ("this", "baseline"):
+            root, service_runtime = sides[name]
+            answer = run_side(root, args.seconds, service_runtime=service_runtime)
+            if name == "this" and answer["loop"] != loop:
+                raise SystemExit(f"this checkout ran on {answer['loop']}, not {loop}")
+            row = answer["figures"]
             figures[name].append(row)
             print(f"  {pair + 1:<5} {name:<9}" + "".join(f"{x:>17,.0f}" for x in row), flush=True)
     medians = {

@@ -11,6 +11,7 @@ containers instead (image: ``TEST_REDIS_IMAGE``, default ``redis:7.2``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import socket
 import time
@@ -88,14 +89,17 @@ def service_acl_file(directory: Path, *, module_commands: bool = False) -> Path:
 def extra_cluster(directory: Path, **spec: Any) -> Iterator[LocalCluster]:
     """Start another cluster (``ClusterSpec`` fields in ``spec``) in ``directory``, with the
     services' users; stop it on exit."""
-    local = LocalCluster(
-        ClusterSpec(
-            data_dir=directory / "nodes",
-            die_with_parent=True,
-            acl_file=service_acl_file(directory),
-            **spec,
-        )
+    from tests.service import free_base_port  # (tests.service imports this module)
+
+    shape = ClusterSpec(
+        data_dir=directory / "nodes",
+        die_with_parent=True,
+        acl_file=service_acl_file(directory),
+        **spec,
     )
+    if shape.base_port is None:  # in this session's port region (tests/service.py)
+        shape = dataclasses.replace(shape, base_port=free_base_port(shape.size))
+    local = LocalCluster(shape)
     local.start()
     try:
         yield local
@@ -146,9 +150,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
         if engine.name != DEFAULT_ENGINE:
             pytest.fail(f"{ENGINE_ENV}={engine.name} runs local processes only", pytrace=False)
         image = os.environ.get(IMAGE_ENV, "redis:7.2")
+    from tests.service import free_base_port  # (tests.service imports this module)
+
     data_dir = tmp_path_factory.mktemp("cluster")
     spec = ClusterSpec(
         data_dir=data_dir,
+        base_port=free_base_port(),
         die_with_parent=True,
         acl_file=service_acl_file(data_dir, module_commands=engine.has_json),
         redis_server=engine.redis_server,

@@ -21,17 +21,34 @@ HOST = "127.0.0.1"
 NODES = 6
 
 
-def free_base_port() -> int:
-    """Find NODES consecutive ports whose cluster bus ports are free too."""
-    for base in range(21000 + os.getpid() % 5000, 55000 - NODES, NODES):
-        ports = range(base, base + NODES)
+# The engine runs (tests/engines/runs.py) go on beside the main session, in region 1: each
+# session looks for free ports from a start of its own, far from the other's, so that neither
+# takes a port the other has just found free, or is about to take back (a node restarted on
+# its port). Region 0: nodes from 20,000 (cluster bus from 30,000), other ports from 47,000;
+# region 1: nodes from 26,000 (bus from 36,000), other ports from 50,000. A session uses a few
+# dozen ports above its start.
+PORT_REGION_ENV = "TEST_PORT_REGION"
+_NODE_REGION_PORTS = 6000
+_OTHER_REGION_PORTS = 3000
+
+
+def _region() -> int:
+    return int(os.environ.get(PORT_REGION_ENV, "0"))
+
+
+def free_base_port(nodes: int = NODES) -> int:
+    """Find ``nodes`` consecutive ports whose cluster bus ports are free too."""
+    start = 20000 + _region() * _NODE_REGION_PORTS + os.getpid() % 3000
+    for base in range(start, 55000 - nodes, nodes):
+        ports = range(base, base + nodes)
         if all(port_free(HOST, p) and port_free(HOST, p + 10000) for p in ports):
             return base
     raise RuntimeError("no free ports")
 
 
 def free_port() -> int:
-    for port in range(47000 + os.getpid() % 1000, 60000):
+    start = 47000 + _region() * _OTHER_REGION_PORTS + os.getpid() % 1000
+    for port in range(start, 60000):
         if port_free(HOST, port):
             return port
     raise RuntimeError("no free port")

@@ -1,12 +1,14 @@
-"""The runs of a part of the suite on the other engines, in pytest subprocesses that start when
-the main run's collection ends and go on beside it.
+"""The runs of a part of the suite on the other engines, in pytest subprocesses that start with
+the session's tests and go on beside them.
 
 The main run keeps about one of this machine's two CPUs busy (a pytest process waits on its
 servers and subprocesses most of the time), so a run on another engine beside it takes the
 other one instead of adding its minutes to the session's (docs/testing.md, "Engines"). The
 runs go one after another, in a thread; ``test_the_suite_passes_on`` waits for its engine's,
 as the session's last tests. Runs the session no longer waits for (an interrupted or ``-x``
-session) are stopped when it ends: their clusters die with them (``die_with_parent``).
+session) are stopped when it ends: their clusters die with them (``die_with_parent``). A run
+takes its ports from a region of its own (``PORT_REGION_ENV``), so that neither session finds
+free a port the other has just chosen, or is about to take back (a node restarted on its port).
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from pathlib import Path
 
 import pytest
 
+from app.local_cluster import terminate_with_parent
 from tests.conftest import PROJECT_ROOT, SERVICE_TESTS
 from tests.engines import ENGINE_ENV
+from tests.service import PORT_REGION_ENV
 
 # Every service's tests (each as its own ACL user), and the tests of what engines may do
 # differently: scripts and their replies (and the check that they declare their keys), stream
@@ -58,6 +62,7 @@ RUN_TIMEOUT_S = 600
 # A run past its time is interrupted (SIGINT), then killed if it has not ended after this.
 INTERRUPT_GRACE_S = 30
 OUTPUT_TAIL_LINES = 80
+WAIT_STEP_S = 0.5
 # The test of each engine's run: moved to the session's end, its run started at collection.
 ENGINE_RUN_TEST = "test_the_suite_passes_on"
 
@@ -71,9 +76,13 @@ class EngineRun:
         self.log = directory / "pytest.log"
         self.returncode: int | None = None
         self.timed_out = False
+        self.error: BaseException | None = None  # the run could not be started or waited for
         self.ended = threading.Event()
         self._process: subprocess.Popen[bytes] | None = None
         self._stopping = False
+        # Between a stop and the start of the subprocess: a run stopped before it started
+        # never starts, one started is interrupted.
+        self._lock = threading.Lock()
 
     def run(self) -> None:
         """Run the engine's tests to their end, interrupting them after ``RUN_TIMEOUT_S``."""
@@ -85,29 +94,42 @@ class EngineRun:
             "-m", "not default_engine_only",
         ]  # fmt: skip
         try:
-            if self._stopping:
-                return
-            with self.log.open("wb") as sink:
-                self._process = subprocess.Popen(
-                    command,
-                    cwd=PROJECT_ROOT,
-                    env={**os.environ, ENGINE_ENV: self.engine},
-                    stdin=subprocess.DEVNULL,
-                    stdout=sink,
-                    stderr=subprocess.STDOUT,
-                )
-                try:
-                    self.returncode = self._process.wait(RUN_TIMEOUT_S)
-                except subprocess.TimeoutExpired:
-                    self.timed_out = True
-                    self.interrupt()
+            with self._lock:
+                if self._stopping:
+                    return
+                self.directory.mkdir(parents=True)
+                with self.log.open("wb") as sink:
+                    self._process = subprocess.Popen(
+                        command,
+                        cwd=PROJECT_ROOT,
+                        # Its own ports, apart from this session's (tests/service.py).
+                        env={**os.environ, ENGINE_ENV: self.engine, PORT_REGION_ENV: "1"},
+                        stdin=subprocess.DEVNULL,
+                        stdout=sink,
+                        stderr=subprocess.STDOUT,
+                        # A session killed outright takes its run along (and the run its
+                        # clusters): the thread that starts the run outlives it.
+                        preexec_fn=terminate_with_parent,
+                    )
+            try:
+                self.returncode = self._process.wait(RUN_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.timed_out = True
+                self.interrupt()
+        except Exception as exc:  # for the run's test to report, not the thread to swallow
+            self.error = exc
         finally:
             self.ended.set()
+
+    def stop(self) -> None:
+        """Keep the run from starting if it has not."""
+        with self._lock:
+            self._stopping = True
 
     def interrupt(self) -> None:
         """Stop the run as Ctrl-C would (pytest prints where it was, the tests' durations and
         its summary), then kill it if it has not ended after ``INTERRUPT_GRACE_S``."""
-        self._stopping = True
+        self.stop()
         process = self._process
         if process is None or process.poll() is not None:
             return
@@ -117,6 +139,11 @@ class EngineRun:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+    @property
+    def failed(self) -> bool:
+        """Whether the run could not start, failed or took too long."""
+        return self.error is not None or self.timed_out or self.returncode not in (None, 0)
 
     def tail(self) -> str:
         """Return the last lines of the run's output (the summary of what failed) and where
@@ -131,8 +158,6 @@ class EngineRuns:
     def __init__(self, engines: Sequence[str]) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="pytest-engines-"))
         self.runs = {engine: EngineRun(engine, self.directory / engine) for engine in engines}
-        for run in self.runs.values():
-            run.directory.mkdir()
         self._thread = threading.Thread(target=self._run_all, name="engine-runs", daemon=True)
 
     def start(self) -> None:
@@ -140,23 +165,34 @@ class EngineRuns:
         self._thread.start()
 
     def _run_all(self) -> None:
-        for run in self.runs.values():
-            run.run()
+        try:
+            for run in self.runs.values():
+                run.run()
+        finally:  # no test waits forever for a run that will not come
+            for run in self.runs.values():
+                run.ended.set()
 
     def wait(self, engine: str) -> EngineRun:
         """Wait for ``engine``'s run to end; return it."""
         run = self.runs[engine]
-        run.ended.wait()
+        # In steps: a wait without a timeout would not see a signal (Ctrl-C, pytest-timeout's
+        # SIGALRM) that Linux hands to the runs' thread instead of this one.
+        while not run.ended.wait(WAIT_STEP_S):
+            pass
         return run
 
     def stop(self) -> None:
-        """Stop the runs still going or not started, and remove the output of those that
-        passed (a failed run's stays, for its test's message)."""
+        """Stop the runs still going or not started, and remove the output of all but those
+        that ended failing (kept for their tests' messages)."""
+        going = [run for run in self.runs.values() if not run.ended.is_set()]
         for run in self.runs.values():
+            run.stop()  # first, so the thread starts no next run while one is interrupted
+        for run in going:
             run.interrupt()
-        self._thread.join()
+        if self._thread.ident is not None:
+            self._thread.join()
         for run in self.runs.values():
-            if run.returncode == 0:
+            if run in going or not run.failed:
                 shutil.rmtree(run.directory, ignore_errors=True)
         if not any(self.directory.iterdir()):
             self.directory.rmdir()
@@ -165,21 +201,33 @@ class EngineRuns:
 RUNS_KEY = pytest.StashKey[EngineRuns]()
 
 
-def start_engine_runs(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Move the selected engine-run tests to the end of ``items`` and start their runs."""
+def move_engine_runs_last(items: list[pytest.Item]) -> None:
+    """Move the engine-run tests to the end of ``items``: they wait for their runs, which go on
+    beside the tests before them."""
+    chosen = [item for item in items if _is_engine_run(item)]
+    items[:] = [*(item for item in items if item not in chosen), *chosen]
+
+
+def start_engine_runs(session: pytest.Session) -> None:
+    """Start the runs of the engine-run tests the session is about to run (its final list:
+    after ``-m``, ``-k``, ``--lf`` and the others have chosen)."""
+    config = session.config
     if os.environ.get(ENGINE_ENV) or config.option.collectonly:
         return  # inside a run on one engine (never again), or nothing runs
-    chosen = [
-        item
-        for item in items
-        if isinstance(item, pytest.Function) and item.originalname == ENGINE_RUN_TEST
+    if session.testsfailed and not config.option.continue_on_collection_errors:
+        return  # collection errors: the session stops before its first test
+    engines = [
+        str(item.callspec.params["engine"])
+        for item in session.items
+        if isinstance(item, pytest.Function) and _is_engine_run(item)
     ]
-    if not chosen:
-        return
-    items[:] = [*(item for item in items if item not in chosen), *chosen]
-    engines = [str(item.callspec.params["engine"]) for item in chosen]
-    runs = config.stash[RUNS_KEY] = EngineRuns(engines)
-    runs.start()
+    if engines:
+        runs = config.stash[RUNS_KEY] = EngineRuns(engines)
+        runs.start()
+
+
+def _is_engine_run(item: pytest.Item) -> bool:
+    return isinstance(item, pytest.Function) and item.originalname == ENGINE_RUN_TEST
 
 
 def stop_engine_runs(config: pytest.Config) -> None:

@@ -3,9 +3,9 @@ module.
 
 Each engine's test checks a run of a part of the suite in a pytest subprocess whose session
 cluster runs on that engine (``TEST_REDIS_ENGINE``), so the plain ``pytest`` command, which
-.ci/run runs, covers every engine. The runs start when the collection ends and go on beside the
-rest of the session (tests/engines/runs.py). Which part runs on which engine, and why:
-docs/testing.md, "Engines".
+.ci/run runs, covers every engine. The runs start with the session's tests and go on beside
+them (tests/engines/runs.py). Which part runs on which engine, and why: docs/testing.md,
+"Engines".
 """
 
 from __future__ import annotations
@@ -39,8 +39,12 @@ def test_the_engines_are_installed() -> None:
 @pytest.mark.parametrize("engine", list(ENGINE_TESTS))
 def test_the_suite_passes_on(engine: str, request: pytest.FixtureRequest) -> None:
     engine_named(engine)  # a missing binary or module fails here, naming it
-    # Started when the collection ended, beside the rest of the session (tests/engines/runs.py).
-    run = request.config.stash[RUNS_KEY].wait(engine)
+    # Started with the session's tests, beside them (tests/engines/runs.py).
+    runs = request.config.stash.get(RUNS_KEY, None)
+    assert runs is not None, "tests/engines/conftest.py starts the runs (not with --noconftest)"
+    run = runs.wait(engine)
+    if run.error is not None:
+        pytest.fail(f"the run on {engine} could not run: {run.error!r}")
     if run.timed_out:
         pytest.fail(f"the run on {engine} took over {RUN_TIMEOUT_S} s:\n{run.tail()}")
     assert run.returncode == 0, f"the run on {engine} failed:\n{run.tail()}"
