@@ -215,7 +215,7 @@ class ProcessNode:
                 stdout=subprocess.DEVNULL,
                 stderr=errors,
                 start_new_session=True,
-                preexec_fn=terminate_with_parent if self.spec.die_with_parent else None,
+                preexec_fn=_terminate_with_parent if self.spec.die_with_parent else None,
             )
         self._pid = self._process.pid
 
@@ -1196,9 +1196,8 @@ def cluster_info(client: redis.Redis) -> dict[str, str]:
     return parse_cluster_info(command(client, "CLUSTER", "INFO"))
 
 
-def terminate_with_parent() -> None:
-    """In the child before exec (``preexec_fn``): ask Linux for SIGTERM when the parent dies
-    (PR_SET_PDEATHSIG; the parent is the thread that started the child)."""
+def _terminate_with_parent() -> None:
+    """In the child before exec: ask Linux for SIGTERM when the parent dies (PR_SET_PDEATHSIG)."""
     if sys.platform == "linux":
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 

@@ -6,9 +6,11 @@ servers and subprocesses most of the time), so a run on another engine beside it
 other one instead of adding its minutes to the session's (docs/testing.md, "Engines"). The
 runs go one after another, in a thread; ``test_the_suite_passes_on`` waits for its engine's,
 as the session's last tests. Runs the session no longer waits for (an interrupted or ``-x``
-session) are stopped when it ends: their clusters die with them (``die_with_parent``). A run
-takes its ports from a region of its own (``PORT_REGION_ENV``), so that neither session finds
-free a port the other has just chosen, or is about to take back (a node restarted on its port).
+session) are stopped when it ends: their clusters die with them (``die_with_parent``). A
+session killed outright leaves its run to end by itself: a ``preexec_fn`` that would tie the
+run to the session is unsafe in a process with threads. A run takes its ports from a region of
+its own (``PORT_REGION_ENV``), so that neither session finds free a port the other has just
+chosen, or is about to take back (a node restarted on its port).
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from pathlib import Path
 
 import pytest
 
-from app.local_cluster import terminate_with_parent
 from tests.conftest import PROJECT_ROOT, SERVICE_TESTS
 from tests.engines import ENGINE_ENV
 from tests.service import PORT_REGION_ENV
@@ -65,7 +66,7 @@ RUN_TIMEOUT_S = 900
 INTERRUPT_GRACE_S = 30
 OUTPUT_TAIL_LINES = 80
 WAIT_STEP_S = 0.5
-# The test of each engine's run: moved to the session's end, its run started at collection.
+# The test of each engine's run: moved to the session's end, its run started with the tests.
 ENGINE_RUN_TEST = "test_the_suite_passes_on"
 
 
@@ -109,9 +110,6 @@ class EngineRun:
                         stdin=subprocess.DEVNULL,
                         stdout=sink,
                         stderr=subprocess.STDOUT,
-                        # A session killed outright takes its run along (and the run its
-                        # clusters): the thread that starts the run outlives it.
-                        preexec_fn=terminate_with_parent,
                     )
             try:
                 self.returncode = self._process.wait(RUN_TIMEOUT_S)
