@@ -24,12 +24,13 @@ NODES = 6
 # The engine runs (tests/engines/runs.py) go on beside the main session, in region 1: each
 # session looks for free ports from a start of its own, far from the other's, so that neither
 # takes a port the other has just found free, or is about to take back (a node restarted on
-# its port). Region 0: nodes from 20,000 (cluster bus from 30,000), other ports from 47,000;
-# region 1: nodes from 26,000 (bus from 36,000), other ports from 50,000. A session uses a few
-# dozen ports above its start.
+# its port). Every start is below Linux's ephemeral ports (32768 up), which a client connection
+# may take between the check and the bind. Region 0: nodes from 10,000 (cluster bus from
+# 20,000), other ports from 26,000; region 1: nodes from 13,000 (bus from 23,000), other ports
+# from 28,500. A session uses a few dozen ports above its start.
 PORT_REGION_ENV = "TEST_PORT_REGION"
-_NODE_REGION_PORTS = 6000
-_OTHER_REGION_PORTS = 3000
+_NODE_REGION_PORTS = 3000
+_OTHER_REGION_PORTS = 2500
 
 
 def _region() -> int:
@@ -38,7 +39,7 @@ def _region() -> int:
 
 def free_base_port(nodes: int = NODES) -> int:
     """Find ``nodes`` consecutive ports whose cluster bus ports are free too."""
-    start = 20000 + _region() * _NODE_REGION_PORTS + os.getpid() % 3000
+    start = 10000 + _region() * _NODE_REGION_PORTS + os.getpid() % 2000
     for base in range(start, 55000 - nodes, nodes):
         ports = range(base, base + nodes)
         if all(port_free(HOST, p) and port_free(HOST, p + 10000) for p in ports):
@@ -47,7 +48,7 @@ def free_base_port(nodes: int = NODES) -> int:
 
 
 def free_port() -> int:
-    start = 47000 + _region() * _OTHER_REGION_PORTS + os.getpid() % 1000
+    start = 26000 + _region() * _OTHER_REGION_PORTS + os.getpid() % 1000
     for port in range(start, 60000):
         if port_free(HOST, port):
             return port
